@@ -1,0 +1,157 @@
+"""Connector for partners with an HTTP DSR API (channel ``api``, OpenDSR 0.1 shape).
+
+The conversation is asynchronous: ``submit`` posts one request per subject (idempotent on
+the partner request id, which is derived from our ``request_id`` and never contains
+personal data), ``poll`` reads their statuses, ``fetch`` reads completed results. 5xx,
+timeouts and connection errors raise ``TransientError`` (Airflow retries with backoff);
+4xx raise ``TerminalError`` with the partner's message. The bearer token is the
+connection's password.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from include import settings
+from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
+from include.dsr.errors import TerminalError, TransientError
+
+if TYPE_CHECKING:
+    from include.dsr.data_map import System
+    from include.dsr.identity import ResolvedSubject
+
+log = logging.getLogger(__name__)
+
+COMPLETED, FAILED = "completed", "failed"
+
+
+def partner_request_id(request_id: str, request_type: str) -> str:
+    """Our reference at the partner: no personal data, stable across retries."""
+    return f"fabconnect-{request_type}-{request_id}"
+
+
+def subject_identities(subject: ResolvedSubject) -> list[dict[str, str]]:
+    """Identities sent to a partner: emails and unshared phones only (never account ids)."""
+    identities = [{"identity_type": "email", "identity_value": e} for e in sorted(subject.emails)]
+    return identities + [{"identity_type": "phone", "identity_value": p} for p in sorted(subject.phones)]
+
+
+class PartnerApiConnector(BaseConnector):
+    """:param base_url: / :param token: override the connection (tests)."""
+
+    channel: ClassVar[str] = "api"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "export"})
+    # Override for partners that mount the API elsewhere.
+    api_prefix: ClassVar[str] = "/opendsr"
+
+    def __init__(self, system: System, base_url: str | None = None, token: str | None = None,
+                 timeout: float | None = None) -> None:
+        super().__init__(system)
+        self._base_url, self._token = base_url, token
+        self.timeout = timeout or settings.PARTNER_HTTP_TIMEOUT
+
+    @cached_property
+    def _endpoint(self) -> tuple[str, str]:
+        if self._base_url:
+            return self._base_url.rstrip("/"), self._token or ""
+        from include.dsr.connections import get_connection
+
+        conn = get_connection(self.system.connection_id)
+        port = f":{conn.port}" if conn.port else ""
+        return f"{conn.schema or 'https'}://{conn.host}{port}", conn.password or ""
+
+    @cached_property
+    def session(self):
+        import requests
+
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self._endpoint[1]}"
+        return session
+
+    def _call(self, method: str, path: str, body: dict | None = None, ok=(200, 201, 202)) -> tuple[int, Any]:
+        import requests
+
+        url = f"{self._endpoint[0]}{self.api_prefix}{path}"
+        try:
+            resp = self.session.request(method, url, json=body, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise TransientError(f"partner {self.system.key} did not answer {method} {path} within {self.timeout}s") from exc
+        except requests.ConnectionError as exc:
+            raise TransientError(f"partner {self.system.key} unreachable at {self._endpoint[0]}") from exc
+        if resp.status_code >= 500:
+            raise TransientError(f"partner {self.system.key} answered {resp.status_code} to {method} {path}")
+        if resp.status_code not in ok:
+            detail = _error_text(resp)
+            raise TerminalError(f"partner {self.system.key} refused {method} {path} ({resp.status_code}): {detail}")
+        return resp.status_code, resp.json()
+
+    def test_connection(self) -> None:
+        _, body = self._call("GET", "/discovery")
+        if body.get("api_version") != "0.1":
+            raise TerminalError(f"partner {self.system.key} speaks API version {body.get('api_version')!r}, not 0.1")
+
+    def submit(self, subjects: list[ResolvedSubject], request_type: str) -> list[str]:
+        """Post one request per subject; returns the partner request ids (same order)."""
+        refs = []
+        for subject in subjects:
+            ref = partner_request_id(subject.request_id, request_type)
+            self._call("POST", "/requests", {
+                "subject_request_id": ref, "subject_request_type": request_type,
+                "subject_identities": subject_identities(subject),
+                "submitted_time": datetime.now(timezone.utc).isoformat(),
+            })
+            refs.append(ref)
+        log.info("submitted %s %s requests to %s", len(refs), request_type, self.system.key)
+        return refs
+
+    def poll(self, refs: list[str]) -> dict[str, str]:
+        """Partner request id -> request_status."""
+        return {ref: self._call("GET", f"/requests/{ref}")[1]["request_status"] for ref in refs}
+
+    def fetch(self, refs_by_request: dict[str, str]) -> ExportResult:
+        """Read completed results; ``refs_by_request`` maps our request_id -> partner request id."""
+        import pandas as pd
+
+        result = ExportResult(self.system.key)
+        tables: dict[str, list[dict]] = {}
+        for request_id, ref in refs_by_request.items():
+            _, body = self._call("GET", f"/requests/{ref}/result")
+            for table, rows in (body.get("records") or {}).items():
+                tables.setdefault(table, []).extend({**row, REQUEST_ID_COLUMN: request_id} for row in rows)
+        for coll in self.system.collections:
+            rows = tables.pop(coll.name, [])
+            result.frames[coll.name] = pd.DataFrame.from_records(rows, columns=[*coll.field_names, REQUEST_ID_COLUMN])
+        for unexpected, rows in tables.items():  # a collection the data map does not know: keep it visible
+            result.frames[unexpected] = pd.DataFrame.from_records(rows)
+        return result
+
+    def export(self, subjects: list[ResolvedSubject], collections=None) -> ExportResult:
+        """Submit, and return the results if the partner answered at once; else raise ``PartnerPendingError``."""
+        refs = dict(zip([s.request_id for s in subjects], self.submit(subjects, "access")))
+        statuses = self.poll(list(refs.values()))
+        pending = [ref for ref, status in statuses.items() if status != COMPLETED]
+        if pending:
+            raise PartnerPendingError(self.system.key, pending)
+        return self.fetch(refs)
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.close()
+
+
+class PartnerPendingError(TransientError):
+    """The partner accepted the request but has not answered yet."""
+
+    def __init__(self, system: str, refs: list[str]) -> None:
+        super().__init__(f"partner {system} has not answered {len(refs)} request(s) yet")
+        self.system, self.refs = system, refs
+
+
+def _error_text(resp) -> str:
+    try:
+        return str(resp.json().get("error", resp.text[:200]))
+    except ValueError:
+        return resp.text[:200]

@@ -1,0 +1,42 @@
+"""Settings read once, each with a default that makes the embedded demo work unconfigured.
+
+Override with environment variables; real systems are reached by changing Airflow
+connections (``AIRFLOW_CONN_*``), not these settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Where the demo world keeps its files (SQLite databases, partner copies, ground truth).
+DEMO_DIR = Path(os.environ.get("DSR_DEMO_DIR", PROJECT_ROOT / ".demo"))
+
+DATA_MAP_PATH = Path(os.environ.get("DSR_DATA_MAP", PROJECT_ROOT / "include" / "config" / "data_map.yaml"))
+
+# Demo world size and seed (DESIGN: deterministic, a few thousand subjects by default).
+DEMO_SUBJECTS = int(os.environ.get("DSR_DEMO_SUBJECTS", "3000"))
+DEMO_SEED = int(os.environ.get("DSR_DEMO_SEED", "20261125"))
+
+# Ports of the embedded services started by the project.
+S3_PORT = int(os.environ.get("DSR_S3_PORT", "5055"))
+PARTNER_BASE_PORT = int(os.environ.get("DSR_PARTNER_BASE_PORT", "18100"))
+AIRFLOW_PORT = int(os.environ.get("DSR_AIRFLOW_PORT", "8080"))
+
+# Secret used by the "hash" erasure strategy; the demo value is not a secret.
+ERASURE_HASH_SECRET = os.environ.get("DSR_ERASURE_HASH_SECRET", "demo-not-a-secret")
+
+# Secret of the subject fingerprint kept in the ledger (HMAC of normalised identities).
+FINGERPRINT_SECRET = os.environ.get("DSR_FINGERPRINT_SECRET", "demo-fingerprint-not-a-secret")
+
+# How long one HTTP call to a partner may take before it counts as a stall (seconds).
+PARTNER_HTTP_TIMEOUT = float(os.environ.get("DSR_PARTNER_HTTP_TIMEOUT", "10"))
+# How often a deferred wait polls a partner, and how long it waits at most before the
+# partner is reported overdue (default: until the request's due date).
+PARTNER_POLL_SECONDS = float(os.environ.get("DSR_PARTNER_POLL_SECONDS", "30"))
+PARTNER_MAX_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_MAX_WAIT_SECONDS", "0")) or None
+
+# Presigned package links expire after this many seconds (capped at 7 days).
+PACKAGE_LINK_SECONDS = int(os.environ.get("DSR_PACKAGE_LINK_SECONDS", str(7 * 24 * 3600)))
