@@ -1,4 +1,4 @@
-"""Shared fixtures.
+"""Shared fixtures and the test session's isolated Airflow / demo environment.
 
 ``db_url`` (and its alias ``ledger_url``) run a test once per database backend:
 
@@ -12,11 +12,51 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
-import pytest
-import sqlalchemy as sa
+
+def _free_port_block(size: int) -> int:
+    """First port of ``size`` consecutive free ports, below the ephemeral range so that
+    outgoing connections made during the session cannot take them first."""
+    rng = random.Random(os.getpid())
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - size)
+        if all(_is_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no block of free ports between 20000 and 32000")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+# Airflow and include.settings read the environment at import time: give the test session its
+# own demo dir, ports and AIRFLOW_HOME before anything imports them, so tests never touch a
+# running `make demo`.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="dsr-tests-"))
+os.environ["DSR_DEMO_DIR"] = str(_SESSION_DIR / "demo")
+_PORTS = _free_port_block(9)  # S3 server, then the partner simulators
+os.environ["DSR_S3_PORT"] = str(_PORTS)
+os.environ["DSR_PARTNER_BASE_PORT"] = str(_PORTS + 1)
+os.environ["DSR_AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+from include.demo.airflow_env import airflow_environment  # noqa: E402
+
+os.environ.update(airflow_environment(home=_SESSION_DIR / "airflow"))
+
+import pytest  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
 
 POSTGRES_URL_ENV = "DSR_TEST_POSTGRES_URL"
 

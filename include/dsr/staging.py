@@ -3,8 +3,11 @@
 Layout under ``s3://<exports bucket>/_staging/<request_id>/``::
 
     subjects.json                       resolved identities (personal data: never logged)
-    systems/<system>/_meta.json         counts per collection, staged files, status
-    systems/<system>/<collection>.json  the rows (pandas "split" JSON keeps empty frames' columns)
+    systems/<unit>/_meta.json           counts per collection, staged files, status
+    systems/<unit>/<collection>.json    the rows (pandas "split" JSON keeps empty frames' columns)
+
+A unit is a partner system (``payflow``) or a collection group of an internal system
+(``fabconnect_app.account``), i.e. what one gather task produced.
     files/<object key>                  copies of objects (CAD files, ...)
     checks/<system>.json                Great Expectations results
 
@@ -69,28 +72,37 @@ class Staging:
     def get_subjects(self) -> list[ResolvedSubject]:
         return [ResolvedSubject.from_json(raw) for raw in self.get_json("subjects.json")]
 
-    def put_result(self, result: ExportResult, status: str = "completed", detail: dict | None = None) -> dict:
-        """Stage every frame of ``result`` and its meta; returns the meta (counts, no personal data)."""
+    def put_result(self, result: ExportResult, unit: str | None = None, status: str = "completed",
+                   detail: dict | None = None) -> dict:
+        """Stage every frame of ``result`` and its meta; returns the meta (counts, no personal data).
+
+        :param unit: staging name; a system key for partners, ``<system>.<group>`` for the
+            collection groups of an internal system (default: the system key)
+        """
+        unit = unit or result.system
         for collection, frame in result.frames.items():
             body = frame.to_json(orient="split", index=False, date_format="iso", force_ascii=False)
-            self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}systems/{result.system}/{collection}.json",
+            self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}systems/{unit}/{collection}.json",
                                Body=body.encode(), ContentType="application/json")
-        meta = {"system": result.system, "status": status, "counts": result.counts(), "files": result.files,
-                **(detail or {})}
-        self.put_json(f"systems/{result.system}/_meta.json", meta)
+        meta = {"unit": unit, "system": result.system, "status": status, "counts": result.counts(),
+                "files": result.files, **(detail or {})}
+        self.put_json(f"systems/{unit}/_meta.json", meta)
         return meta
 
-    def systems(self) -> list[str]:
+    def units(self) -> list[str]:
+        """Staged units (``payflow``, ``fabconnect_app.account``, ...)."""
         return sorted(k.split("/")[-2] for k in self.keys("systems/") if k.endswith("/_meta.json"))
 
-    def meta(self, system: str) -> dict:
-        return self.get_json(f"systems/{system}/_meta.json")
+    systems = units  # the unit of a partner is its system key
 
-    def load(self, system: str) -> ExportResult:
-        meta = self.meta(system)
-        result = ExportResult(system, files=meta.get("files", {}))
+    def meta(self, unit: str) -> dict:
+        return self.get_json(f"systems/{unit}/_meta.json")
+
+    def load(self, unit: str) -> ExportResult:
+        meta = self.meta(unit)
+        result = ExportResult(meta["system"], files=meta.get("files", {}))
         for collection in meta["counts"]:
-            result.frames[collection] = self._frame(f"systems/{system}/{collection}.json")
+            result.frames[collection] = self._frame(f"systems/{unit}/{collection}.json")
         return result
 
     def _frame(self, name: str) -> pd.DataFrame:

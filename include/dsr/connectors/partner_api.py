@@ -28,15 +28,26 @@ log = logging.getLogger(__name__)
 COMPLETED, FAILED = "completed", "failed"
 
 
-def partner_request_id(request_id: str, request_type: str) -> str:
+def partner_request_id(request_id: str, request_type: str, index: int = 0) -> str:
     """Our reference at the partner: no personal data, stable across retries."""
-    return f"fabconnect-{request_type}-{request_id}"
+    suffix = f"-{index + 1}" if index else ""
+    return f"fabconnect-{request_type}-{request_id}{suffix}"
 
 
-def subject_identities(subject: ResolvedSubject) -> list[dict[str, str]]:
-    """Identities sent to a partner: emails and unshared phones only (never account ids)."""
-    identities = [{"identity_type": "email", "identity_value": e} for e in sorted(subject.emails)]
-    return identities + [{"identity_type": "phone", "identity_value": p} for p in sorted(subject.phones)]
+def identity_sets(subject: ResolvedSubject) -> list[list[dict[str, str]]]:
+    """Identities sent to a partner, one set per partner request (the protocol takes one email
+    and one phone per request). Emails and unshared phones only, never account ids."""
+    emails, phones = sorted(subject.emails), sorted(subject.phones)
+    sets = []
+    for i in range(max(len(emails), len(phones))):
+        ids = [{"identity_type": "email", "identity_value": emails[i]}] if i < len(emails) else []
+        ids += [{"identity_type": "phone", "identity_value": phones[i]}] if i < len(phones) else []
+        sets.append(ids)
+    return sets
+
+
+def partner_refs(subject: ResolvedSubject, request_type: str) -> list[str]:
+    return [partner_request_id(subject.request_id, request_type, i) for i in range(len(identity_sets(subject)))]
 
 
 class PartnerApiConnector(BaseConnector):
@@ -93,45 +104,36 @@ class PartnerApiConnector(BaseConnector):
         if body.get("api_version") != "0.1":
             raise TerminalError(f"partner {self.system.key} speaks API version {body.get('api_version')!r}, not 0.1")
 
-    def submit(self, subjects: list[ResolvedSubject], request_type: str) -> list[str]:
-        """Post one request per subject; returns the partner request ids (same order)."""
-        refs = []
+    def submit(self, subjects: list[ResolvedSubject], request_type: str) -> dict[str, list[str]]:
+        """Post the subjects' requests (idempotent); returns our request_id -> partner request ids."""
+        refs: dict[str, list[str]] = {}
         for subject in subjects:
-            ref = partner_request_id(subject.request_id, request_type)
-            self._call("POST", "/requests", {
-                "subject_request_id": ref, "subject_request_type": request_type,
-                "subject_identities": subject_identities(subject),
-                "submitted_time": datetime.now(timezone.utc).isoformat(),
-            })
-            refs.append(ref)
-        log.info("submitted %s %s requests to %s", len(refs), request_type, self.system.key)
+            refs[subject.request_id] = partner_refs(subject, request_type)
+            for ref, identities in zip(refs[subject.request_id], identity_sets(subject)):
+                self._call("POST", "/requests", {
+                    "subject_request_id": ref, "subject_request_type": request_type,
+                    "subject_identities": identities, "submitted_time": datetime.now(timezone.utc).isoformat(),
+                })
+        log.info("submitted %s %s requests to %s", sum(map(len, refs.values())), request_type, self.system.key)
         return refs
 
     def poll(self, refs: list[str]) -> dict[str, str]:
-        """Partner request id -> request_status."""
+        """Partner request id -> request_status (pending, in_progress, completed, failed)."""
         return {ref: self._call("GET", f"/requests/{ref}")[1]["request_status"] for ref in refs}
 
-    def fetch(self, refs_by_request: dict[str, str]) -> ExportResult:
-        """Read completed results; ``refs_by_request`` maps our request_id -> partner request id."""
-        import pandas as pd
-
-        result = ExportResult(self.system.key)
-        tables: dict[str, list[dict]] = {}
-        for request_id, ref in refs_by_request.items():
-            _, body = self._call("GET", f"/requests/{ref}/result")
-            for table, rows in (body.get("records") or {}).items():
-                tables.setdefault(table, []).extend({**row, REQUEST_ID_COLUMN: request_id} for row in rows)
-        for coll in self.system.collections:
-            rows = tables.pop(coll.name, [])
-            result.frames[coll.name] = pd.DataFrame.from_records(rows, columns=[*coll.field_names, REQUEST_ID_COLUMN])
-        for unexpected, rows in tables.items():  # a collection the data map does not know: keep it visible
-            result.frames[unexpected] = pd.DataFrame.from_records(rows)
-        return result
+    def fetch(self, refs_by_request: dict[str, list[str]]) -> ExportResult:
+        """Read completed results; rows found through several identities are kept once."""
+        tables: dict[str, dict[tuple, dict]] = {}
+        for request_id, refs in refs_by_request.items():
+            for ref in refs:
+                _, body = self._call("GET", f"/requests/{ref}/result")
+                collect_records(tables, request_id, body.get("records"))
+        return frames_for(self.system, tables)
 
     def export(self, subjects: list[ResolvedSubject], collections=None) -> ExportResult:
         """Submit, and return the results if the partner answered at once; else raise ``PartnerPendingError``."""
-        refs = dict(zip([s.request_id for s in subjects], self.submit(subjects, "access")))
-        statuses = self.poll(list(refs.values()))
+        refs = self.submit(subjects, "access")
+        statuses = self.poll([r for rs in refs.values() for r in rs])
         pending = [ref for ref, status in statuses.items() if status != COMPLETED]
         if pending:
             raise PartnerPendingError(self.system.key, pending)
@@ -148,6 +150,28 @@ class PartnerPendingError(TransientError):
     def __init__(self, system: str, refs: list[str]) -> None:
         super().__init__(f"partner {system} has not answered {len(refs)} request(s) yet")
         self.system, self.refs = system, refs
+
+
+def collect_records(tables: dict[str, dict[tuple, dict]], request_id: str, records: dict | None) -> None:
+    """Add a partner answer's ``records`` to ``tables``, once per (request, row id)."""
+    for table, rows in (records or {}).items():
+        for row in rows:
+            tables.setdefault(table, {})[(request_id, row.get("id"))] = {**row, REQUEST_ID_COLUMN: request_id}
+
+
+def frames_for(system: System, tables: dict[str, dict[tuple, dict]]) -> ExportResult:
+    """One frame per data-map collection (empty ones keep their columns); collections the data
+    map does not know stay visible so the checks can flag them."""
+    import pandas as pd
+
+    result = ExportResult(system.key)
+    tables = {name: list(rows.values()) for name, rows in tables.items()}
+    for coll in system.collections:
+        rows = tables.pop(coll.name, [])
+        result.frames[coll.name] = pd.DataFrame.from_records(rows, columns=[*coll.field_names, REQUEST_ID_COLUMN])
+    for unexpected, rows in tables.items():
+        result.frames[unexpected] = pd.DataFrame.from_records(rows)
+    return result
 
 
 def _error_text(resp) -> str:

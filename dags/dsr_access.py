@@ -1,0 +1,19 @@
+"""
+### Right of access (GDPR Art. 15): Airflow DAG `dsr_access`
+
+Gathers everything Fabconnect and its recipients hold about one data subject and hands it
+over as a package: `s3://fabconnect-dsr-exports/<request_id>/` with `manifest.json`
+(systems, counts, SHA-256 checksums), `data.json`, one CSV per collection, the uploaded
+files, and `report.html` with the Art. 15 information (purposes, categories, named
+recipients, retention, rights, source, complaint right). The link is presigned for at most
+7 days and recorded in the request ledger.
+
+**Trigger** with `{"request_id": "DSR-2026-0001", "subject": {"email": "..."}}`, optionally
+`received_at` (SLA clock start), `verification` (`{"method", "verified_at"}`; without it ops
+confirm the identity in the `confirm_identity` task) and `jurisdiction` (`GDPR`/`CCPA`).
+Bad input is refused before anything is touched. Re-triggering a `request_id` is safe.
+"""
+
+from include.dsr.dag_factory import build_gathering_dag
+
+dag = build_gathering_dag("access", doc_md=__doc__, tags=["access", "art15"])

@@ -1,0 +1,14 @@
+"""
+### Right to data portability (GDPR Art. 20): Airflow DAG `dsr_portability`
+
+Like access, but the package holds only data the subject provided or that was observed
+from their activity (no inferred or derived data such as pricing features), as JSON and
+CSV with a JSON Schema (`schema.json`). With `transmit_to` the data is also sent to the
+receiving controller's endpoint and the receipt is recorded in the ledger.
+
+**Trigger** with `{"request_id": "...", "subject": {"email": "..."}, "transmit_to": null}`.
+"""
+
+from include.dsr.dag_factory import build_gathering_dag
+
+dag = build_gathering_dag("portability", doc_md=__doc__, tags=["portability", "art20"])

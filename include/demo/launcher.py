@@ -1,0 +1,170 @@
+"""``make demo`` / ``make down``: run the whole product on embedded defaults.
+
+``up`` initialises the embedded Airflow (SQLite metadata DB in ``.airflow/``), starts the
+demo services (S3-compatible server, partner simulators), builds the demo world, starts
+the Airflow scheduler, dag-processor, api-server and triggerer, waits until the API
+answers, prints the URL and login, runs the demo requests and then waits. Ctrl-C, SIGTERM
+or ``down`` stops every process it started (whole process groups) and removes the pid file.
+Running ``up`` while an earlier launcher is alive stops that one first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from include import settings
+from include.demo.airflow_env import AIRFLOW_HOME, DEMO_PASSWORD, DEMO_USER, airflow_environment, write_passwords_file
+from include.demo.readiness import wait_for_http, wait_for_port
+
+log = logging.getLogger("demo")
+
+PID_FILE = settings.DEMO_DIR / "launcher.pid"
+LOG_DIR = AIRFLOW_HOME / "process-logs"
+AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+STOP_GRACE_SECONDS = 20
+
+
+class ProcessGroup:
+    """Children started in their own sessions so a stop reaches their grandchildren too."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        out = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append((name, proc))
+        log.info("started %s (pid %s, log %s)", name, proc.pid, LOG_DIR / f"{name}.log")
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {LOG_DIR / (name + '.log')}")
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %ss, killing it", name, STOP_GRACE_SECONDS)
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.info("stopped %s", name)
+        self.children.clear()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _airflow(*args: str) -> list[str]:
+    return [sys.executable, "-m", "airflow", *args]
+
+
+def stop_previous() -> bool:
+    """Stop a launcher recorded in the pid file; True if one was running."""
+    if not PID_FILE.exists():
+        return False
+    try:
+        pid = int(PID_FILE.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+    except (ValueError, ProcessLookupError):
+        PID_FILE.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + STOP_GRACE_SECONDS + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def up(run_demo_requests: bool = True, hold: bool = True) -> int:
+    if stop_previous():
+        log.info("stopped the previous demo first")
+    settings.DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    PID_FILE.write_text(str(os.getpid()))
+    env = airflow_environment()
+    group = ProcessGroup()
+    stopping = False
+
+    def _on_signal(signum, _frame):
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        write_passwords_file()
+        log.info("migrating the Airflow metadata DB (%s)", AIRFLOW_HOME / "airflow.db")
+        subprocess.run(_airflow("db", "migrate"), env=env, check=True, stdout=subprocess.DEVNULL)
+        group.start("s3-server", [sys.executable, "-m", "include.demo.services", "s3"], env)
+        wait_for_port("127.0.0.1", settings.S3_PORT, timeout=60, alive=group.check_alive)
+        log.info("building the demo world (%s subjects)", settings.DEMO_SUBJECTS)
+        subprocess.run([sys.executable, "-m", "include.demo.world", "build"], env=env, check=True)
+        group.start("partner-simulators", [sys.executable, "-m", "include.demo.services", "partners"], env)
+        wait_for_port("127.0.0.1", settings.PARTNER_BASE_PORT, timeout=60, alive=group.check_alive)
+        for component in AIRFLOW_COMPONENTS:
+            args = ("api-server", "--port", str(settings.AIRFLOW_PORT)) if component == "api-server" else (component,)
+            group.start(component, _airflow(*args), env)
+        url = f"http://localhost:{settings.AIRFLOW_PORT}"
+        wait_for_http(f"{url}/api/v2/monitor/health", timeout=180, alive=group.check_alive)
+        print(f"\nFabconnect DSR is up: {url}  (login {DEMO_USER} / {DEMO_PASSWORD})", flush=True)
+        print("Stop with Ctrl-C or `make down`.\n", flush=True)
+        if run_demo_requests:
+            from include.demo.sample_requests import run_sample_requests
+
+            run_sample_requests(url, DEMO_USER, DEMO_PASSWORD)
+        while hold:
+            group.check_alive()
+            time.sleep(2)
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopping the demo ...", flush=True)
+        return 0
+    finally:
+        group.stop()
+        PID_FILE.unlink(missing_ok=True)
+
+
+def down() -> int:
+    if stop_previous():
+        print("demo stopped")
+    else:
+        print("no demo running")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the Fabconnect DSR demo")
+    parser.add_argument("command", choices=("up", "down"))
+    parser.add_argument("--no-requests", action="store_true", help="do not submit the sample requests")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.command == "down":
+        return down()
+    return up(run_demo_requests=not args.no_requests)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

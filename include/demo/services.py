@@ -1,0 +1,84 @@
+"""The demo's embedded servers, each a real server on 127.0.0.1.
+
+``python -m include.demo.services s3`` runs the S3-compatible server (moto's server mode).
+``python -m include.demo.services partners`` runs one HTTP server per ``api`` partner and a
+responder per ``s3_dropbox`` partner, over the partner copies of the built demo world.
+Ports and tokens come from the demo connections (``airflow_settings.yaml``), so the DAGs and
+the simulators cannot disagree. Both run until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from include import settings
+from include.demo.airflow_env import demo_connections
+from include.demo.world import WorldPaths, s3_client_for
+
+log = logging.getLogger("demo.services")
+
+
+def s3_endpoint() -> str:
+    return f"http://127.0.0.1:{settings.S3_PORT}"
+
+
+def start_s3_server(port: int = settings.S3_PORT):
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 call otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    log.info("S3-compatible server on http://127.0.0.1:%s", port)
+    return server
+
+
+def start_partner_simulators(paths: WorldPaths, endpoint: str) -> list:
+    """Start every partner simulator the data map declares; returns objects with ``stop()``."""
+    from include.demo.partners.api_server import PartnerApiServer
+    from include.demo.partners.dropbox_responder import DropboxResponder
+    from include.dsr.data_map import load_data_map
+
+    conns = demo_connections()
+    running = []
+    for system in load_data_map().partners():
+        store = paths.partner_db(system.key)
+        if system.channel == "api":
+            conn = conns[system.connection_id]
+            server = PartnerApiServer(system.key, store, token=conn["password"], port=conn["port"])
+            server.start()
+            running.append(server)
+        elif system.channel == "s3_dropbox":
+            responder = DropboxResponder(system.key, store, system.channel_config["bucket"],
+                                         lambda: s3_client_for(endpoint))
+            responder.start()
+            running.append(responder)
+    log.info("%s partner simulators running", len(running))
+    return running
+
+
+def _serve_until_signal(stoppables: list) -> None:
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    for item in reversed(stoppables):
+        item.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the demo world's embedded servers")
+    parser.add_argument("which", choices=("s3", "partners"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.which == "s3":
+        _serve_until_signal([start_s3_server()])
+    else:
+        _serve_until_signal(start_partner_simulators(WorldPaths(settings.DEMO_DIR), s3_endpoint()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

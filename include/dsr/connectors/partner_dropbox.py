@@ -1,0 +1,107 @@
+"""Connector for partners reached through an S3 drop box (channel ``s3_dropbox``).
+
+We write ``<inbox>/<partner request id>.json`` (the same body as the API channel's POST)
+into the bucket the partner shares; the partner answers in ``<outbox>/<id>.json`` with
+``request_status`` completed or failed, days later in real life. A failed answer is
+retried by re-writing the inbox file with ``attempt`` one higher; the answer echoes the
+attempt, so an old failure is never mistaken for the answer to the retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from include.dsr.connectors.base import BaseConnector, ExportResult
+from include.dsr.connectors.partner_api import (
+    COMPLETED,
+    FAILED,
+    collect_records,
+    frames_for,
+    identity_sets,
+    partner_refs,
+)
+
+if TYPE_CHECKING:
+    from include.dsr.data_map import System
+    from include.dsr.identity import ResolvedSubject
+
+log = logging.getLogger(__name__)
+PENDING = "pending"
+
+
+class PartnerDropboxConnector(BaseConnector):
+    """:param s3: boto3 client override (tests); by default from the partner's connection."""
+
+    channel: ClassVar[str] = "s3_dropbox"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "export"})
+
+    def __init__(self, system: System, s3: Any = None) -> None:
+        super().__init__(system)
+        self._s3 = s3
+        config = system.channel_config
+        self.bucket = config["bucket"]
+        self.inbox, self.outbox = config.get("inbox_prefix", "inbox/"), config.get("outbox_prefix", "outbox/")
+
+    @cached_property
+    def s3(self):
+        from include.dsr.connections import s3_client
+
+        return self._s3 or s3_client(self.system.connection_id)
+
+    def test_connection(self) -> None:
+        self.s3.head_bucket(Bucket=self.bucket)
+
+    def _read(self, key: str) -> dict | None:
+        try:
+            return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def _answer(self, ref: str) -> tuple[str, dict | None]:
+        """Status of one partner request: pending until an answer for the current attempt exists."""
+        request, answer = self._read(f"{self.inbox}{ref}.json"), self._read(f"{self.outbox}{ref}.json")
+        if answer is None or request is None:
+            return PENDING, None
+        if answer.get("request_status") == COMPLETED:
+            return COMPLETED, answer
+        if answer.get("attempt", 1) == request.get("attempt", 1):
+            return FAILED, answer
+        return PENDING, None
+
+    def submit(self, subjects: list[ResolvedSubject], request_type: str) -> dict[str, list[str]]:
+        """Write inbox files (a failed attempt is re-written with ``attempt + 1``)."""
+        refs: dict[str, list[str]] = {}
+        written = 0
+        for subject in subjects:
+            refs[subject.request_id] = partner_refs(subject, request_type)
+            for ref, identities in zip(refs[subject.request_id], identity_sets(subject)):
+                status, answer = self._answer(ref)
+                existing = self._read(f"{self.inbox}{ref}.json")
+                if status == COMPLETED or (existing and status == PENDING):
+                    continue
+                attempt = (existing or {}).get("attempt", 0) + 1
+                body = {"subject_request_id": ref, "subject_request_type": request_type, "attempt": attempt,
+                        "subject_identities": identities, "submitted_time": datetime.now(timezone.utc).isoformat()}
+                self.s3.put_object(Bucket=self.bucket, Key=f"{self.inbox}{ref}.json", Body=json.dumps(body).encode())
+                written += 1
+        log.info("wrote %s %s request files to the drop box of %s", written, request_type, self.system.key)
+        return refs
+
+    def poll(self, refs: list[str]) -> dict[str, str]:
+        return {ref: self._answer(ref)[0] for ref in refs}
+
+    def failure(self, ref: str) -> str:
+        """The partner's error text of a failed answer (no personal data in our protocol)."""
+        _, answer = self._answer(ref)
+        return str((answer or {}).get("error", "no reason given"))[:200]
+
+    def fetch(self, refs_by_request: dict[str, list[str]]) -> ExportResult:
+        tables: dict[str, dict[tuple, dict]] = {}
+        for request_id, refs in refs_by_request.items():
+            for ref in refs:
+                collect_records(tables, request_id, (self._answer(ref)[1] or {}).get("records"))
+        return frames_for(self.system, tables)

@@ -1,0 +1,200 @@
+"""The steps of an access / portability request, as plain functions of a ``Runtime``.
+
+Each step is a transaction that gives the same result when re-run: the ledger upserts,
+staging and package keys are overwritten, events carry dedupe keys. Steps return small
+dicts of ids and counts (what goes to XCom); personal data stays in the staging area.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from include.dsr import sla
+from include.dsr.errors import CheckFailedError
+from include.dsr.fingerprint import subject_fingerprint
+from include.dsr.identity import IdentityResolver, SubjectQuery
+from include.dsr.request import DSRRequest, parse_request
+from include.dsr.runtime import collections_in_scope
+
+if TYPE_CHECKING:
+    from include.dsr.runtime import Runtime
+
+log = logging.getLogger(__name__)
+EXPORT = "export"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def start_request(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = None) -> dict:
+    """Validate the conf and record the request with its due date (idempotent per request_id)."""
+    request = parse_request(conf, right)
+    fingerprint = subject_fingerprint(request.subject.identities(), rt.fingerprint_secret)
+    due = sla.due_at(request.received_at, request.jurisdiction)
+    row = rt.ledger.record_request(request.request_id, right, request.jurisdiction, fingerprint,
+                                   request.received_at, due, dag_run_id=dag_run_id)
+    rt.ledger.set_status(request.request_id, "verifying" if request.verification is None else "in_progress")
+    log.info("request %s (%s) recorded, due %s", request.request_id, right, row.due_at.isoformat())
+    return {"request_id": request.request_id, "due_at": row.due_at.isoformat(),
+            "verified": request.verification is not None}
+
+
+def record_verification(rt: Runtime, conf: dict, right: str, confirmed_by: str | None = None) -> dict:
+    """Log how the identity was verified: from the conf, or by ops in the approval task."""
+    request = parse_request(conf, right)
+    if request.verification is not None:
+        payload = {"method": request.verification.method, "verified_at": request.verification.verified_at.isoformat()}
+    else:
+        payload = {"method": "ops_confirmed", "verified_at": _now().isoformat(), "confirmed_by": confirmed_by or "ops"}
+    rt.ledger.append_event(request.request_id, "identity.verified", payload,
+                           dedupe_key=f"{request.request_id}:identity.verified")
+    rt.ledger.set_status(request.request_id, "in_progress")
+    return {"request_id": request.request_id, "method": payload["method"]}
+
+
+def _query(request: DSRRequest) -> SubjectQuery:
+    ids = request.subject.identities()
+    return SubjectQuery(request.request_id, ids.get("email"), ids.get("phone"), ids.get("account_id"))
+
+
+def resolve_subject(rt: Runtime, conf: dict, right: str) -> dict:
+    """Resolve the subject, stage the identities and return the fan-out targets (no personal data).
+
+    ``gather``: internal collection groups and automated partners (one mapped task each);
+    ``manual``: partners whose answer ops record in a human-in-the-loop task.
+    """
+    request = parse_request(conf, right)
+    resolver = IdentityResolver(rt.app_engine, rt.data_map, rt.hash_secret)
+    (subject,) = resolver.resolve([_query(request)])
+    rt.staging(request.request_id).put_subjects([subject])
+    internal, partners, manual = [], [], []
+    for system in rt.data_map.systems:
+        if not collections_in_scope(system, right):
+            continue
+        if system.family == "internal":
+            if system.channel == "database":
+                groups = {c.group or c.name for c in collections_in_scope(system, right)}
+                internal += [{"system": system.key, "group": g} for g in sorted(groups)]
+            else:
+                internal.append({"system": system.key, "group": None})
+        elif system.key in subject.recipients:
+            (manual if system.channel == "manual" else partners).append({"system": system.key, "channel": system.channel})
+    for target in internal + partners + manual:
+        rt.ledger.upsert_system_result(request.request_id, unit_name(target), EXPORT, "pending")
+    rt.ledger.append_event(request.request_id, "subject.resolved", subject.summary(),
+                           dedupe_key=f"{request.request_id}:subject.resolved")
+    log.info("request %s fans out to %s internal units, %s partners, %s manual partners",
+             request.request_id, len(internal), len(partners), len(manual))
+    return {"gather": internal + partners, "manual": manual}
+
+
+def unit_name(target: dict) -> str:
+    """Ledger / staging name of a fan-out target: ``payflow``, ``fabconnect_app.account``."""
+    return f"{target['system']}.{target['group']}" if target.get("group") else target["system"]
+
+
+def split_unit(unit: str) -> tuple[str, str | None]:
+    system, _, group = unit.partition(".")
+    return system, group or None
+
+
+def unit_collections(rt: Runtime, unit: str, right: str) -> list:
+    """The collections a unit must deliver for this right (a group's, or the whole system's)."""
+    system_key, group = split_unit(unit)
+    return [c for c in collections_in_scope(rt.data_map.system(system_key), right)
+            if group is None or (c.group or c.name) == group]
+
+
+def gather_internal(rt: Runtime, request_id: str, right: str, target: dict) -> dict:
+    """Export one internal collection group (or the object store) for the subject and stage it."""
+    unit = unit_name(target)
+    subjects = rt.staging(request_id).get_subjects()
+    result = rt.connector(target["system"], request_id).export(subjects, unit_collections(rt, unit, right))
+    return stage_result(rt, request_id, unit, result)
+
+
+def stage_result(rt: Runtime, request_id: str, unit: str, result, evidence: dict | None = None) -> dict:
+    """Stage a connector result and record its counts in the ledger."""
+    meta = rt.staging(request_id).put_result(result, unit=unit)
+    total = sum(meta["counts"].values())
+    rt.ledger.upsert_system_result(request_id, unit, EXPORT, "completed", record_count=total,
+                                   evidence={"counts": meta["counts"], **(evidence or {})})
+    return {"unit": unit, "records": total}
+
+
+def validate_results(rt: Runtime, request_id: str, right: str) -> dict:
+    """Great Expectations over every staged unit; fails with a readable reason."""
+    from include.dsr.checks import ResultChecker
+
+    staging = rt.staging(request_id)
+    subjects = staging.get_subjects()
+    checker = ResultChecker()
+    staged = set(staging.units())
+    failures, checked = [], 0
+    for row in rt.ledger.system_results(request_id):
+        if row.action != EXPORT or row.status == "skipped":
+            continue
+        system = rt.data_map.system(split_unit(row.system)[0])
+        if system.channel == "manual":
+            continue  # ops recorded the partner's answer; there are no rows to check
+        if row.system not in staged:
+            failures.append(f"{row.system}: no result staged (status {row.status})")
+            continue
+        expected = unit_collections(rt, row.system, right)
+        report = checker.check(system, staging.load(row.system), subjects, expected,
+                               ledger_counts=(row.evidence or {}).get("counts"),
+                               object_store=system.channel == "object_store")
+        staging.put_json(f"checks/{row.system}.json", report.to_json())
+        checked += 1
+        if not report.success:
+            failures.append(report.reason)
+    outcome = {"units_checked": checked, "failures": failures}
+    rt.ledger.append_event(request_id, "checks.failed" if failures else "checks.passed", outcome)
+    if failures:
+        raise CheckFailedError(f"request {request_id}: result checks failed: " + "; ".join(failures))
+    return {"request_id": request_id, "units_checked": checked}
+
+
+def build_package(rt: Runtime, request_id: str, right: str, transmit_to: str | None = None) -> dict:
+    """Write the package under ``<request_id>/``, record it in the ledger, transmit if asked."""
+    from include import settings
+    from include.dsr.package import build_package as write_package
+
+    row = rt.ledger.get_request(request_id)
+    info = {"request_id": request_id, "received_at": row.received_at.isoformat(), "due_at": row.due_at.isoformat(),
+            "jurisdiction": row.jurisdiction}
+    package = write_package(rt.s3, rt.exports_bucket, request_id, right, rt.data_map, info, settings.PACKAGE_LINK_SECONDS)
+    # The presigned link lives in the request row (replaced on a re-run), not in the append-only
+    # event log: it opens the package for up to 7 days.
+    rt.ledger.set_package(request_id, package.url, package.expires_at)
+    payload = {"location": f"s3://{rt.exports_bucket}/{package.prefix}", "files": len(package.keys),
+               "manifest_sha256": package.manifest_sha256, "expires_at": package.expires_at.isoformat(),
+               "records": sum(package.counts.values())}
+    if transmit_to:
+        from include.dsr.transmit import transmit_package
+
+        receipt = transmit_package(transmit_to, package.transmit_body(rt.s3, rt.exports_bucket))
+        payload["transmitted"] = {k: v for k, v in receipt.items() if k != "url"}
+    rt.ledger.append_event(request_id, "package.created", payload, dedupe_key=f"{request_id}:package:{package.manifest_sha256}")
+    return {"request_id": request_id, "package_prefix": package.prefix, "records": payload["records"]}
+
+
+def close_request(rt: Runtime, request_id: str) -> dict:
+    """Close the request, clear the staging area and report the chain head."""
+    total = sum(r.record_count or 0 for r in rt.ledger.system_results(request_id) if r.action == EXPORT)
+    rt.ledger.close_request(request_id, "completed", _now(), f"{total} records delivered")
+    cleared = rt.staging(request_id).clear()
+    report = rt.ledger.verify_chain_or_raise()
+    log.info("request %s closed: %s records, %s staging objects removed, chain verified to seq %s",
+             request_id, total, cleared, report.last_seq)
+    return {"request_id": request_id, "records": total, "chain_head": report.last_hash}
+
+
+def mark_failed(rt: Runtime, request_id: str, reason: str) -> None:
+    """Record a task's final failure on the request (the reason names ids, never identities)."""
+    if rt.ledger.get_request(request_id) is not None:
+        rt.ledger.set_status(request_id, "failed", outcome_summary=reason[:500])
+
