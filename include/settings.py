@@ -40,3 +40,7 @@ PARTNER_MAX_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_MAX_WAIT_SECONDS", 
 
 # Presigned package links expire after this many seconds (capped at 7 days).
 PACKAGE_LINK_SECONDS = int(os.environ.get("DSR_PACKAGE_LINK_SECONDS", str(7 * 24 * 3600)))
+
+# Airflow retries of every DSR task (exponential backoff from this first delay).
+TASK_RETRIES = int(os.environ.get("DSR_TASK_RETRIES", "3"))
+TASK_RETRY_DELAY_SECONDS = float(os.environ.get("DSR_TASK_RETRY_DELAY_SECONDS", "20"))

@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from include import settings
+from include.dsr.airflow_errors import run_step
 
 COMPLETED, FAILED, TIMEOUT, ERROR = "completed", "failed", "timeout", "error"
 MAX_POLL_ERRORS = 5  # consecutive transient poll failures before the task is handed back to retries
@@ -94,13 +95,18 @@ class GatherOperator(BaseOperator):
 
     def execute(self, context) -> dict:
         from include.dsr import partner_exchange, pipeline
+        from include.dsr.errors import TransientError
 
         request_id = context["params"]["request_id"]
         system = self.target["system"]
         rt = self._runtime()
         if "channel" not in self.target:
-            return _terminal_on_terminal(lambda: pipeline.gather_internal(rt, request_id, self.right, self.target))
-        sent = _terminal_on_terminal(lambda: partner_exchange.submit(rt, request_id, self.right, system))
+            return run_step(lambda: pipeline.gather_internal(rt, request_id, self.right, self.target))
+        try:
+            sent = run_step(lambda: partner_exchange.submit(rt, request_id, self.right, system))
+        except TransientError as exc:
+            partner_exchange.not_answering(rt, request_id, system, str(exc))
+            raise
         if sent["state"] == COMPLETED:
             return partner_exchange.collect(rt, request_id, system, sent["refs"])
         self.defer(trigger=PartnerReplyTrigger(system, sent["refs"], settings.PARTNER_POLL_SECONDS,
@@ -134,13 +140,3 @@ class GatherOperator(BaseOperator):
         raise TransientError(f"partner {system} answered {status} for request {request_id}: {event.get('message', '')}")
 
 
-def _terminal_on_terminal(call):
-    """Run ``call``; a ``TerminalError`` fails the task at once instead of being retried."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from include.dsr.errors import TerminalError
-
-    try:
-        return call()
-    except TerminalError as exc:
-        raise AirflowFailException(str(exc)) from exc

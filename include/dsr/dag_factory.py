@@ -15,14 +15,16 @@ from datetime import datetime, timedelta, timezone
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import DAG, Param, task
 
+from include import settings
+from include.dsr.airflow_errors import run_step
 from include.dsr.airflow_gather import GatherOperator
 from include.dsr.connectors.partner_manual import OPTIONS as MANUAL_OPTIONS
 from include.dsr.request import JURISDICTIONS, REQUEST_ID_PATTERN, RESTRICTION_ACTIONS, VERIFICATION_METHODS
 
 DEFAULT_ARGS = {
     "owner": "privacy-ops",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=20),
+    "retries": settings.TASK_RETRIES,
+    "retry_delay": timedelta(seconds=settings.TASK_RETRY_DELAY_SECONDS),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(hours=1),
 }
@@ -66,12 +68,22 @@ def record_task_failure(context) -> None:
     from include.dsr.errors import DSRError
 
     request_id = (context.get("params") or {}).get("request_id")
-    if not request_id:
-        return
+    if not request_id or context["task_instance"].task_id == "validate_request":
+        return  # refused input never reached the ledger (or belongs to another request: reuse)
     exc = context.get("exception")
     task_id = context["task_instance"].task_id
+    # Our messages name ids only; foreign exceptions may quote data, so only their type is kept.
     detail = str(exc) if isinstance(exc, DSRError) or "AirflowFail" in type(exc).__name__ else type(exc).__name__
-    pipeline.mark_failed(_runtime(), request_id, f"{task_id}: {detail}")
+    rt = _runtime()
+    if task_id == "confirm_identity":  # ops rejected the identity proof: a refusal, not a failure
+        pipeline.refuse(rt, request_id, "identity could not be verified")
+        return
+    target = getattr(context.get("task"), "target", None)
+    if isinstance(target, dict) and target.get("channel"):
+        from include.dsr import partner_exchange
+
+        partner_exchange.fail(rt, request_id, target["system"], detail)
+    pipeline.mark_failed(rt, request_id, f"{task_id}: {detail}")
 
 
 def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
@@ -92,7 +104,7 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         def validate_request(**context) -> dict:
             from include.dsr import pipeline
 
-            return pipeline.start_request(_runtime(), context["dag_run"].conf, right, context["run_id"])
+            return run_step(lambda: pipeline.start_request(_runtime(), context["dag_run"].conf, right, context["run_id"]))
 
         @task.branch
         def check_identity(started: dict) -> str:
@@ -110,14 +122,14 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         def record_verification(**context) -> dict:
             from include.dsr import pipeline
 
-            return pipeline.record_verification(_runtime(), context["dag_run"].conf, right)
+            return run_step(lambda: pipeline.record_verification(_runtime(), context["dag_run"].conf, right))
 
         @task
         def resolve_subject(**context) -> list[dict]:
             from include.dsr import pipeline
 
             rt, request_id = _runtime(), context["params"]["request_id"]
-            targets = pipeline.resolve_subject(rt, context["dag_run"].conf, right)
+            targets = run_step(lambda: pipeline.resolve_subject(rt, context["dag_run"].conf, right))
             rt.staging(request_id).put_json("manual_targets.json", targets["manual"])
             return targets["gather"]
 
@@ -134,20 +146,21 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
 
             rt, request_id = _runtime(), context["params"]["request_id"]
             manual_partners.record_replies(rt, request_id, context["ti"])
-            return pipeline.validate_results(rt, request_id, right)
+            return run_step(lambda: pipeline.validate_results(rt, request_id, right))
 
         @task
         def build_package(**context) -> dict:
             from include.dsr import pipeline
 
             conf = context["dag_run"].conf
-            return pipeline.build_package(_runtime(), context["params"]["request_id"], right, conf.get("transmit_to"))
+            return run_step(lambda: pipeline.build_package(_runtime(), context["params"]["request_id"], right,
+                                                           conf.get("transmit_to")))
 
         @task
         def close_request(**context) -> dict:
             from include.dsr import pipeline
 
-            return pipeline.close_request(_runtime(), context["params"]["request_id"])
+            return run_step(lambda: pipeline.close_request(_runtime(), context["params"]["request_id"]))
 
         started = validate_request()
         branch = check_identity(started)

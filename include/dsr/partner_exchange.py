@@ -84,3 +84,9 @@ def collect(rt: Runtime, request_id: str, system_key: str, refs: dict[str, list[
 
 def fail(rt: Runtime, request_id: str, system_key: str, reason: str) -> None:
     rt.ledger.upsert_system_result(request_id, system_key, EXPORT, "failed", outcome=reason[:500])
+
+
+def not_answering(rt: Runtime, request_id: str, system_key: str, reason: str) -> None:
+    """The partner failed transiently: visible as waiting, with the reason, until a retry works."""
+    rt.ledger.upsert_system_result(request_id, system_key, EXPORT, "waiting", outcome=reason[:500])
+    rt.ledger.set_status(request_id, "waiting_on_partner")

@@ -198,3 +198,8 @@ def mark_failed(rt: Runtime, request_id: str, reason: str) -> None:
     if rt.ledger.get_request(request_id) is not None:
         rt.ledger.set_status(request_id, "failed", outcome_summary=reason[:500])
 
+
+
+def refuse(rt: Runtime, request_id: str, reason: str) -> None:
+    """Close the request as refused (Art. 12(4): the subject is told why and of the complaint right)."""
+    rt.ledger.close_request(request_id, "refused", _now(), reason)

@@ -1,0 +1,76 @@
+"""Reading what a DSR run left behind: ground truth, the package, the ledger."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from functools import lru_cache
+
+from include import constants, settings
+from include.demo.people import hard_case_people
+from include.demo.world import WorldPaths
+from include.dsr.connections import sqlalchemy_url
+from include.dsr.ledger import Ledger
+
+HARD = {p.key: p for p in hard_case_people()}
+VERIFIED = {"method": "logged_in_session", "verified_at": "2026-11-20T10:00:00Z"}
+
+
+def conf_for(person_key: str, request_id: str, with_phone: bool = False, **extra) -> dict:
+    person = HARD[person_key]
+    subject = {"email": person.email_variant or person.email}
+    if with_phone:
+        subject["phone"] = person.phone
+    return {"request_id": request_id, "subject": subject, "verification": VERIFIED, **extra}
+
+
+@lru_cache(maxsize=1)
+def ledger() -> Ledger:
+    return Ledger(sqlalchemy_url(constants.CONN_LEDGER))
+
+
+def expected_rows(paths: WorldPaths, person_key: str, systems_excluded: tuple = ()) -> set[tuple[str, str, str]]:
+    """(system, collection, row id) the exact-matching rules must return, objects excluded."""
+    rows = sqlite3.connect(paths.ground_truth).execute(
+        "SELECT system, collection, row_id FROM owned_rows WHERE person_key=? AND linkable=1 AND system != ?",
+        (person_key, "fabconnect_s3"))
+    return {r for r in rows if r[0] not in systems_excluded}
+
+
+def expected_objects(paths: WorldPaths, person_key: str) -> set[str]:
+    rows = sqlite3.connect(paths.ground_truth).execute(
+        "SELECT row_id FROM owned_rows WHERE person_key=? AND system='fabconnect_s3'", (person_key,))
+    return {r[0] for r in rows}
+
+
+def package_data(s3, request_id: str) -> dict:
+    body = s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{request_id}/data.json")["Body"].read()
+    return json.loads(body)
+
+
+def package_keys(s3, request_id: str) -> list[str]:
+    resp = s3.list_objects_v2(Bucket=constants.EXPORTS_BUCKET, Prefix=f"{request_id}/")
+    return sorted(o["Key"] for o in resp.get("Contents", []))
+
+
+def gathered_rows(data: dict) -> tuple[set[tuple[str, str, str]], set[str]]:
+    """(system, collection, id) of every row in a package's data.json, and the object keys."""
+    rows, objects = set(), set()
+    for system, collections in data.items():
+        for collection, records in collections.items():
+            for record in records:
+                if system == "fabconnect_s3":
+                    objects.add(record["object_key"])
+                else:
+                    rows.add((system, collection, str(record["id"])))
+    return rows, objects
+
+
+def manual_partners() -> tuple[str, ...]:
+    from include.dsr.data_map import load_data_map
+
+    return tuple(p.key for p in load_data_map().partners() if p.channel == "manual")
+
+
+def demo_dir_paths() -> WorldPaths:
+    return WorldPaths(settings.DEMO_DIR)
