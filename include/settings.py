@@ -14,6 +14,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Where the demo world keeps its files (SQLite databases, partner copies, ground truth).
 DEMO_DIR = Path(os.environ.get("DSR_DEMO_DIR", PROJECT_ROOT / ".demo"))
 
+# Folder of the DAG files Airflow loads (benchmarks point it at a folder with extra DAGs).
+DAGS_FOLDER = Path(os.environ.get("DSR_DAGS_FOLDER", PROJECT_ROOT / "dags"))
+
 DATA_MAP_PATH = Path(os.environ.get("DSR_DATA_MAP", PROJECT_ROOT / "include" / "config" / "data_map.yaml"))
 
 # Demo world size and seed (DESIGN: deterministic, a few thousand subjects by default).
@@ -44,3 +47,7 @@ PACKAGE_LINK_SECONDS = int(os.environ.get("DSR_PACKAGE_LINK_SECONDS", str(7 * 24
 # Airflow retries of every DSR task (exponential backoff from this first delay).
 TASK_RETRIES = int(os.environ.get("DSR_TASK_RETRIES", "3"))
 TASK_RETRY_DELAY_SECONDS = float(os.environ.get("DSR_TASK_RETRY_DELAY_SECONDS", "20"))
+
+# Deliver packages as an AES-encrypted package.zip; the password is written to
+# s3://<exports>/_keys/<request_id>.txt, for sending to the subject by another channel.
+ENCRYPT_PACKAGES = os.environ.get("DSR_ENCRYPT_PACKAGES", "").lower() in ("1", "true", "yes")

@@ -92,7 +92,8 @@ class WorldGenerator:
         self.partner_ids = {p.slug: i for i, p in enumerate(MANUFACTURERS, start=1)}
         self.shared_phones: set[str] = set()
 
-    def run(self, people: list[Person]) -> None:
+    def run(self, people: list[Person], on_person=None) -> None:
+        """Emit the world; ``on_person(1)`` is called after each person (progress bars)."""
         phones = [p.phone for p in people if p.kind != KIND_VISITOR]
         self.shared_phones = _duplicates(phones)
         for i, partner in enumerate(MANUFACTURERS, start=1):
@@ -104,6 +105,8 @@ class WorldGenerator:
                 self._visitor(person)
             else:
                 self._account_holder(person)
+            if on_person:
+                on_person(1)
         self._anonymous_traffic(len(people))
 
     # -- helpers ------------------------------------------------------------------------

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 5000  # buffered rows before a bulk insert
+UPLOAD_THREADS = 16  # object PUTs are latency-bound: upload them concurrently
 
 
 def dropbox_bucket(slug: str) -> str:
@@ -126,6 +127,7 @@ class WorldWriter:
         self.app_rows: dict[str, list[dict]] = defaultdict(list)
         self.partner_rows: dict[tuple[str, str], list[dict]] = defaultdict(list)
         self.facts: list[tuple] = []
+        self.objects: list[tuple[str, bytes]] = []
         self.buffered = 0
         self.counts: dict[str, int] = defaultdict(int)
 
@@ -146,7 +148,8 @@ class WorldWriter:
         collection = key.split("/", 1)[0]
         self.facts.append((owner, S3, collection, key, 1))
         if self.s3 is not None:
-            self.s3.put_object(Bucket=constants.PLATFORM_BUCKET, Key=key, Body=body)
+            self.objects.append((key, body))
+            self.buffered += 1
 
     def flush(self) -> None:
         with self.engine.begin() as conn:
@@ -159,7 +162,19 @@ class WorldWriter:
         self.partner_rows.clear()
         self.truth.add_rows(self.facts)
         self.facts = []
+        self._upload_objects()
         self.buffered = 0
+
+    def _upload_objects(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def put(item: tuple[str, bytes]) -> None:
+            self.s3.put_object(Bucket=constants.PLATFORM_BUCKET, Key=item[0], Body=item[1])
+
+        if self.objects:
+            with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+                list(pool.map(put, self.objects))
+        self.objects = []
 
     def close(self) -> None:
         self.flush()
@@ -204,13 +219,14 @@ def build_world(paths: WorldPaths, subjects: int, seed: int, s3_client=None, pro
     writer = WorldWriter(paths, engine, s3_client)
     writer.truth.add_people(people)
     generator = WorldGenerator(writer, seed, settings.ERASURE_HASH_SECRET)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        people_iter = tqdm(people, desc="people", unit="person", mininterval=0.5)
-        generator.run(list(people_iter))
-    else:
-        generator.run(people)
+        bar = tqdm(total=len(people), desc="people", unit="person", mininterval=0.5)
+    generator.run(people, on_person=bar.update if bar else None)
+    if bar:
+        bar.close()
     writer.close()
     engine.dispose()
     manifest = {
@@ -225,9 +241,11 @@ def build_world(paths: WorldPaths, subjects: int, seed: int, s3_client=None, pro
 def s3_client_for(endpoint_url: str):
     """A boto3 S3 client for the local S3-compatible server (any credentials work there)."""
     import boto3
+    from botocore.config import Config
 
     return boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1",
-                        aws_access_key_id="demo", aws_secret_access_key="demo")
+                        aws_access_key_id="demo", aws_secret_access_key="demo",
+                        config=Config(max_pool_connections=UPLOAD_THREADS))
 
 
 def main(argv: list[str] | None = None) -> int:

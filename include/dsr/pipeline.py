@@ -166,7 +166,9 @@ def build_package(rt: Runtime, request_id: str, right: str, transmit_to: str | N
     row = rt.ledger.get_request(request_id)
     info = {"request_id": request_id, "received_at": row.received_at.isoformat(), "due_at": row.due_at.isoformat(),
             "jurisdiction": row.jurisdiction}
-    package = write_package(rt.s3, rt.exports_bucket, request_id, right, rt.data_map, info, settings.PACKAGE_LINK_SECONDS)
+    password = _zip_password(rt, request_id) if settings.ENCRYPT_PACKAGES else None
+    package = write_package(rt.s3, rt.exports_bucket, request_id, right, rt.data_map, info,
+                            settings.PACKAGE_LINK_SECONDS, zip_password=password)
     # The presigned link lives in the request row (replaced on a re-run), not in the append-only
     # event log: it opens the package for up to 7 days.
     rt.ledger.set_package(request_id, package.url, package.expires_at)
@@ -180,6 +182,20 @@ def build_package(rt: Runtime, request_id: str, right: str, transmit_to: str | N
         payload["transmitted"] = {k: v for k, v in receipt.items() if k != "url"}
     rt.ledger.append_event(request_id, "package.created", payload, dedupe_key=f"{request_id}:package:{package.manifest_sha256}")
     return {"request_id": request_id, "package_prefix": package.prefix, "records": payload["records"]}
+
+
+def _zip_password(rt: Runtime, request_id: str) -> str:
+    """One random password per request, kept beside the exports (never logged, never in XCom);
+    re-runs reuse it so a link already sent keeps matching its password."""
+    import secrets
+
+    key = f"_keys/{request_id}.txt"
+    try:
+        return rt.s3.get_object(Bucket=rt.exports_bucket, Key=key)["Body"].read().decode()
+    except rt.s3.exceptions.NoSuchKey:
+        password = secrets.token_urlsafe(18)
+        rt.s3.put_object(Bucket=rt.exports_bucket, Key=key, Body=password.encode())
+        return password
 
 
 def close_request(rt: Runtime, request_id: str) -> dict:

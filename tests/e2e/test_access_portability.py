@@ -116,3 +116,21 @@ def test_request_id_reused_for_another_subject_is_refused(airflow_db, demo_world
     run = run_dag("dsr_access", conf_for("H04", "E2E-REUSE-1"))
     assert run.state == "failed"
     assert ledger().get_request("E2E-REUSE-1").status == "completed"  # the first request is untouched
+
+
+def test_encrypted_package_opens_with_the_per_request_password(airflow_db, demo_world, monkeypatch):
+    import pyzipper
+    import requests
+
+    from include import settings
+
+    monkeypatch.setattr(settings, "ENCRYPT_PACKAGES", True)
+    request_id = "E2E-AES-H02"
+    assert run_dag("dsr_access", conf_for("H02", request_id)).state == "success"
+    link = ledger().get_request(request_id).package_uri
+    body = requests.get(link, timeout=10).content  # the presigned link works over HTTP
+    password = demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"_keys/{request_id}.txt")["Body"].read()
+    with pyzipper.AESZipFile(io.BytesIO(body)) as archive:
+        archive.setpassword(password)
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["request_id"] == request_id and manifest["record_count_total"] > 0

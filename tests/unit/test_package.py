@@ -337,16 +337,21 @@ def test_zip_holds_every_file_and_is_the_linked_object(s3, data_map, request_id)
             assert hashlib.sha256(archive.read(entry["path"])).hexdigest() == entry["sha256"]
 
 
-def test_zip_password_without_pyzipper_is_refused_before_anything_is_written(s3, data_map, request_id):
-    try:
-        import pyzipper  # noqa: F401
-        pytest.skip("pyzipper is installed: the encrypted zip is available")
-    except ImportError:
-        pass
+def test_zip_with_a_password_is_aes_encrypted(s3, data_map, request_id):
+    import pyzipper
+
     _stage(s3, request_id)
-    with pytest.raises(TerminalError, match="install pyzipper"):
-        _build(s3, data_map, request_id, zip_password="correct horse")
-    assert _listing(s3, f"{request_id}/") == []
+    result = _build(s3, data_map, request_id, zip_password="correct horse")
+    body = requests.get(result.url, timeout=10).content
+    with pyzipper.AESZipFile(io.BytesIO(body)) as archive:
+        info = archive.getinfo("manifest.json")
+        assert info.flag_bits & 0x1  # encrypted entry
+        with pytest.raises(RuntimeError):
+            archive.read("manifest.json")  # no password given
+        archive.setpassword(b"correct horse")
+        assert archive.read("files/specs/q-1/bracket.step") == SPEC_BYTES
+    with pytest.raises(Exception):
+        zipfile.ZipFile(io.BytesIO(body)).read("manifest.json")  # plain zip tools cannot open it
 
 
 @pytest.mark.parametrize(("right", "request_id_", "link_seconds", "match"), [
