@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: demo down test test-fast bench clean
+.PHONY: demo down test test-fast bench clean chromium
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ demo: $(VENV)/.installed
 down: $(VENV)/.installed
 	$(PY) -m include.demo.launcher down
 
+## chromium: Debian chromium for the dashboard's headless-browser test (no-op when present)
+chromium:
+	-scripts/install-chromium.sh || echo "chromium not installed: the dashboard browser test will be skipped"
+
 ## test: the whole suite (unit, connectors, DAG integrity, end-to-end)
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q
 
 ## test-fast: everything but the slow end-to-end runs

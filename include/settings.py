@@ -27,6 +27,7 @@ DEMO_SEED = int(os.environ.get("DSR_DEMO_SEED", "20261125"))
 S3_PORT = int(os.environ.get("DSR_S3_PORT", "5055"))
 PARTNER_BASE_PORT = int(os.environ.get("DSR_PARTNER_BASE_PORT", "18100"))
 AIRFLOW_PORT = int(os.environ.get("DSR_AIRFLOW_PORT", "8080"))
+SMTP_PORT = int(os.environ.get("DSR_SMTP_PORT", "1025"))
 
 # Secret used by the "hash" erasure strategy; the demo value is not a secret.
 ERASURE_HASH_SECRET = os.environ.get("DSR_ERASURE_HASH_SECRET", "demo-not-a-secret")

@@ -45,9 +45,10 @@ def _is_free(port: int) -> bool:
 # running `make demo`.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="dsr-tests-"))
 os.environ["DSR_DEMO_DIR"] = str(_SESSION_DIR / "demo")
-_PORTS = _free_port_block(9)  # S3 server, then the partner simulators
+_PORTS = _free_port_block(10)  # S3 server, 8 partner simulators, SMTP sink
 os.environ["DSR_S3_PORT"] = str(_PORTS)
 os.environ["DSR_PARTNER_BASE_PORT"] = str(_PORTS + 1)
+os.environ["DSR_SMTP_PORT"] = str(_PORTS + 9)
 os.environ["DSR_AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 # Short waits so failure-mode tests finish in seconds (production defaults are minutes).

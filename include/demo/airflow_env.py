@@ -24,7 +24,7 @@ PARTNER_SLOTS = 8  # ${PARTNER_PORT_0..7}
 
 
 def _placeholders() -> dict[str, str]:
-    values = {"DEMO_DIR": str(settings.DEMO_DIR), "S3_PORT": str(settings.S3_PORT)}
+    values = {"DEMO_DIR": str(settings.DEMO_DIR), "S3_PORT": str(settings.S3_PORT), "SMTP_PORT": str(settings.SMTP_PORT)}
     for i in range(PARTNER_SLOTS):
         values[f"PARTNER_PORT_{i}"] = str(settings.PARTNER_BASE_PORT + i)
     return values

@@ -120,6 +120,8 @@ def up(run_demo_requests: bool = True, hold: bool = True) -> int:
         subprocess.run(_airflow("db", "migrate"), env=env, check=True, stdout=subprocess.DEVNULL)
         group.start("s3-server", [sys.executable, "-m", "include.demo.services", "s3"], env)
         wait_for_port("127.0.0.1", settings.S3_PORT, timeout=60, alive=group.check_alive)
+        group.start("smtp-sink", [sys.executable, "-m", "include.demo.services", "smtp"], env)
+        wait_for_port("127.0.0.1", settings.SMTP_PORT, timeout=30, alive=group.check_alive)
         log.info("building the demo world (%s subjects)", settings.DEMO_SUBJECTS)
         subprocess.run([sys.executable, "-m", "include.demo.world", "build"], env=env, check=True)
         group.start("partner-simulators", [sys.executable, "-m", "include.demo.services", "partners"], env)
@@ -130,6 +132,7 @@ def up(run_demo_requests: bool = True, hold: bool = True) -> int:
         url = f"http://localhost:{settings.AIRFLOW_PORT}"
         wait_for_http(f"{url}/api/v2/monitor/health", timeout=180, alive=group.check_alive)
         print(f"\nFabconnect DSR is up: {url}  (login {DEMO_USER} / {DEMO_PASSWORD})", flush=True)
+        print(f"Mail sent by the product lands in {settings.DEMO_DIR / 'mail'}/*.eml", flush=True)
         print("Stop with Ctrl-C or `make down`.\n", flush=True)
         if run_demo_requests:
             from include.demo.sample_requests import run_sample_requests

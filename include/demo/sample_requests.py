@@ -3,59 +3,21 @@
 Used by ``make demo`` once Airflow is up, so a newcomer sees the product work: it unpauses
 the two DAGs, triggers a run of each for demo subjects (hard cases whose data never went
 to a manual-channel partner, so no human input is needed), waits for the outcome and
-prints where each package is. The presigned link itself stays in the ledger.
+prints where each package is. The presigned link itself stays in the ledger. The API
+client is :class:`include.dsr.airflow_api.AirflowApi`, shared with the ``dsr`` CLI.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 
 from include import constants, settings
 from include.demo.people import hard_case_people
+from include.dsr.airflow_api import AirflowApi
 
 RUN_TIMEOUT_SECONDS = 600
 FINISHED = {"success", "failed"}
-
-
-class AirflowApi:
-    """Tiny REST API v2 client with token auth (no extra dependency)."""
-
-    def __init__(self, base_url: str, username: str, password: str) -> None:
-        self.base_url = base_url.rstrip("/")
-        token = self._request("POST", "/auth/token", {"username": username, "password": password}, auth=False)
-        self.token = token["access_token"]
-
-    def _request(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - local API
-            return json.loads(resp.read() or b"{}")
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._request("GET", f"/api/v2/dags/{dag_id}")
-                return
-            except urllib.error.HTTPError as exc:
-                if exc.code != 404 or time.monotonic() > deadline:
-                    raise
-                time.sleep(2)
-
-    def trigger(self, dag_id: str, conf: dict) -> str:
-        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
-        return run["dag_run_id"]
-
-    def run_state(self, dag_id: str, run_id: str) -> str:
-        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id)}")["state"]
 
 
 def demo_subjects(count: int = 2) -> list[str]:

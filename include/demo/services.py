@@ -3,8 +3,10 @@
 ``python -m include.demo.services s3`` runs the S3-compatible server (moto's server mode).
 ``python -m include.demo.services partners`` runs one HTTP server per ``api`` partner and a
 responder per ``s3_dropbox`` partner, over the partner copies of the built demo world.
+``python -m include.demo.services smtp`` runs the SMTP sink that keeps every mail the product
+sends as an ``.eml`` file in ``<demo dir>/mail/`` (port ``DSR_SMTP_PORT``).
 Ports and tokens come from the demo connections (``airflow_settings.yaml``), so the DAGs and
-the simulators cannot disagree. Both run until SIGINT/SIGTERM.
+the simulators cannot disagree. All run until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -70,11 +72,15 @@ def _serve_until_signal(stoppables: list) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the demo world's embedded servers")
-    parser.add_argument("which", choices=("s3", "partners"))
+    parser.add_argument("which", choices=("s3", "partners", "smtp"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.which == "s3":
         _serve_until_signal([start_s3_server()])
+    elif args.which == "smtp":
+        from include.demo.smtp_sink import start_smtp_sink
+
+        _serve_until_signal([start_smtp_sink()])
     else:
         _serve_until_signal(start_partner_simulators(WorldPaths(settings.DEMO_DIR), s3_endpoint()))
     return 0

@@ -19,6 +19,7 @@ from include import settings
 from include.dsr.airflow_errors import run_step
 from include.dsr.airflow_gather import GatherOperator
 from include.dsr.connectors.partner_manual import OPTIONS as MANUAL_OPTIONS
+from include.dsr.deadline_alert import request_deadline_alert
 from include.dsr.request import JURISDICTIONS, REQUEST_ID_PATTERN, RESTRICTION_ACTIONS, VERIFICATION_METHODS
 
 DEFAULT_ARGS = {
@@ -76,7 +77,7 @@ def record_task_failure(context) -> None:
     detail = str(exc) if isinstance(exc, DSRError) or "AirflowFail" in type(exc).__name__ else type(exc).__name__
     rt = _runtime()
     if task_id == "confirm_identity":  # ops rejected the identity proof: a refusal, not a failure
-        pipeline.refuse(rt, request_id, "identity could not be verified")
+        pipeline.refuse(rt, request_id, "identity could not be verified", context["dag_run"].conf)
         return
     target = getattr(context.get("task"), "target", None)
     if isinstance(target, dict) and target.get("channel"):
@@ -98,13 +99,17 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         default_args={**DEFAULT_ARGS, "on_failure_callback": record_task_failure},
         doc_md=doc_md,
         max_active_tasks=8,
+        deadline=request_deadline_alert(),
     ) as dag:
 
         @task
         def validate_request(**context) -> dict:
             from include.dsr import pipeline
 
-            return run_step(lambda: pipeline.start_request(_runtime(), context["dag_run"].conf, right, context["run_id"]))
+            rt, conf = _runtime(), context["dag_run"].conf
+            started = run_step(lambda: pipeline.start_request(rt, conf, right, context["run_id"]))
+            started["acknowledged"] = run_step(lambda: pipeline.acknowledge(rt, conf, started["request_id"]))
+            return started
 
         @task.branch
         def check_identity(started: dict) -> str:
@@ -160,7 +165,8 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         def close_request(**context) -> dict:
             from include.dsr import pipeline
 
-            return run_step(lambda: pipeline.close_request(_runtime(), context["params"]["request_id"]))
+            return run_step(lambda: pipeline.close_request(_runtime(), context["params"]["request_id"],
+                                                           context["dag_run"].conf))
 
         started = validate_request()
         branch = check_identity(started)

@@ -14,6 +14,7 @@ serialised by one lock (see :mod:`include.dsr.ledger_store`); the tables are in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -261,9 +262,12 @@ class Ledger:
         return row
 
     def set_package(self, request_id: str, package_uri: str, expires_at: datetime) -> RequestRow:
-        """Record the export package and its link expiry; appends ``package.created``.
+        """Record the export package and its link expiry; appends ``package.link_issued``.
 
-        :param package_uri: S3 URI/key of the package (built from the request_id, no identity).
+        The event carries the expiry and a SHA-256 of the link, never the link itself: a
+        presigned URL opens the package, and the event log is append-only.
+
+        :param package_uri: where the subject fetches the package (a presigned URL or an S3 URI).
         :raises UnknownRequestError: no such request.
         """
         check_text("package_uri", package_uri, 1024)
@@ -272,9 +276,10 @@ class Ledger:
             current = store.require_request(conn, request_id)
             if (current.package_uri, current.package_url_expires_at) == (package_uri, expires_at):
                 return current
-            payload = {"package_uri": package_uri, "expires_at": expires_at}
+            link_sha256 = hashlib.sha256(package_uri.encode()).hexdigest()
+            payload = {"link_sha256": link_sha256, "expires_at": expires_at}
             values = {"package_uri": package_uri, "package_url_expires_at": expires_at}
-            return self._change(conn, request_id, "package.created", payload, **values)
+            return self._change(conn, request_id, "package.link_issued", payload, **values)
 
     def extend(self, request_id: str, extended_due_at: datetime, reason: str) -> RequestRow:
         """Record an extension of the deadline; appends ``request.extended``.

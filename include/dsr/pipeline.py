@@ -42,6 +42,22 @@ def start_request(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = 
             "verified": request.verification is not None}
 
 
+def _notices(rt: Runtime):
+    from include.dsr.notices import Notices
+
+    return Notices(rt.ledger)
+
+
+def acknowledge(rt: Runtime, conf: dict, request_id: str) -> bool:
+    """Tell the subject the request arrived (once; phone-only subjects are told by ops)."""
+    from include.dsr.notices import recipient_from_conf
+
+    recipient = recipient_from_conf(conf, request_id, required=False)
+    if recipient:
+        _notices(rt).acknowledgement(request_id, recipient)
+    return recipient is not None
+
+
 def record_verification(rt: Runtime, conf: dict, right: str, confirmed_by: str | None = None) -> dict:
     """Log how the identity was verified: from the conf, or by ops in the approval task."""
     request = parse_request(conf, right)
@@ -198,9 +214,14 @@ def _zip_password(rt: Runtime, request_id: str) -> str:
         return password
 
 
-def close_request(rt: Runtime, request_id: str) -> dict:
-    """Close the request, clear the staging area and report the chain head."""
+def close_request(rt: Runtime, request_id: str, conf: dict | None = None) -> dict:
+    """Close the request, send the completion notice, clear staging and report the chain head."""
+    from include.dsr.notices import recipient_from_conf
+
     total = sum(r.record_count or 0 for r in rt.ledger.system_results(request_id) if r.action == EXPORT)
+    recipient = recipient_from_conf(conf or {}, request_id, required=False)
+    if recipient:
+        _notices(rt).completion(request_id, recipient, package_url=rt.ledger.get_request(request_id).package_uri)
     rt.ledger.close_request(request_id, "completed", _now(), f"{total} records delivered")
     cleared = rt.staging(request_id).clear()
     report = rt.ledger.verify_chain_or_raise()
@@ -216,6 +237,11 @@ def mark_failed(rt: Runtime, request_id: str, reason: str) -> None:
 
 
 
-def refuse(rt: Runtime, request_id: str, reason: str) -> None:
-    """Close the request as refused (Art. 12(4): the subject is told why and of the complaint right)."""
+def refuse(rt: Runtime, request_id: str, reason: str, conf: dict | None = None) -> None:
+    """Close the request as refused; the subject is told why and of the complaint right (Art. 12(4))."""
+    from include.dsr.notices import recipient_from_conf
+
+    recipient = recipient_from_conf(conf or {}, request_id, required=False)
+    if recipient:
+        _notices(rt).refusal(request_id, recipient, [reason])
     rt.ledger.close_request(request_id, "refused", _now(), reason)

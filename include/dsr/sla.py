@@ -5,6 +5,10 @@ exist, the last day of that month; if it is a Saturday, Sunday or public holiday
 controller's country, the next working day. An extension makes it received + 3 months
 by the same rules. CCPA: acknowledge within 10 business days, answer within 45 calendar
 days, one extension of 45 more. Holidays come from the maintained ``holidays`` package.
+
+What moves a deadline after intake (extensions, identity-verification pauses) is in
+:mod:`include.dsr.sla_rules`; the on-track / at-risk / breached status in
+:mod:`include.dsr.sla_status`.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ def _local_day(moment: datetime) -> date:
     return moment.astimezone(CONTROLLER_TZ).date()
 
 
-def _end_of_day(day: date) -> datetime:
-    """23:59:59 controller time on ``day``, as UTC (DST-aware)."""
+def end_of_day(day: date) -> datetime:
+    """23:59:59 controller time on ``day``, as UTC (DST-aware): the last moment a deadline day allows."""
     return datetime.combine(day, time(23, 59, 59), tzinfo=CONTROLLER_TZ).astimezone(timezone.utc)
 
 
@@ -77,13 +81,14 @@ def due_at(received_at: datetime, jurisdiction: str = "GDPR", extended: bool = F
     received = _local_day(received_at)
     if jurisdiction == "CCPA":
         days = CCPA_DAYS + (CCPA_EXTENSION_DAYS if extended else 0)
-        return _end_of_day(received + timedelta(days=days))
+        return end_of_day(received + timedelta(days=days))
     months = GDPR_EXTENDED_MONTHS if extended else GDPR_MONTHS
-    return _end_of_day(next_working_day(add_months(received, months), country))
+    return end_of_day(next_working_day(add_months(received, months), country))
 
 
-def acknowledge_by(received_at: datetime, jurisdiction: str = "GDPR", country: str = DEFAULT_COUNTRY) -> datetime | None:
+def acknowledge_by(received_at: datetime, jurisdiction: str = "GDPR",
+                   country: str = DEFAULT_COUNTRY) -> datetime | None:
     """CCPA's acknowledgement deadline (10 business days); GDPR sets none of its own."""
     if jurisdiction != "CCPA":
         return None
-    return _end_of_day(add_business_days(_local_day(received_at), CCPA_ACK_BUSINESS_DAYS, country))
+    return end_of_day(add_business_days(_local_day(received_at), CCPA_ACK_BUSINESS_DAYS, country))

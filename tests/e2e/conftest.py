@@ -16,6 +16,7 @@ import pytest
 
 from include import settings
 from include.demo.world import WorldPaths, build_world, s3_client_for
+from tests.e2e.dag_test_fix import deadline_pruning_fix
 
 E2E_SUBJECTS = 300
 
@@ -36,6 +37,7 @@ def airflow_db() -> None:
 @pytest.fixture(scope="session")
 def demo_world() -> DemoWorld:
     from include.demo.services import s3_endpoint, start_partner_simulators, start_s3_server
+    from include.demo.smtp_sink import SmtpSink
 
     s3_server = start_s3_server()
     endpoint = s3_endpoint()
@@ -43,7 +45,9 @@ def demo_world() -> DemoWorld:
     s3 = s3_client_for(endpoint)
     build_world(paths, subjects=E2E_SUBJECTS, seed=settings.DEMO_SEED, s3_client=s3)
     simulators = {sim.slug: sim for sim in start_partner_simulators(paths, endpoint)}
+    mail = SmtpSink().start()
     yield DemoWorld(paths, s3, simulators, endpoint)
+    mail.stop()
     for sim in simulators.values():
         sim.stop()
     s3_server.stop()
@@ -69,4 +73,5 @@ def load_dag(dag_id: str):
 
 def run_dag(dag_id: str, conf: dict, approve: str = "confirm_identity|confirm_manual_partner"):
     """Run a DAG to the end in-process; HITL tasks matching ``approve`` are marked successful."""
-    return load_dag(dag_id).test(run_conf=conf, mark_success_pattern=approve)
+    with deadline_pruning_fix():  # apache/airflow#73428, see tests/e2e/dag_test_fix.py
+        return load_dag(dag_id).test(run_conf=conf, mark_success_pattern=approve)

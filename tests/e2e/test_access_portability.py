@@ -134,3 +134,18 @@ def test_encrypted_package_opens_with_the_per_request_password(airflow_db, demo_
         archive.setpassword(password)
         manifest = json.loads(archive.read("manifest.json"))
     assert manifest["request_id"] == request_id and manifest["record_count_total"] > 0
+
+
+def test_subject_is_acknowledged_and_told_where_the_package_is(airflow_db, demo_world):
+    from include.demo.smtp_sink import read_mail
+
+    request_id = "E2E-MAIL-H04"
+    assert run_dag("dsr_access", conf_for("H04", request_id)).state == "success"
+    mails = [m for m in read_mail() if request_id in m["Subject"]]
+    assert len(mails) == 2 and all(m["To"] == HARD["H04"].email for m in mails)
+    completion = next(m for m in mails if m is not mails[0])
+    body = completion.get_body(("html", "plain")).get_content()
+    link = ledger().get_request(request_id).package_uri
+    assert link.split("?")[0] in body.replace("&amp;", "&")
+    sent = [e.payload["kind"] for e in ledger().events(request_id) if e.event_type == "notice.sent"]
+    assert sent == ["acknowledgement", "completion"]

@@ -6,6 +6,8 @@ set, on PostgreSQL (see ``tests/conftest.py``).
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -197,7 +199,10 @@ def test_set_package_and_extend_update_row_and_append_events(ledger: Ledger) -> 
     assert (row.package_uri, row.package_url_expires_at) == ("s3://fabconnect-dsr-exports/req-1/", expires)
     assert (row.extended_due_at, row.effective_due_at) == (extended, extended)
     assert row.extension_reason == "complex request: 12 partners involved"
-    assert _event_types(ledger, "req-1") == ["request.received", "package.created", "request.extended"]
+    assert _event_types(ledger, "req-1") == ["request.received", "package.link_issued", "request.extended"]
+    (issued,) = [e for e in ledger.events("req-1") if e.event_type == "package.link_issued"]
+    assert "req-1/" not in issued.payload_json  # the link stays out of the append-only log
+    assert issued.payload["link_sha256"] == hashlib.sha256(b"s3://fabconnect-dsr-exports/req-1/").hexdigest()
 
 
 # -- system rows ----------------------------------------------------------------------

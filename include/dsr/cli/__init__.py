@@ -1,0 +1,5 @@
+"""``dsr``: the ops command line of Fabconnect DSR (``python -m include.dsr.cli`` or ``bin/dsr``).
+
+Commands: ``submit``, ``status``, ``list``, ``extend``, ``ledger verify``, ``evidence``;
+see :mod:`include.dsr.cli.app`. User-facing output is printed; everything else logs.
+"""
