@@ -40,6 +40,8 @@ PARTNER_HTTP_TIMEOUT = float(os.environ.get("DSR_PARTNER_HTTP_TIMEOUT", "10"))
 # How often a deferred wait polls a partner, and how long it waits at most before the
 # partner is reported overdue (default: until the request's due date).
 PARTNER_POLL_SECONDS = float(os.environ.get("DSR_PARTNER_POLL_SECONDS", "30"))
+# Poll in the task for this long before deferring to the triggerer (fast partners answer here).
+PARTNER_INLINE_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_INLINE_WAIT_SECONDS", "3"))
 PARTNER_MAX_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_MAX_WAIT_SECONDS", "0")) or None
 
 # Presigned package links expire after this many seconds (capped at 7 days).

@@ -56,6 +56,9 @@ class PartnerReplyTrigger(BaseTrigger):
         deadline = datetime.fromisoformat(self.deadline)
         errors = 0
         while True:
+            # Wait first: the task polled just before deferring, and resuming within a second
+            # of deferral races the scheduler (apache/airflow#72716: the resumed try is killed).
+            await asyncio.sleep(self.poll_seconds)
             try:
                 state = await asyncio.to_thread(_poll, self.system, self.refs)
                 errors = 0
@@ -71,7 +74,6 @@ class PartnerReplyTrigger(BaseTrigger):
             if datetime.now(timezone.utc) >= deadline:
                 yield TriggerEvent({"status": TIMEOUT, "refs": self.refs})
                 return
-            await asyncio.sleep(self.poll_seconds)
 
 
 class GatherOperator(BaseOperator):
@@ -82,7 +84,6 @@ class GatherOperator(BaseOperator):
     """
 
     ui_color = "#fdf2d0"
-    map_index_template = "{{ task.target['system'] }}{{ '.' ~ task.target['group'] if task.target.get('group') else '' }}"
 
     def __init__(self, *, right: str, target: dict, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -107,7 +108,8 @@ class GatherOperator(BaseOperator):
         except TransientError as exc:
             partner_exchange.not_answering(rt, request_id, system, str(exc))
             raise
-        if sent["state"] == COMPLETED:
+        state = partner_exchange.wait_briefly(rt, system, sent["refs"], sent["state"], settings.PARTNER_INLINE_WAIT_SECONDS)
+        if state == COMPLETED:
             return partner_exchange.collect(rt, request_id, system, sent["refs"])
         self.defer(trigger=PartnerReplyTrigger(system, sent["refs"], settings.PARTNER_POLL_SECONDS,
                                                self._deadline(rt, request_id).isoformat()),

@@ -175,7 +175,10 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         confirm_identity >> verified
         targets = resolve_subject()
         verified >> targets
-        gathered = GatherOperator.partial(task_id="gather", right=right, max_active_tis_per_dagrun=6).expand(target=targets)
+        gathered = GatherOperator.partial(
+            task_id="gather", right=right, max_active_tis_per_dagrun=6,
+            map_index_template="{{ task.target['system'] }}{{ ('.' ~ task.target['group']) if task.target.get('group') else '' }}",
+        ).expand(target=targets)
         manual_bodies = plan_manual_partners()
         targets >> manual_bodies
         manual = HITLOperator.partial(

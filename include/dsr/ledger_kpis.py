@@ -77,6 +77,10 @@ class WindowShare:
         """``answered_in_time / eligible``; None while no request is eligible."""
         return self.answered_in_time / self.eligible if self.eligible else None
 
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready dict: ``answered_in_time``, ``eligible`` and ``ratio``."""
+        return {"answered_in_time": self.answered_in_time, "eligible": self.eligible, "ratio": self.ratio}
+
 
 def window_share(window: str, outcomes: Iterable[Outcome], now: datetime) -> WindowShare:
     """The share of ``window`` over ``outcomes``, judged at ``now``."""

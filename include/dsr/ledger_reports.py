@@ -5,9 +5,10 @@ queries whatever the number of requests; rows come back as typed dataclasses. No
 writes, and nothing here is personal data: request ids, rights, dates, counts and partner
 system keys.
 
-- *open* requests: no ``closed_at``. The deadline in force is the one the SLA monitor uses
-  (:func:`include.dsr.sla_rules.effective_deadline`: extended if extended, moved by counted
-  identity-verification pauses); status and days left come from :mod:`include.dsr.sla_status`.
+- *open* requests (:func:`open_requests`, also what the SLA monitor alerts on): no
+  ``closed_at``. The deadline in force is :func:`include.dsr.sla_rules.effective_deadline`
+  (extended if extended, moved by counted identity-verification pauses); status and days
+  left come from :mod:`include.dsr.sla_status`.
 - *volume*: requests per right per calendar month of ``received_at``, in the controller's
   time zone (the calendar the deadlines use).
 - answered within 1 / 3 months and median time to close: see :mod:`include.dsr.ledger_kpis`.
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, time, timezone
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, select
 from sqlalchemy.engine import make_url
@@ -28,16 +30,34 @@ from include.dsr.errors import TerminalError
 from include.dsr.ledger_kpis import WINDOWS, Outcome, WindowShare, median_days_to_close, window_share
 from include.dsr.ledger_schema import RIGHTS, EventRow, RequestRow, dsr_events, dsr_request_systems, dsr_requests
 
-__all__ = ["ComplianceReport", "MonthlyVolume", "OpenRequest", "WindowShare", "compliance_report", "read_only_engine"]
+__all__ = [
+    "ComplianceReport",
+    "MonthlyVolume",
+    "OpenRequest",
+    "WindowShare",
+    "compliance_report",
+    "iso",
+    "open_requests",
+    "read_only_engine",
+]
 
 #: SLA statuses an open request can have, most urgent first.
 OPEN_STATUSES = (sla_status.BREACHED, sla_status.AT_RISK, sla_status.ON_TRACK)
-_PAUSE_EVENTS = (sla_rules.PAUSED, sla_rules.RESUMED)
+#: Events of an open request that its row needs: pauses move the deadline, notices tell
+#: whether the subject was acknowledged.
+_OPEN_EVENTS = (sla_rules.PAUSED, sla_rules.RESUMED, sla_rules.NOTICE_SENT)
+#: ``kind`` of the ``notice.sent`` event of the acknowledgement to the subject.
+_ACKNOWLEDGEMENT = "acknowledgement"
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z`` suffix."""
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
 class OpenRequest:
-    """One open request as the dashboard lists it."""
+    """One open request as the dashboard lists it and the SLA monitor alerts on it."""
 
     request_id: str
     right: str
@@ -52,6 +72,21 @@ class OpenRequest:
     #: ``breached``, ``at_risk`` or ``on_track``.
     status: str
     partners_owed: tuple[str, ...]
+    #: CCPA only: acknowledgement due by (10 business days); None under GDPR.
+    acknowledge_by: datetime | None = None
+    #: The acknowledgement notice was sent to the subject.
+    acknowledged: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (timestamps ISO-8601 UTC, ``partners_owed`` a list)."""
+        values = asdict(self)
+        values.update(
+            received_at=iso(self.received_at),
+            due_at=iso(self.due_at),
+            partners_owed=list(self.partners_owed),
+            acknowledge_by=iso(self.acknowledge_by) if self.acknowledge_by else None,
+        )
+        return values
 
 
 @dataclass(frozen=True)
@@ -124,6 +159,28 @@ def read_only_engine(url: str) -> Engine:
     raise TerminalError(f"the ledger supports sqlite and postgresql, not {backend!r}")
 
 
+def open_requests(
+    engine: Engine,
+    now: datetime | None = None,
+    at_risk_days: int = sla_status.DEFAULT_AT_RISK_DAYS,
+    partner_systems: Collection[str] | None = None,
+) -> tuple[OpenRequest, ...]:
+    """The open requests, most urgent first, as :func:`compliance_report` lists them (three queries).
+
+    :param engine: engine of the ledger database (``Ledger.engine`` or :func:`read_only_engine`).
+    :param now: the moment the status is for; default the current time.
+    :param at_risk_days: an open request with fewer days left than this is at risk.
+    :param partner_systems: keys of partner systems (whose replies can be owed);
+        default: the data map's partners.
+    :raises ValueError: ``now`` is naive.
+    """
+    now = _aware_now(now)
+    if partner_systems is None:
+        partner_systems = sla_status.partner_system_keys()
+    with engine.connect() as conn:
+        return _read_open_requests(conn, now, at_risk_days, partner_systems)
+
+
 def compliance_report(
     engine: Engine,
     now: datetime | None = None,
@@ -141,20 +198,13 @@ def compliance_report(
     :param months: calendar months of volume, ending with the month of ``now``.
     :raises ValueError: ``now`` is naive.
     """
-    now = now or datetime.now(timezone.utc)
-    if now.utcoffset() is None:
-        raise ValueError("now must be a timezone-aware datetime")
+    now = _aware_now(now)
     if partner_systems is None:
         partner_systems = sla_status.partner_system_keys()
     month_keys, window_start = _months(now, months)
     requests = dsr_requests.c
     with engine.connect() as conn:
-        open_rows = [
-            RequestRow.from_mapping(row)
-            for row in conn.execute(select(dsr_requests).where(requests.closed_at.is_(None))).mappings()
-        ]
-        pause_events = _open_pause_events(conn)
-        owed = _owed_partners(conn, partner_systems)
+        open_rows = _read_open_requests(conn, now, at_risk_days, partner_systems)
         received = conn.execute(
             select(requests.right, requests.received_at).where(requests.received_at >= window_start)
         ).all()
@@ -165,7 +215,7 @@ def compliance_report(
     return ComplianceReport(
         generated_at=now.astimezone(timezone.utc),
         at_risk_days=at_risk_days,
-        open_requests=tuple(_open_requests(open_rows, pause_events, owed, now, at_risk_days)),
+        open_requests=open_rows,
         volume=tuple(_volume(((row.right, row.received_at) for row in received), month_keys)),
         shares={window: window_share(window, outcomes, now) for window in WINDOWS},
         answered=sum(row.answered for row in outcomes),
@@ -174,16 +224,33 @@ def compliance_report(
     )
 
 
+def _aware_now(now: datetime | None) -> datetime:
+    now = now or datetime.now(timezone.utc)
+    if now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    return now
+
+
+def _read_open_requests(
+    conn: Connection, now: datetime, at_risk_days: int, partner_systems: Collection[str]
+) -> tuple[OpenRequest, ...]:
+    """Open requests, most urgent first: fewest days left, then the earliest deadline, then the id."""
+    query = select(dsr_requests).where(dsr_requests.c.closed_at.is_(None))
+    rows = [RequestRow.from_mapping(row) for row in conn.execute(query).mappings()]
+    owed = _owed_partners(conn, partner_systems)
+    return tuple(_open_requests(rows, _open_request_events(conn), owed, now, at_risk_days))
+
+
 def _open_requests(
     rows: Iterable[RequestRow],
-    pause_events: dict[str, list[EventRow]],
+    open_events: dict[str, list[EventRow]],
     owed: dict[str, tuple[str, ...]],
     now: datetime,
     at_risk_days: int,
 ) -> list[OpenRequest]:
     result = []
     for row in rows:
-        events = pause_events.get(row.request_id, [])
+        events = open_events.get(row.request_id, [])
         deadline = sla_rules.effective_deadline(row, events, now)
         recorded = sla_rules.pauses(events)
         result.append(
@@ -199,17 +266,22 @@ def _open_requests(
                 days_left=sla_status.days_left(row, now, deadline=deadline),
                 status=sla_status.request_status(row, now, at_risk_days, deadline=deadline),
                 partners_owed=owed.get(row.request_id, ()),
+                acknowledge_by=sla.acknowledge_by(row.received_at, row.jurisdiction),
+                acknowledged=any(
+                    e.event_type == sla_rules.NOTICE_SENT and e.payload.get("kind") == _ACKNOWLEDGEMENT
+                    for e in events
+                ),
             )
         )
     return sorted(result, key=lambda r: (r.days_left, r.due_at, r.request_id))
 
 
-def _open_pause_events(conn: Connection) -> dict[str, list[EventRow]]:
-    """Pause and resume events of the open requests, per request, in chain order."""
+def _open_request_events(conn: Connection) -> dict[str, list[EventRow]]:
+    """Pause, resume and notice events of the open requests, per request, in chain order."""
     query = (
         select(dsr_events)
         .join(dsr_requests, dsr_requests.c.request_id == dsr_events.c.request_id)
-        .where(dsr_requests.c.closed_at.is_(None), dsr_events.c.event_type.in_(_PAUSE_EVENTS))
+        .where(dsr_requests.c.closed_at.is_(None), dsr_events.c.event_type.in_(_OPEN_EVENTS))
         .order_by(dsr_events.c.seq)
     )
     events: dict[str, list[EventRow]] = defaultdict(list)

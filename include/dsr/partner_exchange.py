@@ -73,6 +73,16 @@ def poll(rt: Runtime, system_key: str, refs: dict[str, list[str]]) -> str:
     return summarize(connector.poll(flat(refs)))
 
 
+def wait_briefly(rt: Runtime, system_key: str, refs: dict[str, list[str]], state: str, seconds: float) -> str:
+    """Poll for up to ``seconds`` before the caller defers: partners that answer within
+    moments (drop boxes polled every few hundred ms) then cost no deferral round trip."""
+    deadline = time.monotonic() + seconds
+    while state == "pending" and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        state = with_backoff(lambda: poll(rt, system_key, refs), f"poll {system_key}")
+    return state
+
+
 def collect(rt: Runtime, request_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
     """Fetch the completed answer, stage it and mark the partner completed."""
     connector = rt.connector(system_key, request_id)

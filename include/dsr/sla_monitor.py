@@ -1,7 +1,10 @@
 """What the ``dsr_sla_monitor`` DAG does each hour: assess, alert ops, publish figures.
 
-- :func:`assess` recomputes every open request's status from the ledger (deadline in force
-  with extensions and counted pauses, days left, partners still owing a reply).
+The figures are the compliance dashboard's (:mod:`include.dsr.ledger_reports`): one
+definition of an open request's status and of the "answered within 1 / 3 months" shares.
+
+- :func:`assess` lists every open request with its status (deadline in force with
+  extensions and counted pauses, days left, partners still owing a reply).
 - :func:`alert_ops` sends one ``at_risk`` and one ``breached`` alert per request and
   deadline in force (idempotent through ledger dedupe keys: two runs, one mail).
 - :func:`snapshot` / :func:`publish_snapshot` write the figures for the dashboard to
@@ -13,50 +16,24 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Collection
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from include.dsr import sla, sla_status
+from include.dsr import sla_status
+from include.dsr.ledger_kpis import WINDOWS
+from include.dsr.ledger_reports import OPEN_STATUSES, compliance_report, iso, open_requests
 
 if TYPE_CHECKING:
     from include.dsr.ledger import Ledger
+    from include.dsr.ledger_reports import ComplianceReport, OpenRequest
     from include.dsr.notices import Notices
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_KEY = "_dashboard/sla.json"
-NOTICE_EVENT = "notice.sent"
 VAR_AT_RISK_DAYS = "dsr_at_risk_days"
 ALERTED_STATUSES = (sla_status.AT_RISK, sla_status.BREACHED)
-
-
-@dataclass(frozen=True)
-class RequestSla:
-    """The SLA view of one open request (ids, dates and counts only)."""
-
-    request_id: str
-    right: str
-    jurisdiction: str
-    ledger_status: str
-    status: str
-    received_at: datetime
-    deadline: datetime
-    days_left: int
-    extended: bool
-    paused: bool
-    owed_partners: list[str]
-    #: CCPA only: acknowledgement due by (10 business days); None under GDPR.
-    acknowledge_by: datetime | None = None
-    acknowledged: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        """JSON-ready dict (ISO datetimes)."""
-        values = asdict(self)
-        values.update(received_at=self.received_at.isoformat(), deadline=self.deadline.isoformat(),
-                      acknowledge_by=self.acknowledge_by.isoformat() if self.acknowledge_by else None)
-        return values
 
 
 def at_risk_days() -> int:
@@ -72,60 +49,38 @@ def at_risk_days() -> int:
 
 
 def assess(ledger: Ledger, now: datetime, risk_days: int = sla_status.DEFAULT_AT_RISK_DAYS,
-           partner_systems: Collection[str] | None = None) -> list[RequestSla]:
-    """The SLA view of every open request, ordered by ``received_at``."""
-    from include.dsr.sla_rules import effective_deadline, pauses
-
-    if partner_systems is None:
-        partner_systems = sla_status.partner_system_keys()
-    assessed = []
-    for row in ledger.list_requests(open_only=True):
-        events = ledger.events(row.request_id)
-        deadline = effective_deadline(row, events, now)
-        status = sla_status.request_status(row, now, risk_days, deadline=deadline)
-        owed = sla_status.owed_partners(ledger, row.request_id, partner_systems) if status in ALERTED_STATUSES else []
-        recorded = pauses(events)
-        acknowledged = any(e.event_type == NOTICE_EVENT and e.payload.get("kind") == "acknowledgement"
-                           for e in events)
-        assessed.append(RequestSla(
-            request_id=row.request_id, right=row.right, jurisdiction=row.jurisdiction, ledger_status=row.status,
-            status=status, received_at=row.received_at, deadline=deadline,
-            days_left=sla_status.days_left(row, now, deadline=deadline), extended=row.extended_due_at is not None,
-            paused=bool(recorded) and recorded[-1].resumed_at is None, owed_partners=owed,
-            acknowledge_by=sla.acknowledge_by(row.received_at, row.jurisdiction), acknowledged=acknowledged,
-        ))
+           partner_systems: Collection[str] | None = None) -> list[OpenRequest]:
+    """Every open request as the dashboard lists it, most urgent first."""
+    assessed = list(open_requests(ledger.engine, now, risk_days, partner_systems))
     log.info("sla monitor: %s open requests assessed", len(assessed))
     return assessed
 
 
-def alert_ops(notices: Notices, assessed: list[RequestSla], ops_address: str | None = None) -> dict[str, int]:
+def alert_ops(notices: Notices, assessed: Iterable[OpenRequest], ops_address: str | None = None) -> dict[str, int]:
     """One alert per at-risk / breached request and deadline; returns counts per status."""
     sent: Counter[str] = Counter()
     for item in assessed:
         if item.status not in ALERTED_STATUSES:
             continue
-        event = notices.ops_alert(item.request_id, item.status, item.deadline, item.days_left,
-                                  item.owed_partners, ops_address=ops_address)
+        event = notices.ops_alert(item.request_id, item.status, item.due_at, item.days_left,
+                                  item.partners_owed, ops_address=ops_address)
         sent[item.status] += 1
         log.info("sla monitor: request %s is %s (alert event seq %s)", item.request_id, item.status, event.seq)
     return {status: sent[status] for status in ALERTED_STATUSES}
 
 
-def snapshot(ledger: Ledger, assessed: list[RequestSla], now: datetime, risk_days: int) -> dict[str, Any]:
-    """Figures for the dashboard: counts per status, open requests, answered-in-time shares."""
-    counts = Counter(item.status for item in assessed)
-    closed = [row for row in ledger.list_requests() if row.closed_at is not None]
-    within_one = sum(1 for row in closed if row.closed_at <= row.due_at)
-    within_three = sum(1 for row in closed
-                       if row.closed_at <= sla.due_at(row.received_at, row.jurisdiction, extended=True))
+def snapshot(report: ComplianceReport) -> dict[str, Any]:
+    """Figures for the dashboard: open requests and their count per status, answered-in-time shares."""
+    counts = Counter(row.status for row in report.open_requests)
     return {
-        "generated_at": now.isoformat(),
-        "at_risk_days": risk_days,
-        "counts": {status: counts.get(status, 0) for status in sla_status.STATUSES if status != sla_status.CLOSED},
-        "open": [item.as_json() for item in assessed],
-        "closed_total": len(closed),
-        "answered_within_1_month": within_one,
-        "answered_within_3_months": within_three,
+        "generated_at": iso(report.generated_at),
+        "at_risk_days": report.at_risk_days,
+        "counts": {status: counts[status] for status in OPEN_STATUSES},
+        "open": [row.as_json() for row in report.open_requests],
+        "answered": report.answered,
+        "closed_by_status": report.closed_by_status,
+        "answered_within": {window: report.shares[window].as_json() for window in WINDOWS},
+        "median_days_to_close": report.median_days_to_close,
     }
 
 
@@ -157,8 +112,7 @@ def publish_figures(now: datetime | None = None) -> str:
 
     rt = Runtime.from_airflow()
     now = now or _utcnow()
-    risk_days = at_risk_days()
-    figures = snapshot(rt.ledger, assess(rt.ledger, now, risk_days, partner_system_keys(rt)), now, risk_days)
+    figures = snapshot(compliance_report(rt.ledger.engine, now, at_risk_days(), partner_system_keys(rt)))
     return publish_snapshot(rt.s3, rt.exports_bucket, figures)
 
 

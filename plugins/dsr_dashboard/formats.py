@@ -8,13 +8,13 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import Any
 
-from include.dsr.ledger_kpis import WINDOWS, WindowShare
-from include.dsr.ledger_reports import ComplianceReport, OpenRequest
+from include.dsr.ledger_kpis import WINDOWS
+from include.dsr.ledger_reports import ComplianceReport, OpenRequest, iso
 
-#: Columns of ``open.csv``, in order; ``partners_owed`` is ``;``-separated.
+#: Fields of an open request in the JSON routes and columns of ``open.csv``, in order;
+#: ``partners_owed`` is ``;``-separated in the CSV.
 CSV_COLUMNS = (
     "request_id",
     "right",
@@ -31,30 +31,10 @@ CSV_COLUMNS = (
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def iso(moment: datetime) -> str:
-    """ISO-8601 in UTC with a ``Z`` suffix."""
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 def open_request_dict(row: OpenRequest) -> dict[str, Any]:
-    """One open request as a JSON object (timestamps ISO-8601 UTC)."""
-    return {
-        "request_id": row.request_id,
-        "right": row.right,
-        "jurisdiction": row.jurisdiction,
-        "ledger_status": row.ledger_status,
-        "received_at": iso(row.received_at),
-        "due_at": iso(row.due_at),
-        "extended": row.extended,
-        "paused": row.paused,
-        "days_left": row.days_left,
-        "status": row.status,
-        "partners_owed": list(row.partners_owed),
-    }
-
-
-def _share_dict(share: WindowShare) -> dict[str, Any]:
-    return {"answered_in_time": share.answered_in_time, "eligible": share.eligible, "ratio": share.ratio}
+    """One open request as a JSON object: the :data:`CSV_COLUMNS` of ``row.as_json()``."""
+    values = row.as_json()
+    return {column: values[column] for column in CSV_COLUMNS}
 
 
 def summary_dict(report: ComplianceReport) -> dict[str, Any]:
@@ -72,7 +52,7 @@ def summary_dict(report: ComplianceReport) -> dict[str, Any]:
         "at_risk": [open_request_dict(row) for row in report.at_risk],
         "answered": report.answered,
         "closed_by_status": report.closed_by_status,
-        "answered_within": {window: _share_dict(report.shares[window]) for window in WINDOWS},
+        "answered_within": {window: report.shares[window].as_json() for window in WINDOWS},
         "median_days_to_close": report.median_days_to_close,
         "volume": [
             {"month": month.month, "counts": month.counts, "total": month.total} for month in report.volume

@@ -1,22 +1,16 @@
 """A real ``airflow api-server`` serving the dashboard over a seeded ledger (tests/e2e/test_dashboard.py).
 
-The server runs with the test session's Airflow home and metadata DB (tests/conftest.py) and
-the plugin from the project's plugins folder; only its ``dsr_ledger`` connection differs: a
-SQLite ledger of its own, seeded with known requests, so that the figures are exact whatever
-the DAG tests of the session wrote to the session ledger. Deadlines are set relative to
-today (controller time), so days left are known.
+The server (:func:`tests.e2e.api_server.running_api_server`) runs with the test session's
+Airflow home and metadata DB (tests/conftest.py) and the plugin from the project's plugins
+folder; only its ``dsr_ledger`` connection differs: a SQLite ledger of its own, seeded with
+known requests, so that the figures are exact whatever the DAG tests of the session wrote
+to the session ledger. Deadlines are set relative to today (controller time), so days left
+are known.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,9 +19,10 @@ from pathlib import Path
 
 import httpx
 
-from include.demo.airflow_env import DEMO_PASSWORD, DEMO_USER, write_passwords_file
+from include.demo.airflow_env import DEMO_PASSWORD, DEMO_USER
 from include.dsr import sla, sla_status
 from include.dsr.ledger import Ledger, subject_fingerprint
+from tests.e2e.api_server import LOG_NAME, running_api_server
 
 PREFIX = "/dsr-compliance"
 PARTNER = sorted(sla_status.partner_system_keys())[0]
@@ -76,19 +71,6 @@ def seed_ledger(path: Path, now: datetime) -> Seeded:
     return seeded
 
 
-def free_port() -> int:
-    """A free port below the ephemeral range (as tests/conftest.py picks its ports)."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000")
-
-
 @dataclass
 class Dashboard:
     """A running api-server with the dashboard, a valid token, and the seeded requests."""
@@ -107,48 +89,13 @@ class Dashboard:
         return self.get(route, headers={"Authorization": f"Bearer {self.token}"}, **kwargs)
 
 
-def _wait_until_up(proc: subprocess.Popen, base: str, log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"api-server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{base}/api/v2/monitor/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"api-server not up after {timeout} s:\n{log.read_text()[-4000:]}")
-
-
 @contextmanager
 def running_dashboard(workdir: Path) -> Iterator[Dashboard]:
     """Seed a ledger in ``workdir``, start ``airflow api-server`` on it, log in, stop it at exit."""
-    write_passwords_file(Path(os.environ["AIRFLOW_HOME"]))
     seeded = seed_ledger(workdir / "ledger.sqlite", datetime.now(timezone.utc))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "AIRFLOW_CONN_DSR_LEDGER": json.dumps({"conn_type": "sqlite", "host": str(workdir / "ledger.sqlite")}),
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": base,
-    }
-    log = workdir / "api-server.log"
-    command = [sys.executable, "-m", "airflow", "api-server", "--apps", "core", "-H", "127.0.0.1", "-p", str(port),
-               "-w", "1"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_until_up(proc, base, log)
+    ledger_conn = json.dumps({"conn_type": "sqlite", "host": str(workdir / "ledger.sqlite")})
+    with running_api_server(workdir, {"AIRFLOW_CONN_DSR_LEDGER": ledger_conn}) as base:
         login = httpx.post(f"{base}/auth/token", json={"username": DEMO_USER, "password": DEMO_PASSWORD}, timeout=30)
         if login.status_code != 201:
             raise RuntimeError(f"login as {DEMO_USER} failed: {login.status_code} {login.text}")
-        yield Dashboard(base, login.json()["access_token"], seeded, log)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        yield Dashboard(base, login.json()["access_token"], seeded, workdir / LOG_NAME)

@@ -9,83 +9,39 @@ promises. The ledger is a sample ledger in the module's temp dir.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from include import settings
-from include.demo.airflow_env import DEMO_PASSWORD, DEMO_USER, write_passwords_file
+from include.demo.airflow_env import DEMO_PASSWORD, DEMO_USER
 from include.demo.smtp_sink import SmtpSink
 from include.dsr import sla
 from include.dsr.airflow_api import AirflowApi
 from include.dsr.cli import context, fmt, submit
 from include.dsr.cli.app import main
 from include.dsr.ledger import Ledger, subject_fingerprint
+from tests.e2e.api_server import free_port, running_api_server
 from tests.unit.cli_samples import build_sample_ledger, connection_env, run_smtp_sink
 
 pytestmark = pytest.mark.slow
 
 EMAIL = "cli.e2e.subject@example.com"
-START_TIMEOUT = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_up(proc: subprocess.Popen, base: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"api-server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5) as resp:  # noqa: S310
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"api-server not up after {START_TIMEOUT} s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
 def api_url(airflow_db, tmp_path_factory) -> Iterator[str]:
     """Base URL of a running api-server that knows the project's DAGs."""
-    workdir = tmp_path_factory.mktemp("cli")
-    write_passwords_file(Path(os.environ["AIRFLOW_HOME"]))
     subprocess.run([sys.executable, "-m", "airflow", "dags", "reserialize"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": base}
-    log = workdir / "api-server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "api-server", "--apps", "core", "-H", "127.0.0.1", "-p", str(port),
-             "-w", "1"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_until_up(proc, base, log)
+    with running_api_server(tmp_path_factory.mktemp("cli")) as base:
         yield base
         api = AirflowApi(base, DEMO_USER, DEMO_PASSWORD)  # leave no queued run for a later scheduler
         for run in api.find_runs("dsr_", "E2E-CLI-", limit=100):
             api.delete_run(run["dag_id"], run["dag_run_id"])
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +166,7 @@ def test_bad_token_or_credentials(env: dict, dsr, monkeypatch: pytest.MonkeyPatc
 
 
 def test_stopped_airflow(env: dict, dsr) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     code, out, err = dsr("submit", "access", "--email", EMAIL, "--api-url", url)
     assert code == 1 and out == ""
     assert err.startswith(f"dsr: error: Airflow API at {url} is not reachable: start it with `make demo` (")

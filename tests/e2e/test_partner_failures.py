@@ -60,10 +60,15 @@ def test_stalling_partner_is_retried_then_fails_with_the_reason(airflow_db, demo
     assert request.status == "failed" and "did not answer" in request.outcome_summary
 
 
-def test_late_partner_is_waited_for_without_a_worker_then_succeeds(airflow_db, demo_world, healthy_partners):
+def test_late_partner_is_waited_for_without_a_worker_then_succeeds(airflow_db, demo_world, healthy_partners,
+                                                                    monkeypatch):
     sim = healthy_partners[API_PARTNER]
     sim.faults = Faults(mode="late", late_hours=48)
+    monkeypatch.setattr(settings, "PARTNER_MAX_WAIT_SECONDS", 90.0)  # a broken test fails instead of hanging
     request_id = "E2E-LATE-H04"
+    # Resolve the ledger connection and create its tables here, in the main thread: Airflow's
+    # comms serve connections to it, and this may be the session's first run.
+    ledger().create_schema()
 
     def advance_clock_once_waiting():
         deadline = time.monotonic() + 60
@@ -123,3 +128,15 @@ def _subject_served_by(demo_world, channel: str) -> tuple[str, str]:
             if partner in held:
                 return person_key, partner
     pytest.fail(f"no hard case has data at a {channel} partner in this world")
+
+
+def test_partner_answering_within_moments_is_collected_in_the_task(airflow_db, demo_world, monkeypatch):
+    """Drop-box partners answer within a poll or two: the task waits in place instead of deferring."""
+    person_key, partner = _subject_served_by(demo_world, "s3_dropbox")
+    monkeypatch.setattr(settings, "PARTNER_INLINE_WAIT_SECONDS", 5.0)
+    request_id = "E2E-INLINE-DROPBOX"
+    run = run_dag("dsr_access", conf_for(person_key, request_id))
+    assert run.state == "success"
+    assert _partner_row(request_id, partner).status == "completed"
+    gathers = [t for t in run.get_task_instances() if t.task_id == "gather"]
+    assert all(t.try_number == 1 for t in gathers)

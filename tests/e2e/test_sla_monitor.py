@@ -94,7 +94,7 @@ def test_monitor_alerts_once_per_request_and_publishes_figures(known_requests, s
     status = {item["request_id"]: item for item in figures["open"]}
     assert status[ids["ontrack"]]["status"] == sla_status.ON_TRACK
     assert status[ids["atrisk"]]["status"] == sla_status.AT_RISK
-    assert status[ids["atrisk"]]["owed_partners"] == ["payflow"]
+    assert status[ids["atrisk"]]["partners_owed"] == ["payflow"]
     assert status[ids["breached"]]["status"] == sla_status.BREACHED and status[ids["breached"]]["days_left"] < 0
     assert figures["counts"]["breached"] >= 1 and figures["at_risk_days"] == 7
     assert "@" not in body.decode()  # ids and counts only

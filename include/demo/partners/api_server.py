@@ -22,16 +22,14 @@ import logging
 import re
 import sys
 import threading
-from dataclasses import dataclass
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from include.demo.partners.faults import Faults, SimClock
-from include.demo.partners.store import IDENTITY_TYPES, REQUEST_TYPES, PartnerStore, RequestBook, RequestConflict
-from include.dsr.pii import Pii, normalize_email, normalize_phone
+from include.demo.partners.protocol import RequestBook, RequestConflict, parse_request
+from include.demo.partners.store import IDENTITY_TYPES, REQUEST_TYPES, PartnerStore
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +40,6 @@ DISCOVERY = {
 }
 STATUS_FIELDS = ("subject_request_id", "request_status", "received_time", "expected_completion_time", "completed_time")
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-_NORMALIZE = {"email": normalize_email, "phone": normalize_phone}
 _ROUTES = (
     ("GET", re.compile(r"/opendsr/discovery"), "_discovery"),
     ("POST", re.compile(r"/opendsr/requests"), "_submit"),
@@ -53,54 +49,6 @@ _ROUTES = (
     ("POST", re.compile(r"/_admin/clock"), "_advance_clock"),
     ("GET", re.compile(r"/_admin/state"), "_state"),
 )
-
-
-@dataclass(frozen=True)
-class SubjectRequest:
-    """A validated request; identity values are normalized and masked in ``repr``."""
-
-    subject_request_id: str
-    request_type: str
-    identities: dict[str, Pii]
-    submitted_time: str
-
-
-def parse_request(body: Any) -> SubjectRequest:
-    """Validate an OpenDSR request body (the drop-box channel uses the same body).
-
-    Unknown extra fields are ignored. Error messages name the field, never its value.
-
-    :param body: the decoded JSON body.
-    :raises ValueError: naming the first invalid field.
-    """
-    if not isinstance(body, dict):
-        raise ValueError("request body must be a JSON object")
-    request_id = body.get("subject_request_id")
-    if not isinstance(request_id, str) or not _ID.fullmatch(request_id):
-        raise ValueError("subject_request_id must be 1-128 letters, digits or . _ : - characters")
-    if body.get("subject_request_type") not in REQUEST_TYPES:
-        raise ValueError(f"subject_request_type must be one of: {', '.join(REQUEST_TYPES)}")
-    try:
-        datetime.fromisoformat(body.get("submitted_time"))
-    except (TypeError, ValueError):
-        raise ValueError("submitted_time must be an ISO-8601 time") from None
-    entries = body.get("subject_identities")
-    if not isinstance(entries, list) or not entries:
-        raise ValueError("subject_identities must be a non-empty list")
-    identities: dict[str, str] = {}
-    for entry in entries:
-        kind = entry.get("identity_type") if isinstance(entry, dict) else None
-        if kind not in IDENTITY_TYPES:
-            raise ValueError(f"subject_identities: identity_type must be one of: {', '.join(IDENTITY_TYPES)}")
-        raw = entry.get("identity_value")
-        value = _NORMALIZE[kind](raw) if isinstance(raw, str) else None
-        if not value or (kind == "email" and "@" not in value):
-            raise ValueError(f"subject_identities: identity_value is not a valid {kind}")
-        if identities.setdefault(kind, value) != value:
-            raise ValueError(f"subject_identities: more than one {kind}")
-    return SubjectRequest(
-        request_id, body["subject_request_type"], {k: Pii(v) for k, v in identities.items()}, body["submitted_time"]
-    )
 
 
 class PartnerApiServer:

@@ -1,7 +1,7 @@
 """S3 drop-box partner simulator (channel ``s3_dropbox``).
 
 The client writes ``inbox/<subject_request_id>.json`` into the partner's bucket, with the
-body of ``POST /opendsr/requests`` (see :func:`~include.demo.partners.api_server.parse_request`).
+body of ``POST /opendsr/requests`` (see :func:`~include.demo.partners.protocol.parse_request`).
 The responder polls the bucket and writes ``outbox/<subject_request_id>.json``::
 
     {"subject_request_id", "request_type", "request_status": "completed" | "failed",
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from include.demo.partners.api_server import parse_request
 from include.demo.partners.faults import Faults, SimClock, to_iso
-from include.demo.partners.store import PartnerStore, RequestBook
+from include.demo.partners.protocol import RequestBook, parse_request
+from include.demo.partners.store import PartnerStore
 
 log = logging.getLogger(__name__)
 

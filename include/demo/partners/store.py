@@ -6,24 +6,19 @@ Storage contract: every table has an integer primary key ``id`` and nullable tex
 phone. Simulator bookkeeping lives in tables prefixed ``_sim_`` in the same file (so a
 restarted simulator keeps its state); partner tables never get extra columns.
 
-:class:`PartnerStore` acts on the data; :class:`RequestBook` records the requests a partner
-received and completes them as the faults allow (both simulator channels share it).
+:class:`PartnerStore` acts on the data; the requests a partner received are recorded and
+completed by :class:`~include.demo.partners.protocol.RequestBook`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from include.demo.partners.faults import Faults, SimClock, to_iso
 from include.dsr.pii import normalize_email, normalize_phone
 
 log = logging.getLogger(__name__)
@@ -204,119 +199,3 @@ class PartnerStore:
         if request_type == "rectification":
             return {}, {table: len(rows) for table, rows in self.find(identities).items()}
         raise ValueError(f"unknown request type {request_type!r}; valid types: {', '.join(REQUEST_TYPES)}")
-
-
-class RequestConflict(ValueError):
-    """A ``subject_request_id`` is reused for another request type or subject."""
-
-
-_REQUESTS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS _sim_requests (
-    subject_request_id TEXT PRIMARY KEY, request_type TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    identities TEXT, fault TEXT NOT NULL, request_status TEXT NOT NULL, received_time TEXT NOT NULL,
-    due_time TEXT, expected_completion_time TEXT NOT NULL, completed_time TEXT, result TEXT
-)
-"""
-
-
-def _fingerprint(request_type: str, identities: Mapping[str, str]) -> str:
-    """Digest of what a request asks, to detect a reused id without keeping identities."""
-    canonical = json.dumps([request_type, sorted((k, v) for k, v in identities.items() if v)])
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-class RequestBook:
-    """Requests a partner received (table ``_sim_requests``) and their completion.
-
-    A request is recorded once per ``subject_request_id``; it completes when received, or
-    lazily (on the first :meth:`get` after its due time) under ``late``, or never. The
-    identities are kept only until completion; a digest of them stays for idempotency.
-
-    :param store: the partner data completed requests act on.
-    :param clock: the simulated clock that decides when late requests are due.
-    """
-
-    def __init__(self, store: PartnerStore, clock: SimClock) -> None:
-        self.store = store
-        self.clock = clock
-        self._lock = threading.Lock()
-        with store.connect() as conn:
-            conn.execute(_REQUESTS_SCHEMA)
-
-    def submit(self, request_id: str, request_type: str, identities: Mapping[str, str], faults: Faults) -> dict:
-        """Record a request (idempotent on its id) and complete it if it is due.
-
-        :param request_id: the client's ``subject_request_id``.
-        :param request_type: one of :data:`REQUEST_TYPES`.
-        :param identities: normalized ``email`` and/or ``phone``.
-        :param faults: the faults in force, which decide when it completes and if it lies.
-        :returns: the request as :meth:`get` returns it.
-        :raises RequestConflict: the id is already used for another type or subject.
-        """
-        fingerprint = _fingerprint(request_type, identities)
-        with self._lock:
-            row = self._load(request_id)
-            if row is None:
-                received = self.clock.now()
-                due, promised = faults.schedule(received)
-                row = {
-                    "subject_request_id": request_id, "request_type": request_type,
-                    "fingerprint": fingerprint, "identities": json.dumps(dict(identities)),
-                    "fault": faults.mode, "request_status": "pending", "received_time": to_iso(received),
-                    "due_time": due and to_iso(due), "expected_completion_time": to_iso(promised),
-                    "completed_time": None, "result": None,
-                }
-                with self.store.connect() as conn:
-                    conn.execute(f"INSERT INTO _sim_requests ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                                 list(row.values()))
-                log.info("%s: request %s (%s) received, fault mode %s", self.store.path.stem, request_id,
-                         request_type, faults.mode)
-            elif row["fingerprint"] != fingerprint:
-                raise RequestConflict(f"subject_request_id {request_id} is already used for another request")
-            return self._refresh(row)
-
-    def get(self, request_id: str) -> dict | None:
-        """A request, completed first if it is due; None if unknown.
-
-        :returns: ``subject_request_id``, ``request_type``, ``request_status``
-            (``pending`` | ``completed``), ``received_time``, ``expected_completion_time``,
-            ``completed_time``, and ``records`` / ``affected`` (None until completed).
-        """
-        with self._lock:
-            row = self._load(request_id)
-            return None if row is None else self._refresh(row)
-
-    def count(self) -> int:
-        """How many requests the partner has received."""
-        with self.store.connect() as conn:
-            return conn.execute("SELECT count(*) FROM _sim_requests").fetchone()[0]
-
-    def _load(self, request_id: str) -> dict | None:
-        with self.store.connect() as conn:
-            row = conn.execute("SELECT * FROM _sim_requests WHERE subject_request_id = ?", [request_id]).fetchone()
-        return None if row is None else dict(row)
-
-    def _refresh(self, row: dict) -> dict:
-        due = row["due_time"]
-        if row["request_status"] == "pending" and due and self.clock.now() >= datetime.fromisoformat(due):
-            row = self._complete(row)
-        result = json.loads(row["result"]) if row["result"] else {"records": None, "affected": None}
-        public = {k: v for k, v in row.items() if k not in ("fingerprint", "identities", "fault", "due_time", "result")}
-        return public | result
-
-    def _complete(self, row: dict) -> dict:
-        identities = json.loads(row["identities"])
-        records, affected = self.store.apply(row["request_type"], identities)
-        if row["fault"] == "lie":
-            for table, rows in self.store.other_subject_rows(identities).items():
-                records.setdefault(table, []).extend(rows)
-        done = {
-            "request_status": "completed", "completed_time": to_iso(self.clock.now()), "identities": None,
-            "result": json.dumps({"records": records, "affected": affected}),
-        }
-        with self.store.connect() as conn:
-            conn.execute(f"UPDATE _sim_requests SET {', '.join(f'{k} = ?' for k in done)} WHERE subject_request_id = ?",
-                         [*done.values(), row["subject_request_id"]])
-        log.info("%s: request %s (%s) completed, %d rows affected", self.store.path.stem, row["subject_request_id"],
-                 row["request_type"], sum(affected.values()))
-        return row | done
