@@ -2,8 +2,9 @@
 
 ``parse_request(conf, right)`` returns a ``DSRRequest`` or raises
 ``RequestValidationError`` listing every problem found, each naming the conf key and what
-to do. Messages never repeat the identity values themselves. ``params_schema(right)``
-gives the same rules as Airflow ``Param`` definitions so the trigger form validates too.
+to do. Messages never repeat the identity values themselves. The DAGs declare the same
+rules as Airflow ``Param`` definitions (``dag_factory.request_params``) so the trigger
+form validates too; this module stays the authority.
 """
 
 from __future__ import annotations
