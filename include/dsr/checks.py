@@ -66,7 +66,8 @@ class CheckReport:
             elif o.expectation == "expect_table_columns_to_match_set":
                 parts.append(f"{self.system}.{o.collection}: required columns missing (has {o.observed})")
             else:
-                parts.append(f"{self.system}: collections missing from the result (got {o.observed})")
+                parts.append(f"{self.system}: collections differ from the data map, missing or unexpected "
+                             f"(got {o.observed})")
         return "; ".join(parts) or "all checks passed"
 
     def to_json(self) -> dict:

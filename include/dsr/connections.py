@@ -52,7 +52,8 @@ def engine_for_url(url: str) -> Engine:
     """One pooled engine per URL and process."""
     from sqlalchemy import create_engine, event
 
-    engine = create_engine(url, pool_pre_ping=True)
+    # Queries bind subject identities: keep them out of error messages (and so out of task logs).
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # concurrent readers + one writer
