@@ -3,13 +3,17 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
+# Airflow's published constraints for the pinned release; empty it where GitHub is out of reach
+# (the lock is then resolved against PyPI, keeping the pins already in requirements.txt).
+AIRFLOW_CONSTRAINTS ?= https://raw.githubusercontent.com/apache/airflow/constraints-3.3.2/constraints-3.11.txt
 
-.PHONY: demo down test test-fast bench clean chromium
+.PHONY: demo down test test-fast lint lock bench clean chromium
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 ## demo: start S3 server, partner simulators, the demo world and Airflow; Ctrl-C stops all
@@ -24,13 +28,26 @@ down: $(VENV)/.installed
 chromium:
 	-scripts/install-chromium.sh || echo "chromium not installed: the dashboard browser test will be skipped"
 
-## test: the whole suite (unit, connectors, DAG integrity, end-to-end)
-test: $(VENV)/.installed chromium
+## lint: ruff (lint + format), the layering contracts (import-linter) and mypy
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+## test: lint, then the whole suite (unit, connectors, DAG integrity, end-to-end)
+test: lint chromium
 	$(PY) -m pytest -q
 
-## test-fast: everything but the slow end-to-end runs
-test-fast: $(VENV)/.installed
+## test-fast: lint and everything but the slow end-to-end runs
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
+
+## lock: regenerate requirements.txt (the lock) from pyproject.toml
+lock: $(VENV)/.installed
+	$(PY) -m piptools compile --quiet --extra demo --extra test --strip-extras --no-emit-index-url \
+		--no-emit-find-links $(if $(AIRFLOW_CONSTRAINTS),--constraint $(AIRFLOW_CONSTRAINTS)) \
+		-o requirements.txt pyproject.toml
 
 ## bench: benchmarks that print ratios (see bench/README.md)
 bench: $(VENV)/.installed

@@ -39,6 +39,7 @@ Run (from the project root; stops any running demo first, takes a few minutes)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -49,7 +50,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,9 +61,9 @@ from include.demo.airflow_env import AIRFLOW_HOME, DEMO_PASSWORD, DEMO_USER  # n
 from include.demo.people import hard_case_people  # noqa: E402
 
 try:  # the shared client; older trees kept it in the demo's sample requests
-    from include.dsr.airflow_api import AirflowApi  # noqa: E402
+    from include.dsr.cli.airflow_api import AirflowApi
 except ImportError:  # pragma: no cover
-    from include.demo.sample_requests import AirflowApi  # noqa: E402
+    from include.demo.sample_requests import AirflowApi
 
 RESULTS = ROOT / "bench" / "results"
 NOOP_DAG = "dsr_noop_shape"
@@ -87,7 +88,9 @@ class BenchApi(AirflowApi):
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
     def post_run(self, dag_id: str, conf: dict) -> str:
-        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})[
+            "dag_run_id"
+        ]
 
     def run(self, dag_id: str, run_id: str) -> dict:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
@@ -103,8 +106,10 @@ class BenchApi(AirflowApi):
             offset += 100
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
-        path = (f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/"
-                f"{task_id}/xcomEntries/{key}")
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/"
+            f"{task_id}/xcomEntries/{key}"
+        )
         value = self.get(path)["value"]
         return json.loads(value) if isinstance(value, str) else value
 
@@ -113,6 +118,7 @@ class BenchApi(AirflowApi):
 
 
 # ---------------------------------------------------------------- demo lifecycle
+
 
 def dags_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="dsr-bench-dags-"))
@@ -123,13 +129,22 @@ def dags_folder() -> Path:
 
 def start_demo(folder: Path, log_path: Path) -> subprocess.Popen:
     py = str(ROOT / ".venv" / "bin" / "python")
-    env = {**os.environ, "DSR_DAGS_FOLDER": str(folder),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    subprocess.run([py, "-m", "include.demo.launcher", "down"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "DSR_DAGS_FOLDER": str(folder),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    subprocess.run(
+        [py, "-m", "include.demo.launcher", "down"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+    )
     log = open(log_path, "wb")  # noqa: SIM115 - closed when the launcher is stopped
-    proc = subprocess.Popen([py, "-m", "include.demo.launcher", "up", "--no-requests"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [py, "-m", "include.demo.launcher", "up", "--no-requests"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     proc.log_file = log
     started = time.monotonic()
     try:
@@ -142,8 +157,10 @@ def start_demo(folder: Path, log_path: Path) -> subprocess.Popen:
     except BaseException:
         stop_demo(proc)
         raise
-    print(f"demo up in {time.monotonic() - started:.0f}s (launcher pid {proc.pid}, log {log_path.relative_to(ROOT)})",
-          flush=True)
+    print(
+        f"demo up in {time.monotonic() - started:.0f}s (launcher pid {proc.pid}, log {log_path.relative_to(ROOT)})",
+        flush=True,
+    )
     return proc
 
 
@@ -161,6 +178,7 @@ def stop_demo(proc: subprocess.Popen) -> None:
 
 # ---------------------------------------------------------------- subject choice
 
+
 def pick_subject() -> tuple[str, str]:
     """(case key, email) of a hard case with partner data but none at a manual partner, H01 first."""
     from include.demo.generator import PARTNERS
@@ -171,8 +189,9 @@ def pick_subject() -> tuple[str, str]:
     people = sorted(hard_case_people(), key=lambda p: (p.key != PREFERRED_CASE, p.key))
     try:
         for person in people:
-            holders = {r[0] for r in truth.execute("SELECT DISTINCT system FROM owned_rows WHERE person_key=?",
-                                                   (person.key,))}
+            holders = {
+                r[0] for r in truth.execute("SELECT DISTINCT system FROM owned_rows WHERE person_key=?", (person.key,))
+            }
             if holders & partners and not holders & manual:
                 if person.key != PREFERRED_CASE:
                     print(f"{PREFERRED_CASE} has data at a manual partner; using hard case {person.key}")
@@ -183,6 +202,7 @@ def pick_subject() -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- one run
+
 
 def _ts(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
@@ -230,33 +250,54 @@ def critical_path(graph: dict[str, list[str]], weight: dict[str, float]) -> list
     return max((longest_from(r) for r in roots), key=lambda t: t[0])[1]
 
 
-def analyse(dag_id: str, run: dict, tis: list[dict], graph: dict[str, list[str]], t_trigger: float,
-            t_seen: float, targets: list[dict] | None = None) -> dict:
+def analyse(
+    dag_id: str,
+    run: dict,
+    tis: list[dict],
+    graph: dict[str, list[str]],
+    t_trigger: float,
+    t_seen: float,
+    targets: list[dict] | None = None,
+) -> dict:
     """Figures of one finished run; ``targets`` (resolve_subject's XCom) names the gather instances."""
     names = {i: _unit(t) for i, t in enumerate(targets or [])}
     ran = [ti for ti in tis if ti["state"] != "skipped" and ti["start_date"] and ti["end_date"]]
     tasks = []
     for ti in sorted(tis, key=lambda t: (t["task_id"], t["map_index"])):
-        tasks.append({"task_id": ti["task_id"], "map_index": ti["map_index"],
-                      "label": ti["task_id"] + (f"[{names.get(ti['map_index'], ti['map_index'])}]"
-                                                if ti["map_index"] >= 0 else ""),
-                      "state": ti["state"], "try_number": ti["try_number"],
-                      "duration_s": round(ti["duration"] or 0.0, 3),
-                      "start": ti["start_date"], "end": ti["end_date"], "queued": ti["queued_when"],
-                      **(_log_facts(dag_id, run["dag_run_id"], ti) if ti in ran else {})})
+        tasks.append(
+            {
+                "task_id": ti["task_id"],
+                "map_index": ti["map_index"],
+                "label": ti["task_id"]
+                + (f"[{names.get(ti['map_index'], ti['map_index'])}]" if ti["map_index"] >= 0 else ""),
+                "state": ti["state"],
+                "try_number": ti["try_number"],
+                "duration_s": round(ti["duration"] or 0.0, 3),
+                "start": ti["start_date"],
+                "end": ti["end_date"],
+                "queued": ti["queued_when"],
+                **(_log_facts(dag_id, run["dag_run_id"], ti) if ti in ran else {}),
+            }
+        )
     node = {}  # task_id -> weight (longest instance), first start, last end
     for ti in ran:
         w, s, e = node.get(ti["task_id"], (0.0, float("inf"), 0.0))
-        node[ti["task_id"]] = (max(w, ti["duration"] or 0.0), min(s, _ts(ti["start_date"])), max(e, _ts(ti["end_date"])))
+        node[ti["task_id"]] = (
+            max(w, ti["duration"] or 0.0),
+            min(s, _ts(ti["start_date"])),
+            max(e, _ts(ti["end_date"])),
+        )
     path = [t for t in critical_path(graph, {t: v[0] for t, v in node.items()}) if t in node]
     critical = sum(node[t][0] for t in path)
     wall = t_seen - t_trigger
-    gaps = sum(node[b][1] - node[a][2] for a, b in zip(path, path[1:]))
+    gaps = sum(node[b][1] - node[a][2] for a, b in itertools.pairwise(path))
     spread = sum((node[t][2] - node[t][1]) - node[t][0] for t in path)
     run_end = _ts(run["end_date"]) or t_seen
     gathers = [t for t in tasks if t["task_id"] == "gather" and t["map_index"] >= 0]
     return {
-        "dag_id": dag_id, "run_id": run["dag_run_id"], "state": run["state"],
+        "dag_id": dag_id,
+        "run_id": run["dag_run_id"],
+        "state": run["state"],
         "wall_s": round(wall, 3),
         "server_run_s": round(run_end - _ts(run["start_date"]), 3) if run["start_date"] else None,
         "task_sum_s": round(sum(ti["duration"] or 0.0 for ti in ran), 3),
@@ -271,11 +312,18 @@ def analyse(dag_id: str, run: dict, tis: list[dict], graph: dict[str, list[str]]
             "run_success_to_seen": round(t_seen - run_end, 3),
         },
         "n_targets": len(gathers),
-        "fan_out": {"internal": sum(1 for t in targets or [] if "channel" not in t),
-                    "partners": sum(1 for t in targets or [] if "channel" in t)} if targets else None,
+        "fan_out": {
+            "internal": sum(1 for t in targets or [] if "channel" not in t),
+            "partners": sum(1 for t in targets or [] if "channel" in t),
+        }
+        if targets
+        else None,
         "deferred_gathers": sum(1 for t in gathers if t.get("deferred")),
-        "retried_tasks": [t["label"] + (" (attempt killed by the scheduler)" if t.get("killed_attempt") else "")
-                          for t in tasks if t["try_number"] > 1],
+        "retried_tasks": [
+            t["label"] + (" (attempt killed by the scheduler)" if t.get("killed_attempt") else "")
+            for t in tasks
+            if t["try_number"] > 1
+        ],
         "worker_parse_s": round(sum(t.get("worker_parse_ms", 0) for t in tasks) / 1000, 3),
         "tasks": tasks,
     }
@@ -309,13 +357,15 @@ def run_once(api: BenchApi, dag_id: str, conf: dict, graph: dict[str, list[str]]
         time.sleep(POLL_SECONDS)
     tis = api.task_instances(dag_id, run_id)
     if run["state"] != "success":
-        bad = sorted(f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis if t["state"] not in ("success", "skipped"))
+        bad = sorted(
+            f"{t['task_id']}[{t['map_index']}]={t['state']}" for t in tis if t["state"] not in ("success", "skipped")
+        )
         raise RuntimeError(f"{dag_id} run {run_id} {run['state']}: {', '.join(bad)}")
     targets = None
     if dag_id == constants.DAG_ACCESS:
         try:
             targets = api.xcom(dag_id, run_id, "resolve_subject")
-        except Exception as exc:  # noqa: BLE001 - only names the gather instances: not worth failing for
+        except Exception as exc:
             print(f"could not read resolve_subject's XCom ({type(exc).__name__}); gather instances keep their index")
     facts = analyse(dag_id, run, tis, graph, t_trigger, t_seen, targets)
     facts["other_dags_running_at_end"] = api.busy_runs({constants.DAG_ACCESS, NOOP_DAG})
@@ -325,6 +375,7 @@ def run_once(api: BenchApi, dag_id: str, conf: dict, graph: dict[str, list[str]]
 
 
 # ---------------------------------------------------------------- report
+
 
 def _med(values) -> float:
     return round(statistics.median(values), 3)
@@ -338,13 +389,18 @@ def summarize(runs: list[dict]) -> dict:
         "task_sum_s_median": _med(r["task_sum_s"] for r in runs),
         "critical_task_s_median": _med(r["critical_task_s"] for r in runs),
         "overhead_s_median": _med(r["overhead_s"] for r in runs),
-        "overhead_split_s_median": {k: _med(r["overhead_split_s"][k] for r in runs) for k in runs[0]["overhead_split_s"]},
+        "overhead_split_s_median": {
+            k: _med(r["overhead_split_s"][k] for r in runs) for k in runs[0]["overhead_split_s"]
+        },
         "task_share_median": _med(r["critical_task_s"] / r["wall_s"] for r in runs),
         "deferred_gathers_median": _med(r["deferred_gathers"] for r in runs),
         "loadavg_1m_before_median": _med(r["loadavg_1m"]["before"] for r in runs),
         "runs_with_retries": sum(1 for r in runs if r["retried_tasks"]),
-        "wall_s_median_without_retries": (_med(r["wall_s"] for r in runs if not r["retried_tasks"])
-                                          if any(not r["retried_tasks"] for r in runs) else None),
+        "wall_s_median_without_retries": (
+            _med(r["wall_s"] for r in runs if not r["retried_tasks"])
+            if any(not r["retried_tasks"] for r in runs)
+            else None
+        ),
         "task_median_s": _task_medians(runs),
     }
 
@@ -370,15 +426,21 @@ def _by_task(medians: dict[str, float]) -> dict[str, float]:
 
 def print_report(report: dict) -> None:
     access, noop = report["summary"][constants.DAG_ACCESS], report["summary"][NOOP_DAG]
-    print(f"\n{'DAG':<16}{'runs':>5}  {'wall med':>9}{'min':>8}{'max':>8}  {'task sum med':>13}  "
-          f"{'crit. path tasks med':>21}  {'overhead med':>13}   (s)")
+    print(
+        f"\n{'DAG':<16}{'runs':>5}  {'wall med':>9}{'min':>8}{'max':>8}  {'task sum med':>13}  "
+        f"{'crit. path tasks med':>21}  {'overhead med':>13}   (s)"
+    )
     for dag_id, s in report["summary"].items():
         w = s["wall_s"]
-        print(f"{dag_id:<16}{s['runs']:>5}  {w['median']:>9.2f}{w['min']:>8.2f}{w['max']:>8.2f}  "
-              f"{s['task_sum_s_median']:>13.2f}  {s['critical_task_s_median']:>21.2f}  {s['overhead_s_median']:>13.2f}")
+        print(
+            f"{dag_id:<16}{s['runs']:>5}  {w['median']:>9.2f}{w['min']:>8.2f}{w['max']:>8.2f}  "
+            f"{s['task_sum_s_median']:>13.2f}  {s['critical_task_s_median']:>21.2f}  {s['overhead_s_median']:>13.2f}"
+        )
     warm = report["warmup"]
-    print(f"warm-up (discarded): {constants.DAG_ACCESS} {warm[constants.DAG_ACCESS]['wall_s']:.2f}s, "
-          f"{NOOP_DAG} {warm[NOOP_DAG]['wall_s']:.2f}s")
+    print(
+        f"warm-up (discarded): {constants.DAG_ACCESS} {warm[constants.DAG_ACCESS]['wall_s']:.2f}s, "
+        f"{NOOP_DAG} {warm[NOOP_DAG]['wall_s']:.2f}s"
+    )
     print()
     for name, value in report["ratios"].items():
         print(f"{name:<58}{value:>8}")
@@ -389,18 +451,31 @@ def print_report(report: dict) -> None:
     print(f"\nmedian duration per task, s (gather: longest instance)  {'access':>8} {'noop':>8}")
     for task_id in report["critical_path_access"] + sorted(set(a_task) - set(report["critical_path_access"])):
         print(f"  {task_id:<53}{a_task.get(task_id, 0.0):>8.2f} {n_task.get(task_id, 0.0):>8.2f}")
-    print(f"\nslowest 3 tasks of the access run (median duration): "
-          + "; ".join(f"{t['task']} {t['median_s']:.2f}s" for t in report["slowest_access_tasks"]))
-    print(f"access fan-out: {report['n_targets']} gather targets ({report['fan_out']}) on {report['cpus']} CPUs; "
-          f"partner gathers that deferred to the triggerer, median per run: {access['deferred_gathers_median']:g}")
+    print(
+        "\nslowest 3 tasks of the access run (median duration): "
+        + "; ".join(f"{t['task']} {t['median_s']:.2f}s" for t in report["slowest_access_tasks"])
+    )
+    print(
+        f"access fan-out: {report['n_targets']} gather targets ({report['fan_out']}) on {report['cpus']} CPUs; "
+        f"partner gathers that deferred to the triggerer, median per run: {access['deferred_gathers_median']:g}"
+    )
     if access["runs_with_retries"]:
         clean = access["wall_s_median_without_retries"]
-        print(f"{access['runs_with_retries']} of {access['runs']} measured access runs retried a task (see 'retried_tasks' "
-              f"in the JSON); median wall of the others: " + (f"{clean:.2f}s" if clean is not None else "none"))
+        print(
+            f"{access['runs_with_retries']} of {access['runs']} measured access runs retried a task "
+            "(see 'retried_tasks' in the JSON); median wall of the others: "
+            + (f"{clean:.2f}s" if clean is not None else "none")
+        )
     load = statistics.median([access["loadavg_1m_before_median"], noop["loadavg_1m_before_median"]])
-    print(f"host 1-min load average just before a run, median: {load:.1f} on {report['cpus']} CPUs (the idle demo adds "
-          "some)" + ("; above the CPU count: other work competed for the CPUs, expect lower figures on a quiet host"
-                     if load > report["cpus"] else ""))
+    print(
+        f"host 1-min load average just before a run, median: {load:.1f} on {report['cpus']} CPUs (the idle demo adds "
+        "some)"
+        + (
+            "; above the CPU count: other work competed for the CPUs, expect lower figures on a quiet host"
+            if load > report["cpus"]
+            else ""
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,19 +499,28 @@ def main(argv: list[str] | None = None) -> int:
         stamp = time.strftime("%Y%m%d%H%M%S")
         runs: dict[str, list[dict]] = {constants.DAG_ACCESS: [], NOOP_DAG: []}
         for i in range(args.runs):
-            conf = {"request_id": f"BENCH-E2E-{i}-{stamp}", "subject": {"email": email},
-                    "verification": {"method": "logged_in_session",
-                                     "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+            conf = {
+                "request_id": f"BENCH-E2E-{i}-{stamp}",
+                "subject": {"email": email},
+                "verification": {
+                    "method": "logged_in_session",
+                    "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            }
             access = run_once(api, constants.DAG_ACCESS, conf, graphs[constants.DAG_ACCESS])
             noop = run_once(api, NOOP_DAG, {"n_targets": access["n_targets"]}, graphs[NOOP_DAG])
             runs[constants.DAG_ACCESS].append(access)
             runs[NOOP_DAG].append(noop)
             others = sorted(set(access["other_dags_running_at_end"] + noop["other_dags_running_at_end"]))
             retried = access["retried_tasks"] + noop["retried_tasks"]
-            print(f"run {i}{' (warm-up)' if i == 0 else '':<10} access {access['wall_s']:6.2f}s "
-                  f"({access['n_targets']} targets, {access['deferred_gathers']} deferred)   "
-                  f"noop {noop['wall_s']:6.2f}s" + (f"   (other DAGs running: {', '.join(others)})" if others else "")
-                  + (f"   RETRIED: {', '.join(retried)}" if retried else ""), flush=True)
+            print(
+                f"run {i}{' (warm-up)' if i == 0 else '':<10} access {access['wall_s']:6.2f}s "
+                f"({access['n_targets']} targets, {access['deferred_gathers']} deferred)   "
+                f"noop {noop['wall_s']:6.2f}s"
+                + (f"   (other DAGs running: {', '.join(others)})" if others else "")
+                + (f"   RETRIED: {', '.join(retried)}" if retried else ""),
+                flush=True,
+            )
     finally:
         if proc is not None:
             stop_demo(proc)
@@ -450,16 +534,24 @@ def main(argv: list[str] | None = None) -> int:
     last = measured[constants.DAG_ACCESS][-1]
     slowest = sorted(access["task_median_s"].items(), key=lambda kv: -kv[1])[:3]
     report = {
-        "runs_per_dag": args.runs, "warmup_runs": 1, "poll_seconds": POLL_SECONDS, "subject_case": case,
+        "runs_per_dag": args.runs,
+        "warmup_runs": 1,
+        "poll_seconds": POLL_SECONDS,
+        "subject_case": case,
         "cpus": os.cpu_count(),
-        "n_targets": last["n_targets"], "fan_out": (f"{last['fan_out']['internal']} internal units + {last['fan_out']['partners']} partners"
-                    if last["fan_out"] else "split unknown"),
+        "n_targets": last["n_targets"],
+        "fan_out": (
+            f"{last['fan_out']['internal']} internal units + {last['fan_out']['partners']} partners"
+            if last["fan_out"]
+            else "split unknown"
+        ),
         "critical_path_access": last["critical_path"],
         "summary": summary,
         "ratios": {
             "access / noop, median wall": round(access["wall_s"]["median"] / noop["wall_s"]["median"], 2),
             "access / noop, median critical-path task time": round(
-                access["critical_task_s_median"] / noop["critical_task_s_median"], 2),
+                access["critical_task_s_median"] / noop["critical_task_s_median"], 2
+            ),
             "access: share of wall in task durations (critical path)": access["task_share_median"],
             "access: share of wall in Airflow scheduling (rest)": round(1 - access["task_share_median"], 3),
             "noop: share of wall in task durations (critical path)": noop["task_share_median"],
@@ -479,6 +571,6 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except Exception as exc:  # noqa: BLE001 - any error: one line, non-zero exit (the demo is stopped by then)
+    except Exception as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

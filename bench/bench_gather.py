@@ -40,9 +40,9 @@ from include.demo import app_schema  # noqa: E402
 from include.demo.people import hard_case_people  # noqa: E402
 from include.demo.world import WorldPaths, build_world  # noqa: E402
 from include.dsr.connectors.sql_database import SqlDatabaseConnector  # noqa: E402
-from include.dsr.data_map import load_data_map  # noqa: E402
-from include.dsr.identity import IdentityResolver, SubjectQuery  # noqa: E402
-from include.dsr.pii import normalize_email  # noqa: E402
+from include.dsr.core.data_map import load_data_map  # noqa: E402
+from include.dsr.core.pii import normalize_email  # noqa: E402
+from include.dsr.identity.resolver import IdentityResolver, SubjectQuery  # noqa: E402
 
 DEFAULT_URL = os.environ.get("DSR_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 RESULTS = ROOT / "bench" / "results"
@@ -53,8 +53,10 @@ WARMUP = 2
 
 def platform_rows(engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t.name: conn.execute(text(f'SELECT count(*) FROM "{t.name}"')).scalar_one()
-                for t in app_schema.metadata.sorted_tables}
+        return {
+            t.name: conn.execute(text(f'SELECT count(*) FROM "{t.name}"')).scalar_one()
+            for t in app_schema.metadata.sorted_tables
+        }
 
 
 def ensure_world(base_url: str, schema: str, subjects: int, rebuild: bool) -> tuple[str, dict]:
@@ -65,9 +67,15 @@ def ensure_world(base_url: str, schema: str, subjects: int, rebuild: bool) -> tu
     with admin.begin() as conn:
         meta = None
         if not rebuild and conn.execute(text(f"SELECT to_regclass('{schema}.bench_meta')")).scalar():
-            meta = conn.execute(text(f"SELECT subjects, seed, accounts, build_seconds FROM {schema}.bench_meta")).first()
-        reuse = bool(meta and meta.subjects == subjects and meta.seed == seed and meta.accounts ==
-                     conn.execute(text(f"SELECT count(*) FROM {schema}.accounts")).scalar_one())
+            meta = conn.execute(
+                text(f"SELECT subjects, seed, accounts, build_seconds FROM {schema}.bench_meta")
+            ).first()
+        reuse = bool(
+            meta
+            and meta.subjects == subjects
+            and meta.seed == seed
+            and meta.accounts == conn.execute(text(f"SELECT count(*) FROM {schema}.accounts")).scalar_one()
+        )
         if not reuse:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
     admin.dispose()
@@ -78,8 +86,9 @@ def ensure_world(base_url: str, schema: str, subjects: int, rebuild: bool) -> tu
     else:
         print(f"[{schema}] building world of {subjects} subjects ...", flush=True)
         started = time.perf_counter()
-        build_world(WorldPaths(RESULTS / f"world_{schema}", app_url=url), subjects, seed, None,
-                    progress=subjects >= 20000)
+        build_world(
+            WorldPaths(RESULTS / f"world_{schema}", app_url=url), subjects, seed, None, progress=subjects >= 20000
+        )
         with engine.begin() as conn:  # fresh planner statistics, as autovacuum would give a live DB
             for t in app_schema.metadata.sorted_tables:
                 conn.execute(text(f'ANALYZE "{t.name}"'))
@@ -87,15 +96,29 @@ def ensure_world(base_url: str, schema: str, subjects: int, rebuild: bool) -> tu
     rows = platform_rows(engine)
     if not reuse:
         with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE bench_meta (subjects int, seed bigint, accounts int, "
-                              "build_seconds double precision, built_at timestamptz DEFAULT now())"))
-            conn.execute(text("INSERT INTO bench_meta VALUES (:s, :seed, :a, :b)"),
-                         {"s": subjects, "seed": seed, "a": rows["accounts"], "b": build_s})
-        print(f"[{schema}] built {sum(rows.values())} platform rows in {build_s:.1f}s "
-              f"({sum(rows.values()) / build_s:.0f} rows/s)")
+            conn.execute(
+                text(
+                    "CREATE TABLE bench_meta (subjects int, seed bigint, accounts int, "
+                    "build_seconds double precision, built_at timestamptz DEFAULT now())"
+                )
+            )
+            conn.execute(
+                text("INSERT INTO bench_meta VALUES (:s, :seed, :a, :b)"),
+                {"s": subjects, "seed": seed, "a": rows["accounts"], "b": build_s},
+            )
+        print(
+            f"[{schema}] built {sum(rows.values())} platform rows in {build_s:.1f}s "
+            f"({sum(rows.values()) / build_s:.0f} rows/s)"
+        )
     engine.dispose()
-    return url, {"schema": schema, "subjects": subjects, "platform_rows": sum(rows.values()),
-                 "build_seconds": round(build_s, 1), "reused": reuse, "table_rows": rows}
+    return url, {
+        "schema": schema,
+        "subjects": subjects,
+        "platform_rows": sum(rows.values()),
+        "build_seconds": round(build_s, 1),
+        "reused": reuse,
+        "table_rows": rows,
+    }
 
 
 def timed(fn, repeat: int) -> dict:
@@ -107,8 +130,10 @@ def timed(fn, repeat: int) -> dict:
         fn()
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
-    return {"median_ms": round(statistics.median(samples), 2),
-            "p95_ms": round(samples[math.ceil(0.95 * len(samples)) - 1], 2)}
+    return {
+        "median_ms": round(statistics.median(samples), 2),
+        "p95_ms": round(samples[math.ceil(0.95 * len(samples)) - 1], 2),
+    }
 
 
 def explain(engine, connector: SqlDatabaseConnector, resolved) -> dict[str, list[str]]:
@@ -116,8 +141,11 @@ def explain(engine, connector: SqlDatabaseConnector, resolved) -> dict[str, list
     values = connector._values([resolved])
     email = sorted(resolved.emails)[0]
     acc = table("accounts", column("id"), column("email"), column("phone"))
-    queries = {"accounts by lower(trim(email))":
-               select(acc.c.id, acc.c.email, acc.c.phone).where(func.lower(func.trim(acc.c.email)).in_([email]))}
+    queries = {
+        "accounts by lower(trim(email))": select(acc.c.id, acc.c.email, acc.c.phone).where(
+            func.lower(func.trim(acc.c.email)).in_([email])
+        )
+    }
     for name in ("support_tickets", "web_logs"):
         coll = connector.system.collection(name)
         t = table(name, *(column(f) for f in coll.field_names))
@@ -173,16 +201,26 @@ def main(argv: list[str] | None = None) -> int:
         url, facts = ensure_world(args.postgres_url, schema, subjects, args.rebuild)
         report["sizes"][label] = {**facts, **bench_size(label, url, args.repeat)}
     small, large = report["sizes"]["small"], report["sizes"]["large"]
-    print(f"\n{'size':<6}{'rows':>10}  {'case':<5}{'rows out':>9}  {'resolve med/p95':>16}  "
-          f"{'export med/p95':>16}  {'gather med/p95':>16}   (ms)")
+    print(
+        f"\n{'size':<6}{'rows':>10}  {'case':<5}{'rows out':>9}  {'resolve med/p95':>16}  "
+        f"{'export med/p95':>16}  {'gather med/p95':>16}   (ms)"
+    )
     for label, size in report["sizes"].items():
         for case in CASES:
             r = size[case]
-            cells = "  ".join(f"{r[k]['median_ms']:>7.2f}/{r[k]['p95_ms']:<8.2f}" for k in ("resolve", "export", "gather"))
+            cells = "  ".join(
+                f"{r[k]['median_ms']:>7.2f}/{r[k]['p95_ms']:<8.2f}" for k in ("resolve", "export", "gather")
+            )
             print(f"{label:<6}{size['platform_rows']:>10}  {case:<5}{r['exported_rows']:>9}  {cells}")
-    ratios = report["ratios"] = {"large/small rows": round(large["platform_rows"] / small["platform_rows"], 1), **{
-        f"large/small median gather time {c}": round(large[c]["gather"]["median_ms"] / small[c]["gather"]["median_ms"], 2)
-        for c in CASES}}
+    ratios = report["ratios"] = {
+        "large/small rows": round(large["platform_rows"] / small["platform_rows"], 1),
+        **{
+            f"large/small median gather time {c}": round(
+                large[c]["gather"]["median_ms"] / small[c]["gather"]["median_ms"], 2
+            )
+            for c in CASES
+        },
+    }
     print()
     for name, value in ratios.items():
         print(f"{name:<40}{value:>8}")

@@ -14,6 +14,6 @@ confirm the identity in the `confirm_identity` task) and `jurisdiction` (`GDPR`/
 Bad input is refused before anything is touched. Re-triggering a `request_id` is safe.
 """
 
-from include.dsr.dag_factory import build_gathering_dag
+from include.dsr.orchestration.dag_factory import build_gathering_dag
 
 dag = build_gathering_dag("access", doc_md=__doc__, tags=["access", "art15"])

@@ -9,6 +9,6 @@ receiving controller's endpoint and the receipt is recorded in the ledger.
 **Trigger** with `{"request_id": "...", "subject": {"email": "..."}, "transmit_to": null}`.
 """
 
-from include.dsr.dag_factory import build_gathering_dag
+from include.dsr.orchestration.dag_factory import build_gathering_dag
 
 dag = build_gathering_dag("portability", doc_md=__doc__, tags=["portability", "art20"])

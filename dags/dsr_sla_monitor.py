@@ -16,18 +16,18 @@ partners that still owe a reply.
 No personal data is read: the ledger knows subjects by fingerprint only.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import dag, task
 
 from include import settings
-from include.dsr.airflow_errors import run_step
+from include.dsr.orchestration.errors import run_step
 
 
 @dag(
     dag_id="dsr_sla_monitor",
     schedule="@hourly",
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     tags=["dsr", "gdpr", "sla"],
@@ -42,13 +42,13 @@ from include.dsr.airflow_errors import run_step
 def dsr_sla_monitor():
     @task
     def alert_ops() -> dict[str, int]:
-        from include.dsr import sla_monitor
+        from include.dsr.orchestration import sla_monitor
 
         return run_step(sla_monitor.alert_open_requests)
 
     @task
     def publish_snapshot() -> str:
-        from include.dsr import sla_monitor
+        from include.dsr.orchestration import sla_monitor
 
         return run_step(sla_monitor.publish_figures)
 

@@ -1,6 +1,6 @@
 """Registers the DSR deadline reference with Airflow (custom references need a plugin).
 
-The right DAGs' Deadline Alert uses :class:`include.dsr.deadline_alert.RequestDueDeadline`;
+The right DAGs' Deadline Alert uses :class:`include.dsr.orchestration.deadline_alert.RequestDueDeadline`;
 the scheduler resolves it by its class path among the plugins' ``deadline_references``.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from include.dsr.deadline_alert import RequestDueDeadline
+from include.dsr.orchestration.deadline_alert import RequestDueDeadline
 
 
 class DsrDeadlineReferencesPlugin(AirflowPlugin):

@@ -53,9 +53,15 @@ os.environ["DSR_AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 # Short waits so failure-mode tests finish in seconds (production defaults are minutes).
 # No in-task polling before deferral, so the deferral path is what the e2e tests exercise.
-os.environ.update({"DSR_PARTNER_POLL_SECONDS": "0.5", "DSR_PARTNER_HTTP_TIMEOUT": "1.5",
-                   "DSR_PARTNER_INLINE_WAIT_SECONDS": "0",
-                   "DSR_TASK_RETRIES": "1", "DSR_TASK_RETRY_DELAY_SECONDS": "1"})
+os.environ.update(
+    {
+        "DSR_PARTNER_POLL_SECONDS": "0.5",
+        "DSR_PARTNER_HTTP_TIMEOUT": "1.5",
+        "DSR_PARTNER_INLINE_WAIT_SECONDS": "0",
+        "DSR_TASK_RETRIES": "1",
+        "DSR_TASK_RETRY_DELAY_SECONDS": "1",
+    }
+)
 
 from include.demo.airflow_env import airflow_environment  # noqa: E402
 

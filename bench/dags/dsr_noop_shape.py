@@ -16,7 +16,7 @@ when the benchmark points Airflow's dags folder at a folder that links it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import DAG, Param, task
 
@@ -25,7 +25,7 @@ DEFAULT_TARGETS = 8  # fan-out of a demo access request (H01): 5 internal units 
 with DAG(
     dag_id="dsr_noop_shape",
     schedule=None,
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["bench"],
     params={"n_targets": Param(DEFAULT_TARGETS, type="integer", minimum=0, title="Fan-out targets")},

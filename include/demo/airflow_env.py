@@ -24,7 +24,11 @@ PARTNER_SLOTS = 8  # ${PARTNER_PORT_0..7}
 
 
 def _placeholders() -> dict[str, str]:
-    values = {"DEMO_DIR": str(settings.DEMO_DIR), "S3_PORT": str(settings.S3_PORT), "SMTP_PORT": str(settings.SMTP_PORT)}
+    values = {
+        "DEMO_DIR": str(settings.DEMO_DIR),
+        "S3_PORT": str(settings.S3_PORT),
+        "SMTP_PORT": str(settings.SMTP_PORT),
+    }
     for i in range(PARTNER_SLOTS):
         values[f"PARTNER_PORT_{i}"] = str(settings.PARTNER_BASE_PORT + i)
     return values
@@ -58,25 +62,27 @@ def airflow_environment(home: Path = AIRFLOW_HOME, base: dict | None = None) -> 
     """Variables for an Airflow process of this project (merged over ``base``, default os.environ)."""
     env = dict(os.environ if base is None else base)
     root = settings.PROJECT_ROOT
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.DAGS_FOLDER),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "8",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{DEMO_USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__API__PORT": str(settings.AIRFLOW_PORT),
-        "AIRFLOW__API__BASE_URL": f"http://localhost:{settings.AIRFLOW_PORT}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{settings.AIRFLOW_PORT}/execution/",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(settings.DAGS_FOLDER),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{DEMO_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__API__PORT": str(settings.AIRFLOW_PORT),
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{settings.AIRFLOW_PORT}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{settings.AIRFLOW_PORT}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        }
+    )
     for conn_id, conn in demo_connections().items():
         env.setdefault(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
     for name, value in demo_variables().items():

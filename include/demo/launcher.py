@@ -17,10 +17,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from include import settings
-from include.demo.airflow_env import AIRFLOW_HOME, DEMO_PASSWORD, DEMO_USER, airflow_environment, write_passwords_file
+from include.demo.airflow_env import (
+    AIRFLOW_HOME,
+    DEMO_PASSWORD,
+    DEMO_USER,
+    airflow_environment,
+    write_passwords_file,
+)
 from include.demo.readiness import wait_for_http, wait_for_port
 
 log = logging.getLogger("demo")
@@ -51,7 +56,7 @@ class ProcessGroup:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}; see {LOG_DIR / (name + '.log')}")
 
     def stop(self) -> None:
-        for name, proc in reversed(self.children):
+        for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS

@@ -41,7 +41,7 @@ def start_partner_simulators(paths: WorldPaths, endpoint: str) -> list:
     """Start every partner simulator the data map declares; returns objects with ``stop()``."""
     from include.demo.partners.api_server import PartnerApiServer
     from include.demo.partners.dropbox_responder import DropboxResponder
-    from include.dsr.data_map import load_data_map
+    from include.dsr.core.data_map import load_data_map
 
     conns = demo_connections()
     running = []
@@ -53,8 +53,9 @@ def start_partner_simulators(paths: WorldPaths, endpoint: str) -> list:
             server.start()
             running.append(server)
         elif system.channel == "s3_dropbox":
-            responder = DropboxResponder(system.key, store, system.channel_config["bucket"],
-                                         lambda: s3_client_for(endpoint))
+            responder = DropboxResponder(
+                system.key, store, system.channel_config["bucket"], lambda: s3_client_for(endpoint)
+            )
             responder.start()
             running.append(responder)
     log.info("%s partner simulators running", len(running))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -32,9 +32,9 @@ class MailDirHandler:
     def __init__(self, mail_dir: Path) -> None:
         self.mail_dir = mail_dir
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope) -> str:
         self.mail_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.eml"
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.eml"
         partial = self.mail_dir / f".{name}.part"
         partial.write_bytes(envelope.original_content or envelope.content)
         os.replace(partial, self.mail_dir / name)
@@ -57,8 +57,9 @@ class SmtpSink:
 
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every recipient at INFO
         self.mail_dir.mkdir(parents=True, exist_ok=True)
-        self._controller = Controller(MailDirHandler(self.mail_dir), hostname=self.host, port=self.port,
-                                      ready_timeout=10)
+        self._controller = Controller(
+            MailDirHandler(self.mail_dir), hostname=self.host, port=self.port, ready_timeout=10
+        )
         self._controller.start()
         log.info("SMTP sink on %s:%s, mail in %s", self.host, self.port, self.mail_dir)
         return self

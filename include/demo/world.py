@@ -83,8 +83,10 @@ class _PartnerFiles:
             conn.execute(f'CREATE INDEX "ix_{table}_phone" ON "{table}" (phone)')
             self.created.add((slug, table))
         marks = ", ".join("?" for _ in cols)
-        conn.executemany(f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ({marks})',
-                         [tuple(None if r[c] is None else str(r[c]) for c in cols) for r in rows])
+        conn.executemany(
+            f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ({marks})',
+            [tuple(None if r[c] is None else str(r[c]) for c in cols) for r in rows],
+        )
 
     def close(self) -> None:
         for conn in self.conns.values():
@@ -104,8 +106,10 @@ class _GroundTruth:
         """)
 
     def add_people(self, people) -> None:
-        self.conn.executemany("INSERT INTO people VALUES (?, ?, ?, ?, ?, ?)", [
-            (p.key, p.kind, p.hard_case, p.email, p.phone, p.full_name) for p in people])
+        self.conn.executemany(
+            "INSERT INTO people VALUES (?, ?, ?, ?, ?, ?)",
+            [(p.key, p.kind, p.hard_case, p.email, p.phone, p.full_name) for p in people],
+        )
 
     def add_rows(self, facts: list[tuple]) -> None:
         self.conn.executemany("INSERT INTO owned_rows VALUES (?, ?, ?, ?, ?)", facts)
@@ -230,8 +234,12 @@ def build_world(paths: WorldPaths, subjects: int, seed: int, s3_client=None, pro
     writer.close()
     engine.dispose()
     manifest = {
-        "seed": seed, "subjects": subjects, "people": len(people), "app_url": engine.url.render_as_string(hide_password=True),
-        "objects_uploaded": s3_client is not None, "counts": dict(sorted(writer.counts.items())),
+        "seed": seed,
+        "subjects": subjects,
+        "people": len(people),
+        "app_url": engine.url.render_as_string(hide_password=True),
+        "objects_uploaded": s3_client is not None,
+        "counts": dict(sorted(writer.counts.items())),
         "build_seconds": round(time.monotonic() - started, 2),
     }
     paths.manifest.write_text(json.dumps(manifest, indent=2))
@@ -243,9 +251,14 @@ def s3_client_for(endpoint_url: str):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1",
-                        aws_access_key_id="demo", aws_secret_access_key="demo",
-                        config=Config(max_pool_connections=UPLOAD_THREADS))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="demo",
+        aws_secret_access_key="demo",
+        config=Config(max_pool_connections=UPLOAD_THREADS),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,8 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     s3 = None if args.no_objects else s3_client_for(args.s3_endpoint)
     manifest = build_world(paths, args.subjects, args.seed, s3, progress=args.subjects >= 20000)
     total = sum(manifest["counts"].values())
-    log.info("demo world built: %s people, %s rows/objects in %ss (%s)", manifest["people"], total,
-             manifest["build_seconds"], paths.root)
+    log.info(
+        "demo world built: %s people, %s rows/objects in %ss (%s)",
+        manifest["people"],
+        total,
+        manifest["build_seconds"],
+        paths.root,
+    )
     return 0
 
 

@@ -1,21 +1,28 @@
-"""Turn Airflow connections into clients: SQLAlchemy engines and boto3 S3 clients.
+"""Turn Airflow connections and Variables into clients: SQLAlchemy engines, S3, SMTP.
 
 Everything is reached by connection id (``fabconnect_app``, ``fabconnect_s3``,
-``dsr_ledger``, ``partner_*``), so pointing the product at real systems means changing
-connections (``AIRFLOW_CONN_*`` or a secrets backend), never code.
+``dsr_ledger``, ``dsr_smtp``, ``partner_*``), so pointing the product at real systems
+means changing connections (``AIRFLOW_CONN_*`` or a secrets backend), never code. This
+module and :mod:`include.dsr.orchestration` are the only parts of the engine that import
+Airflow; everything else receives the clients built here.
 """
 
 from __future__ import annotations
 
+import smtplib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from include.dsr.errors import TerminalError
+from include.dsr.core.errors import TerminalError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-SQL_DRIVERS = {"sqlite": "sqlite", "postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"}
+POSTGRES_TYPES = ("postgres", "postgresql")
+# Extras of ours that are not driver arguments: a whole URL, or the schema to use.
+OWN_EXTRAS = ("sqlalchemy_url", "search_path")
 
 
 def get_connection(conn_id: str):
@@ -24,27 +31,49 @@ def get_connection(conn_id: str):
     return BaseHook.get_connection(conn_id)
 
 
+def variable(name: str, default: str) -> str:
+    """An Airflow Variable (``AIRFLOW_VAR_<NAME>``, the metadata DB or a secrets backend)."""
+    from airflow.sdk import Variable
+
+    return Variable.get(name, default=default)
+
+
 def sqlalchemy_url(conn_id: str) -> str:
     """SQLAlchemy URL of a ``sqlite`` or ``postgres`` connection.
 
     A ``sqlalchemy_url`` key in the connection's extra wins (any other database SQLAlchemy
-    supports); ``search_path`` in the extra selects a PostgreSQL schema.
+    supports). PostgreSQL URLs come from the provider's ``PostgresHook.sqlalchemy_url``,
+    with every other extra (``sslmode``, ``sslrootcert``, ``application_name``, ...) added
+    as a driver argument, the way the hook's own ``get_conn`` passes them, and
+    ``search_path`` turned into the ``options`` that select the schema.
     """
-    from sqlalchemy.engine import URL
-
     conn = get_connection(conn_id)
     extra = conn.extra_dejson or {}
     if extra.get("sqlalchemy_url"):
         return extra["sqlalchemy_url"]
-    driver = SQL_DRIVERS.get(conn.conn_type)
-    if driver is None:
-        raise TerminalError(f"connection {conn_id!r} has type {conn.conn_type!r}; use one of {sorted(SQL_DRIVERS)} "
-                            "or set 'sqlalchemy_url' in its extra")
-    if driver == "sqlite":
+    if conn.conn_type == "sqlite":
         return f"sqlite:///{conn.host}"
-    query = {"options": f"-csearch_path={extra['search_path']}"} if extra.get("search_path") else {}
-    return URL.create(driver, username=conn.login or None, password=conn.password or None, host=conn.host,
-                      port=conn.port, database=conn.schema or None, query=query).render_as_string(hide_password=False)
+    if conn.conn_type in POSTGRES_TYPES:
+        return _postgres_url(conn_id, extra)
+    raise TerminalError(
+        f"connection {conn_id!r} has type {conn.conn_type!r}; use sqlite or postgres, "
+        "or set 'sqlalchemy_url' in its extra"
+    )
+
+
+def _postgres_url(conn_id: str, extra: dict[str, Any]) -> str:
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    hook = PostgresHook(postgres_conn_id=conn_id)
+    driver_args = {
+        key: str(value)
+        for key, value in extra.items()
+        if key not in hook.ignored_extra_options and key not in OWN_EXTRAS
+    }
+    if extra.get("search_path"):
+        driver_args["options"] = f"-csearch_path={extra['search_path']}"
+    url = hook.sqlalchemy_url.update_query_dict(driver_args)
+    return url.render_as_string(hide_password=False)
 
 
 @lru_cache(maxsize=16)
@@ -55,9 +84,11 @@ def engine_for_url(url: str) -> Engine:
     # Queries bind subject identities: keep them out of error messages (and so out of task logs).
     engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if url.startswith("sqlite"):
+
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # concurrent readers + one writer
             dbapi_conn.execute("PRAGMA busy_timeout = 30000")
+
     return engine
 
 
@@ -70,3 +101,33 @@ def s3_client(conn_id: str) -> Any:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
+@contextmanager
+def smtp_client(conn_id: str) -> Iterator[tuple[smtplib.SMTP, str | None]]:
+    """A logged-in ``smtplib`` client and the connection's ``from_email``, from the SMTP provider's hook.
+
+    The connection's extra sets ``from_email``, ``disable_ssl``, ``disable_tls``,
+    ``timeout`` and ``retry_limit`` as for ``SmtpHook``. Errors reaching the server
+    (``OSError``, ``smtplib.SMTPException``) propagate for the caller to classify.
+
+    :raises TerminalError: the connection does not exist or cannot be used.
+    """
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+    from airflow.sdk.exceptions import AirflowException
+
+    hook = SmtpHook(smtp_conn_id=conn_id)
+    try:
+        hook.get_conn()
+    except AirflowException as exc:
+        raise TerminalError(
+            f"SMTP connection {conn_id!r} is missing or unusable ({exc}); define it (AIRFLOW_CONN_{conn_id.upper()})"
+        ) from exc
+    try:
+        # The hook keeps its client private; its own test_connection reads it the same way.
+        client = hook._smtp_client
+        if not isinstance(client, smtplib.SMTP):
+            raise TerminalError(f"SMTP connection {conn_id!r} gave no synchronous SMTP client")
+        yield client, hook.from_email
+    finally:
+        hook.__exit__(None, None, None)

@@ -11,7 +11,7 @@ monitor may read its dashboard. No token: 401; an invalid token: 403; an expired
 not allowed: 403.
 
 **Read-only.** Only GET routes; the ledger (connection ``dsr_ledger``) is opened through
-:func:`include.dsr.ledger_reports.read_only_engine`. Database work runs in a thread
+:func:`include.dsr.sla.reports.read_only_engine`. Database work runs in a thread
 (``asyncio.to_thread``). No personal data: ids, rights, dates, counts, partner keys.
 """
 
@@ -29,9 +29,15 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import OperationalError
 
 from include import constants
-from include.dsr import sla_monitor, sla_status
 from include.dsr.connections import sqlalchemy_url
-from include.dsr.ledger_reports import ComplianceReport, OpenRequest, compliance_report, read_only_engine
+from include.dsr.sla import monitor as sla_monitor
+from include.dsr.sla import status as sla_status
+from include.dsr.sla.reports import (
+    ComplianceReport,
+    OpenRequest,
+    compliance_report,
+    read_only_engine,
+)
 
 from . import formats
 from .page import render_page
@@ -82,8 +88,11 @@ def _load_report() -> ComplianceReport:
         ready = inspect(engine).has_table("dsr_requests")
     except OperationalError as exc:
         log.error("DSR ledger (connection %s) cannot be opened: %s", constants.CONN_LEDGER, exc.orig)
-        raise HTTPException(503, detail=f"the DSR ledger (connection {constants.CONN_LEDGER!r}) cannot be opened; "
-                                        "check the connection and that the ledger database exists") from exc
+        raise HTTPException(
+            503,
+            detail=f"the DSR ledger (connection {constants.CONN_LEDGER!r}) cannot be opened; "
+            "check the connection and that the ledger database exists",
+        ) from exc
     if not ready:
         raise HTTPException(503, detail="the DSR ledger has no tables yet; the first DSR DAG run creates them")
     return compliance_report(engine, at_risk_days=sla_monitor.at_risk_days(), partner_systems=_partner_systems())
@@ -126,8 +135,7 @@ async def open_requests_csv(status: StatusFilter | None = None) -> Response:
     """The rows of ``open.json`` as CSV (``partners_owed`` joined with ``;``)."""
     report = await _report()
     headers = {**_HEADERS, "Content-Disposition": 'attachment; filename="dsr-open-requests.csv"'}
-    return Response(formats.open_csv(_filtered(report, status)), media_type="text/csv; charset=utf-8",
-                    headers=headers)
+    return Response(formats.open_csv(_filtered(report, status)), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @app.get("/api/open/{request_id}.json", summary="One open request")
@@ -144,5 +152,4 @@ async def open_request(request_id: str) -> JSONResponse:
 async def metrics() -> Response:
     """The figures as Prometheus gauges (text exposition format 0.0.4)."""
     report = await _report()
-    return Response(formats.prometheus_text(report), media_type=formats.PROMETHEUS_CONTENT_TYPE,
-                    headers=_HEADERS)
+    return Response(formats.prometheus_text(report), media_type=formats.PROMETHEUS_CONTENT_TYPE, headers=_HEADERS)

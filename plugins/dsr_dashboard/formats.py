@@ -10,8 +10,8 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-from include.dsr.ledger_kpis import WINDOWS
-from include.dsr.ledger_reports import ComplianceReport, OpenRequest, iso
+from include.dsr.sla.kpis import WINDOWS
+from include.dsr.sla.reports import ComplianceReport, OpenRequest, iso
 
 #: Fields of an open request in the JSON routes and columns of ``open.csv``, in order;
 #: ``partners_owed`` is ``;``-separated in the CSV.
@@ -54,9 +54,7 @@ def summary_dict(report: ComplianceReport) -> dict[str, Any]:
         "closed_by_status": report.closed_by_status,
         "answered_within": {window: report.shares[window].as_json() for window in WINDOWS},
         "median_days_to_close": report.median_days_to_close,
-        "volume": [
-            {"month": month.month, "counts": month.counts, "total": month.total} for month in report.volume
-        ],
+        "volume": [{"month": month.month, "counts": month.counts, "total": month.total} for month in report.volume],
     }
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from include.dsr import sla
-from include.dsr.ledger_kpis import WINDOWS
-from include.dsr.ledger_reports import ComplianceReport
-from include.dsr.ledger_schema import RIGHTS
+from include.dsr.ledger.schema import RIGHTS
+from include.dsr.sla import deadlines as sla
+from include.dsr.sla.kpis import WINDOWS
+from include.dsr.sla.reports import ComplianceReport
 
 from .charts import days_left_chart, volume_chart
 

@@ -49,8 +49,10 @@ def partner_db(tmp_path: Path) -> Path:
     """A partner's SQLite copy following the storage contract (id, email, phone, ...)."""
     path = tmp_path / "acme.sqlite"
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE order_packages (id INTEGER PRIMARY KEY, email TEXT, phone TEXT, "
-                     "full_name TEXT, shipping_address TEXT)")
+        conn.execute(
+            "CREATE TABLE order_packages (id INTEGER PRIMARY KEY, email TEXT, phone TEXT, "
+            "full_name TEXT, shipping_address TEXT)"
+        )
         conn.execute("CREATE TABLE support_cases (id INTEGER PRIMARY KEY, email TEXT, phone TEXT, note TEXT)")
         conn.executemany("INSERT INTO order_packages VALUES (?, ?, ?, ?, ?)", PARTNER_ROWS["order_packages"])
         conn.executemany("INSERT INTO support_cases VALUES (?, ?, ?, ?)", PARTNER_ROWS["support_cases"])
@@ -86,9 +88,16 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_factory(s3_endpoint: str) -> Callable[[], Any]:
     """Builds boto3 S3 clients for the moto server."""
+
     def factory() -> Any:
-        return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
     return factory
 
 

@@ -74,8 +74,20 @@ def running_api_server(workdir: Path, extra_env: Mapping[str, str] | None = None
     base_url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **(extra_env or {}), "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": base_url}
     log = workdir / LOG_NAME
-    command = [sys.executable, "-m", "airflow", "api-server", "--apps", "core", "-H", "127.0.0.1", "-p", str(port),
-               "-w", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "airflow",
+        "api-server",
+        "--apps",
+        "core",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -36,7 +36,11 @@ def airflow_db() -> None:
 
 @pytest.fixture(scope="session")
 def demo_world() -> DemoWorld:
-    from include.demo.services import s3_endpoint, start_partner_simulators, start_s3_server
+    from include.demo.services import (
+        s3_endpoint,
+        start_partner_simulators,
+        start_s3_server,
+    )
     from include.demo.smtp_sink import SmtpSink
 
     s3_server = start_s3_server()

@@ -32,8 +32,12 @@ def deadline_pruning_fix() -> Iterator[None]:
     def get_by_id(deadline_alert_id, *, session=None):
         if isinstance(deadline_alert_id, dict):
             alert = deadline_alert_id.get("__var", deadline_alert_id)
-            return DeadlineAlertModel(name=alert.get("name"), reference=alert["reference"],
-                                      interval=alert["interval"], callback_def=alert["callback"])
+            return DeadlineAlertModel(
+                name=alert.get("name"),
+                reference=alert["reference"],
+                interval=alert["interval"],
+                callback_def=alert["callback"],
+            )
         return original(deadline_alert_id, session=session)
 
     with patch.object(DeadlineAlertModel, "get_by_id", staticmethod(get_by_id)):

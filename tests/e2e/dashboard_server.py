@@ -14,14 +14,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 from include.demo.airflow_env import DEMO_PASSWORD, DEMO_USER
-from include.dsr import sla, sla_status
-from include.dsr.ledger import Ledger, subject_fingerprint
+from include.dsr.ledger.api import Ledger, subject_fingerprint
+from include.dsr.sla import deadlines as sla
+from include.dsr.sla import status as sla_status
 from tests.e2e.api_server import LOG_NAME, running_api_server
 
 PREFIX = "/dsr-compliance"
@@ -29,8 +30,11 @@ PARTNER = sorted(sla_status.partner_system_keys())[0]
 # (request_id, right, received days ago, due in days from today)
 OPEN = [("E2E-BREACHED", "portability", 40, -5), ("E2E-AT-RISK", "erasure", 27, 3), ("E2E-ON-TRACK", "access", 2, 28)]
 # (request_id, right, received days ago, closed days after receipt, closing status); due 30 days after receipt
-CLOSED = [("E2E-CLOSED-1", "access", 100, 10, "completed"), ("E2E-CLOSED-2", "erasure", 200, 60, "completed"),
-          ("E2E-CLOSED-3", "restriction", 150, 20, "refused")]
+CLOSED = [
+    ("E2E-CLOSED-1", "access", 100, 10, "completed"),
+    ("E2E-CLOSED-2", "erasure", 200, 60, "completed"),
+    ("E2E-CLOSED-3", "restriction", 150, 20, "refused"),
+]
 
 
 def today() -> date:
@@ -92,7 +96,7 @@ class Dashboard:
 @contextmanager
 def running_dashboard(workdir: Path) -> Iterator[Dashboard]:
     """Seed a ledger in ``workdir``, start ``airflow api-server`` on it, log in, stop it at exit."""
-    seeded = seed_ledger(workdir / "ledger.sqlite", datetime.now(timezone.utc))
+    seeded = seed_ledger(workdir / "ledger.sqlite", datetime.now(UTC))
     ledger_conn = json.dumps({"conn_type": "sqlite", "host": str(workdir / "ledger.sqlite")})
     with running_api_server(workdir, {"AIRFLOW_CONN_DSR_LEDGER": ledger_conn}) as base:
         login = httpx.post(f"{base}/auth/token", json={"username": DEMO_USER, "password": DEMO_PASSWORD}, timeout=30)

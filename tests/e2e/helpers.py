@@ -10,7 +10,7 @@ from include import constants, settings
 from include.demo.people import hard_case_people
 from include.demo.world import WorldPaths
 from include.dsr.connections import sqlalchemy_url
-from include.dsr.ledger import Ledger
+from include.dsr.ledger.api import Ledger
 
 HARD = {p.key: p for p in hard_case_people()}
 VERIFIED = {"method": "logged_in_session", "verified_at": "2026-11-20T10:00:00Z"}
@@ -33,13 +33,15 @@ def expected_rows(paths: WorldPaths, person_key: str, systems_excluded: tuple = 
     """(system, collection, row id) the exact-matching rules must return, objects excluded."""
     rows = sqlite3.connect(paths.ground_truth).execute(
         "SELECT system, collection, row_id FROM owned_rows WHERE person_key=? AND linkable=1 AND system != ?",
-        (person_key, "fabconnect_s3"))
+        (person_key, "fabconnect_s3"),
+    )
     return {r for r in rows if r[0] not in systems_excluded}
 
 
 def expected_objects(paths: WorldPaths, person_key: str) -> set[str]:
     rows = sqlite3.connect(paths.ground_truth).execute(
-        "SELECT row_id FROM owned_rows WHERE person_key=? AND system='fabconnect_s3'", (person_key,))
+        "SELECT row_id FROM owned_rows WHERE person_key=? AND system='fabconnect_s3'", (person_key,)
+    )
     return {r[0] for r in rows}
 
 
@@ -67,7 +69,7 @@ def gathered_rows(data: dict) -> tuple[set[tuple[str, str, str]], set[str]]:
 
 
 def manual_partners() -> tuple[str, ...]:
-    from include.dsr.data_map import load_data_map
+    from include.dsr.core.data_map import load_data_map
 
     return tuple(p.key for p in load_data_map().partners() if p.channel == "manual")
 

@@ -31,17 +31,20 @@ from tests.e2e.helpers import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize(("person_key", "with_phone"), [
-    pytest.param("H01", False, id="email with other case and spaces"),
-    pytest.param("H02", False, id="near-duplicate email"),
-    pytest.param("H03", False, id="same name same company 1"),
-    pytest.param("H04", False, id="same name same company 2"),
-    pytest.param("H05", True, id="shared company phone"),
-    pytest.param("H07", False, id="unicode name"),
-    pytest.param("H08", False, id="sql and shell metacharacters in email"),
-    pytest.param("H09", True, id="visitor only in chatbot and sms"),
-    pytest.param("H10", False, id="manufacturing partner user"),
-])
+@pytest.mark.parametrize(
+    ("person_key", "with_phone"),
+    [
+        pytest.param("H01", False, id="email with other case and spaces"),
+        pytest.param("H02", False, id="near-duplicate email"),
+        pytest.param("H03", False, id="same name same company 1"),
+        pytest.param("H04", False, id="same name same company 2"),
+        pytest.param("H05", True, id="shared company phone"),
+        pytest.param("H07", False, id="unicode name"),
+        pytest.param("H08", False, id="sql and shell metacharacters in email"),
+        pytest.param("H09", True, id="visitor only in chatbot and sms"),
+        pytest.param("H10", False, id="manufacturing partner user"),
+    ],
+)
 def test_access_returns_exactly_the_subjects_rows_from_every_system(airflow_db, demo_world, person_key, with_phone):
     request_id = f"E2E-ACCESS-{person_key}"
     run = run_dag("dsr_access", conf_for(person_key, request_id, with_phone))
@@ -50,19 +53,26 @@ def test_access_returns_exactly_the_subjects_rows_from_every_system(airflow_db, 
     assert rows == expected_rows(demo_world.paths, person_key, systems_excluded=manual_partners())
     assert objects == expected_objects(demo_world.paths, person_key)
     request = ledger().get_request(request_id)
-    assert request.status == "completed" and request.package_uri.startswith("http")
+    assert request.status == "completed"
+    assert request.package_uri.startswith("http")
     keys = package_keys(demo_world.s3, request_id)
-    assert f"{request_id}/manifest.json" in keys and f"{request_id}/report.html" in keys
+    assert f"{request_id}/manifest.json" in keys
+    assert f"{request_id}/report.html" in keys
 
 
 def test_access_report_names_the_recipients_and_the_complaint_right(airflow_db, demo_world):
     request_id = "E2E-REPORT-H01"
     assert run_dag("dsr_access", conf_for("H01", request_id)).state == "success"
-    html = demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{request_id}/report.html")["Body"].read().decode()
+    html = (
+        demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{request_id}/report.html")["Body"]
+        .read()
+        .decode()
+    )
     assert "PayFlow Payments Ltd" in html
     assert "supervisory authority" in html
-    manifest = json.loads(demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET,
-                                                   Key=f"{request_id}/manifest.json")["Body"].read())
+    manifest = json.loads(
+        demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{request_id}/manifest.json")["Body"].read()
+    )
     assert manifest["record_count_total"] == sum(r.record_count or 0 for r in ledger().system_results(request_id))
 
 
@@ -74,11 +84,14 @@ def test_portability_holds_only_provided_and_observed_data_with_a_schema(airflow
     assert "pricing_features" not in collections  # inferred
     assert not collections & {"invoices", "id_documents", "suppression_list"}  # not in portability scope
     assert {"accounts", "orders", "web_logs"} <= collections
-    schema = json.loads(demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET,
-                                                 Key=f"{request_id}/schema.json")["Body"].read())
+    schema = json.loads(
+        demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{request_id}/schema.json")["Body"].read()
+    )
     jsonschema.validate(data, schema)
     csv_key = f"{request_id}/csv/fabconnect_app/accounts.csv"
-    frame = pd.read_csv(io.BytesIO(demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=csv_key)["Body"].read()))
+    frame = pd.read_csv(
+        io.BytesIO(demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=csv_key)["Body"].read())
+    )
     assert list(frame["email"]) == [HARD["H01"].email]
     assert f"{request_id}/report.html" not in package_keys(demo_world.s3, request_id)
 
@@ -95,20 +108,32 @@ def test_retriggering_a_request_duplicates_nothing(airflow_db, demo_world):
     assert ledger().verify_chain().ok
 
 
-@pytest.mark.parametrize(("conf", "message"), [
-    pytest.param({"request_id": "E2E-BAD-1", "subject": {}}, "at least one identity", id="no identity"),
-    pytest.param({"request_id": "E2E-BAD-2", "subject": {"email": "not-an-email"}}, "malformed email", id="bad email"),
-    pytest.param({"request_id": "E2E-BAD-3", "subject": {"email": "a@example.com"}, "received_at": "2999-01-01T00:00:00Z"},
-                 "in the future", id="received in the future"),
-    pytest.param({"request_id": "E2E-BAD-4", "subject": {"email": "a@example.com"}, "colour": "red"},
-                 "unknown keys", id="unknown key"),
-])
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        pytest.param({"request_id": "E2E-BAD-1", "subject": {}}, "at least one identity", id="no identity"),
+        pytest.param(
+            {"request_id": "E2E-BAD-2", "subject": {"email": "not-an-email"}}, "malformed email", id="bad email"
+        ),
+        pytest.param(
+            {"request_id": "E2E-BAD-3", "subject": {"email": "a@example.com"}, "received_at": "2999-01-01T00:00:00Z"},
+            "in the future",
+            id="received in the future",
+        ),
+        pytest.param(
+            {"request_id": "E2E-BAD-4", "subject": {"email": "a@example.com"}, "colour": "red"},
+            "unknown keys",
+            id="unknown key",
+        ),
+    ],
+)
 def test_bad_input_is_refused_before_anything_is_touched(airflow_db, demo_world, conf, message):
     run = run_dag("dsr_access", conf)
     assert run.state == "failed"
     assert ledger().get_request(conf["request_id"]) is None
     ti = next(t for t in run.get_task_instances() if t.task_id == "validate_request")
-    assert ti.state == "failed" and ti.try_number == 1  # refused, not retried
+    assert ti.state == "failed"
+    assert ti.try_number == 1
 
 
 def test_request_id_reused_for_another_subject_is_refused(airflow_db, demo_world):
@@ -133,7 +158,8 @@ def test_encrypted_package_opens_with_the_per_request_password(airflow_db, demo_
     with pyzipper.AESZipFile(io.BytesIO(body)) as archive:
         archive.setpassword(password)
         manifest = json.loads(archive.read("manifest.json"))
-    assert manifest["request_id"] == request_id and manifest["record_count_total"] > 0
+    assert manifest["request_id"] == request_id
+    assert manifest["record_count_total"] > 0
 
 
 def test_subject_is_acknowledged_and_told_where_the_package_is(airflow_db, demo_world):
@@ -142,7 +168,8 @@ def test_subject_is_acknowledged_and_told_where_the_package_is(airflow_db, demo_
     request_id = "E2E-MAIL-H04"
     assert run_dag("dsr_access", conf_for("H04", request_id)).state == "success"
     mails = [m for m in read_mail() if request_id in m["Subject"]]
-    assert len(mails) == 2 and all(m["To"] == HARD["H04"].email for m in mails)
+    assert len(mails) == 2
+    assert all(m["To"] == HARD["H04"].email for m in mails)
     completion = next(m for m in mails if m is not mails[0])
     body = completion.get_body(("html", "plain")).get_content()
     link = ledger().get_request(request_id).package_uri

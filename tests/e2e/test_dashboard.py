@@ -12,15 +12,24 @@ import csv
 import io
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from include import settings
-from include.dsr import sla, sla_status
-from tests.e2e.dashboard_server import CLOSED, OPEN, PARTNER, PREFIX, Dashboard, running_dashboard, today
+from include.dsr.sla import deadlines as sla
+from include.dsr.sla import status as sla_status
+from tests.e2e.dashboard_server import (
+    CLOSED,
+    OPEN,
+    PARTNER,
+    PREFIX,
+    Dashboard,
+    running_dashboard,
+    today,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +37,14 @@ ROUTES = ["/", "/api/summary.json", "/api/open.json", "/api/open.csv", "/api/ope
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_CHROMIUM = settings.PROJECT_ROOT / "scripts" / "install-chromium.sh"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -50,7 +65,7 @@ def _days_left(dashboard: Dashboard, request_id: str) -> int:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _expected_open(dashboard: Dashboard, request_id: str) -> dict:
@@ -114,8 +129,9 @@ def test_read_only_no_write_method(dashboard: Dashboard) -> None:
 def test_nav_entry_is_registered_with_a_relative_href(dashboard: Dashboard) -> None:
     response = httpx.get(f"{dashboard.base}/api/v2/plugins", headers={"Authorization": f"Bearer {dashboard.token}"})
     plugin = next(p for p in response.json()["plugins"] if p["name"] == "dsr_dashboard")
-    assert plugin["fastapi_apps"] == [{"app": "fastapi.applications.FastAPI", "url_prefix": PREFIX,
-                                       "name": "DSR compliance"}]
+    assert plugin["fastapi_apps"] == [
+        {"app": "fastapi.applications.FastAPI", "url_prefix": PREFIX, "name": "DSR compliance"}
+    ]
     view = plugin["external_views"][0]
     assert (view["name"], view["href"], view["url_route"]) == ("DSR compliance", "dsr-compliance/", "dsr-compliance")
 
@@ -197,8 +213,10 @@ def _chromium_or_skip() -> Path:
     if not CHROMIUM.exists():
         result = subprocess.run(["bash", str(INSTALL_CHROMIUM)], capture_output=True, text=True, timeout=900)
         if not CHROMIUM.exists():
-            pytest.skip(f"{CHROMIUM} is missing and {INSTALL_CHROMIUM.name} could not install it "
-                        f"(exit {result.returncode}): {result.stderr.strip()[-300:]}")
+            pytest.skip(
+                f"{CHROMIUM} is missing and {INSTALL_CHROMIUM.name} could not install it "
+                f"(exit {result.returncode}): {result.stderr.strip()[-300:]}"
+            )
     return CHROMIUM
 
 
@@ -209,15 +227,19 @@ def test_dashboard_page_in_headless_chromium(dashboard: Dashboard, tmp_path: Pat
     page_png, ui_png = tmp_path / "dsr-compliance.png", tmp_path / "airflow-ui-dsr-compliance.png"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(chromium), headless=True,
-            args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": 900},
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
         )
         try:
             # Logged in the way the Airflow UI is: the api-server's JWT in the `_token` cookie.
             browser.add_cookies([{"name": "_token", "value": dashboard.token, "url": dashboard.base}])
             page = browser.new_page()
             response = page.goto(f"{dashboard.base}{PREFIX}/", wait_until="load")
-            assert response is not None and response.status == 200
+            assert response is not None
+            assert response.status == 200
             page.screenshot(path=str(page_png), full_page=True)
             text = page.inner_text("body")
             # The nav entry's page in the Airflow UI shows the dashboard in an iframe.
@@ -230,7 +252,11 @@ def test_dashboard_page_in_headless_chromium(dashboard: Dashboard, tmp_path: Pat
     assert "DSR compliance" in text
     for request_id, *_ in OPEN:
         assert request_id in text
-    assert "Breached (1)" in text and "At risk (1)" in text and "50.0 %" in text and "20.0 days" in text
+    assert "Breached (1)" in text
+    assert "At risk (1)" in text
+    assert "50.0 %" in text
+    assert "20.0 days" in text
     for png in (page_png, ui_png):
         data = png.read_bytes()
-        assert data[:8] == PNG_SIGNATURE and len(data) > 20_000, png
+        assert data[:8] == PNG_SIGNATURE, png
+        assert len(data) > 20_000, png

@@ -23,8 +23,15 @@ CONF_TABLES = {"dag_run"}
 
 def _needles(person_key: str) -> list[str]:
     person = HARD[person_key]
-    return [person.email, person.phone, person.phone.lstrip("+"), person.full_name, person.last_name,
-            "o%27brien", "o&#39;brien"]
+    return [
+        person.email,
+        person.phone,
+        person.phone.lstrip("+"),
+        person.full_name,
+        person.last_name,
+        "o%27brien",
+        "o&#39;brien",
+    ]
 
 
 def _airflow_db_rows() -> dict[str, list[str]]:

@@ -22,7 +22,13 @@ import pytest
 from include import settings
 from include.demo.partners.faults import Faults
 from tests.e2e.conftest import run_dag
-from tests.e2e.helpers import conf_for, expected_rows, gathered_rows, ledger, package_data
+from tests.e2e.helpers import (
+    conf_for,
+    expected_rows,
+    gathered_rows,
+    ledger,
+    package_data,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +49,8 @@ def test_partner_failing_twice_is_retried_then_succeeds(airflow_db, demo_world, 
     assert run_dag("dsr_access", conf_for("H01", request_id)).state == "success"
     rows, _ = gathered_rows(package_data(demo_world.s3, request_id))
     assert {r for r in rows if r[0] == API_PARTNER} == {
-        r for r in expected_rows(demo_world.paths, "H01") if r[0] == API_PARTNER}
+        r for r in expected_rows(demo_world.paths, "H01") if r[0] == API_PARTNER
+    }
     assert _partner_row(request_id, API_PARTNER).status == "completed"
 
 
@@ -53,15 +60,19 @@ def test_stalling_partner_is_retried_then_fails_with_the_reason(airflow_db, demo
     run = run_dag("dsr_access", conf_for("H03", request_id))
     assert run.state == "failed"
     gather = [t for t in run.get_task_instances() if t.task_id == "gather" and t.state == "failed"]
-    assert len(gather) == 1 and gather[0].try_number == 1 + settings.TASK_RETRIES
+    assert len(gather) == 1
+    assert gather[0].try_number == 1 + settings.TASK_RETRIES
     row = _partner_row(request_id, API_PARTNER)
-    assert row.status == "failed" and "did not answer" in row.outcome
+    assert row.status == "failed"
+    assert "did not answer" in row.outcome
     request = ledger().get_request(request_id)
-    assert request.status == "failed" and "did not answer" in request.outcome_summary
+    assert request.status == "failed"
+    assert "did not answer" in request.outcome_summary
 
 
-def test_late_partner_is_waited_for_without_a_worker_then_succeeds(airflow_db, demo_world, healthy_partners,
-                                                                    monkeypatch):
+def test_late_partner_is_waited_for_without_a_worker_then_succeeds(
+    airflow_db, demo_world, healthy_partners, monkeypatch
+):
     sim = healthy_partners[API_PARTNER]
     sim.faults = Faults(mode="late", late_hours=48)
     monkeypatch.setattr(settings, "PARTNER_MAX_WAIT_SECONDS", 90.0)  # a broken test fails instead of hanging
@@ -100,8 +111,9 @@ def test_silent_partner_waits_visibly_then_fails_at_the_deadline(airflow_db, dem
     assert "did not answer request E2E-NEVER-H07 before" in row.outcome
 
 
-@pytest.mark.parametrize("channel", [pytest.param("api", id="api partner"),
-                                     pytest.param("s3_dropbox", id="s3 drop-box partner")])
+@pytest.mark.parametrize(
+    "channel", [pytest.param("api", id="api partner"), pytest.param("s3_dropbox", id="s3 drop-box partner")]
+)
 def test_lying_partner_is_caught_by_the_checks(airflow_db, demo_world, healthy_partners, channel):
     person_key, partner = _subject_served_by(demo_world, channel)
     healthy_partners[partner].faults = Faults(mode="lie")
@@ -111,14 +123,17 @@ def test_lying_partner_is_caught_by_the_checks(airflow_db, demo_world, healthy_p
     failed = {t.task_id for t in run.get_task_instances() if t.state == "failed"}
     assert failed == {"validate_results"}
     summary = ledger().get_request(request_id).outcome_summary
-    assert partner in summary and "do not belong to the subject" in summary
-    report = demo_world.s3.get_object(Bucket="fabconnect-dsr-exports", Key=f"_staging/{request_id}/checks/{partner}.json")
+    assert partner in summary
+    assert "do not belong to the subject" in summary
+    report = demo_world.s3.get_object(
+        Bucket="fabconnect-dsr-exports", Key=f"_staging/{request_id}/checks/{partner}.json"
+    )
     assert b'"success": false' in report["Body"].read()
 
 
 def _subject_served_by(demo_world, channel: str) -> tuple[str, str]:
     """A hard-case person whose data went to a partner of ``channel`` (any, deterministic)."""
-    from include.dsr.data_map import load_data_map
+    from include.dsr.core.data_map import load_data_map
 
     partners = [p.key for p in load_data_map().partners() if p.channel == channel and p.key != API_PARTNER]
     truth = sqlite3.connect(demo_world.paths.ground_truth)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from include import constants
 from include.demo.smtp_sink import SmtpSink
-from include.dsr import sla, sla_status
-from include.dsr.ledger import subject_fingerprint
+from include.dsr.ledger.api import subject_fingerprint
+from include.dsr.sla import deadlines as sla
+from include.dsr.sla import status as sla_status
 from tests.e2e.conftest import load_dag
 from tests.e2e.helpers import ledger
-from tests.unit.sla_helpers import free_port, smtp_connection
+from tests.support import free_port, smtp_connection
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +42,9 @@ def _received_with_days_left(now: datetime, low: int, high: int) -> datetime:
     """A past ``received_at`` whose GDPR deadline leaves between ``low`` and ``high`` days (calendars vary)."""
     for days_ago in range(1, 120):
         received = now - timedelta(days=days_ago)
-        left = (sla.due_at(received).astimezone(sla.CONTROLLER_TZ).date()
-                - now.astimezone(sla.CONTROLLER_TZ).date()).days
+        left = (
+            sla.due_at(received).astimezone(sla.CONTROLLER_TZ).date() - now.astimezone(sla.CONTROLLER_TZ).date()
+        ).days
         if low <= left <= high:
             return received
     raise AssertionError(f"no received_at leaves {low}..{high} days")
@@ -50,7 +52,7 @@ def _received_with_days_left(now: datetime, low: int, high: int) -> datetime:
 
 @pytest.fixture
 def known_requests(airflow_db, demo_world):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     tag = uuid.uuid4().hex[:6].upper()
     received = {
         f"SLA-{tag}-ONTRACK": now - timedelta(days=1),
@@ -95,8 +97,10 @@ def test_monitor_alerts_once_per_request_and_publishes_figures(known_requests, s
     assert status[ids["ontrack"]]["status"] == sla_status.ON_TRACK
     assert status[ids["atrisk"]]["status"] == sla_status.AT_RISK
     assert status[ids["atrisk"]]["partners_owed"] == ["payflow"]
-    assert status[ids["breached"]]["status"] == sla_status.BREACHED and status[ids["breached"]]["days_left"] < 0
-    assert figures["counts"]["breached"] >= 1 and figures["at_risk_days"] == 7
+    assert status[ids["breached"]]["status"] == sla_status.BREACHED
+    assert status[ids["breached"]]["days_left"] < 0
+    assert figures["counts"]["breached"] >= 1
+    assert figures["at_risk_days"] == 7
     assert "@" not in body.decode()  # ids and counts only
 
 
@@ -118,12 +122,19 @@ def test_right_dag_run_gets_a_deadline_at_the_request_due_date(airflow_db, demo_
     with create_session() as session:
         scheduler_dag = SerializedDagModel.get_dag(dag.dag_id, session=session)
         run = scheduler_dag.create_dagrun(
-            run_id=run_id, logical_date=None, data_interval=None, run_after=datetime.now(timezone.utc),
-            conf={"request_id": "DEADLINE-PROBE", "received_at": received}, run_type=DagRunType.MANUAL,
-            triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.QUEUED, session=session)
+            run_id=run_id,
+            logical_date=None,
+            data_interval=None,
+            run_after=datetime.now(UTC),
+            conf={"request_id": "DEADLINE-PROBE", "received_at": received},
+            run_type=DagRunType.MANUAL,
+            triggered_by=DagRunTriggeredByType.TEST,
+            state=DagRunState.QUEUED,
+            session=session,
+        )
         session.flush()  # the scheduler commits the run and its deadlines together
         deadlines = session.scalars(select(Deadline).where(Deadline.dagrun_id == run.id)).all()
-        assert [d.deadline_time for d in deadlines] == [sla.due_at(datetime(2026, 3, 5, 9, tzinfo=timezone.utc))]
+        assert [d.deadline_time for d in deadlines] == [sla.due_at(datetime(2026, 3, 5, 9, tzinfo=UTC))]
         for deadline in deadlines:
             session.delete(deadline)
         session.delete(run)

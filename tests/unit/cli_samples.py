@@ -16,44 +16,36 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
-import socket
 import tempfile
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from sqlalchemy.engine import make_url
 
-from include.demo.smtp_sink import SmtpSink
-from include.dsr import sla
-from include.dsr.ledger import Ledger, subject_fingerprint
+from include.dsr.ledger.api import Ledger
+from tests.support import Clock
+from tests.unit.sla_helpers import record
 
-NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
-SECRET = "test-secret"
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 PACKAGE_LINK = "https://s3.example.com/exports/REQ-DONE/report.html?X-Amz-Signature=deadbeefcafe"
 TOKEN = "good-token"
 SUBJECT_EMAILS = ("maria.lopez@example.com", "jonas.weber@example.com", "li.chen@example.com", "sam.ortiz@example.com")
 
 
-class Clock:
-    """A settable clock for :class:`Ledger`."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def _record(ledger: Ledger, clock: Clock, request_id: str, right: str, received: datetime, email: str,
-            jurisdiction: str = "GDPR") -> None:
+def _record(
+    ledger: Ledger,
+    clock: Clock,
+    request_id: str,
+    right: str,
+    received: datetime,
+    email: str,
+    jurisdiction: str = "GDPR",
+) -> None:
     clock.now = received + timedelta(minutes=1)
-    ledger.record_request(request_id, right, jurisdiction, subject_fingerprint({"email": email}, SECRET), received,
-                          sla.due_at(received, jurisdiction), dag_run_id=f"dsr__{request_id}__1")
+    record(ledger, request_id, received, right, jurisdiction, email, dag_run_id=f"dsr__{request_id}__1")
 
 
 def build_sample_ledger(url: str) -> Ledger:
@@ -82,44 +74,90 @@ def _build(url: str) -> Ledger:
     ledger = Ledger(url, clock=clock)
     ledger.create_schema()
 
-    received = datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc)
+    received = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
     _record(ledger, clock, "REQ-OPEN", "access", received, SUBJECT_EMAILS[0])
     ledger.append_event("REQ-OPEN", "notice.sent", {"kind": "acknowledgement", "template": "acknowledgement"})
-    ledger.append_event("REQ-OPEN", "identity.verified",
-                        {"method": "logged_in_session", "verified_at": "2026-11-02T09:31:00+00:00"})
+    ledger.append_event(
+        "REQ-OPEN", "identity.verified", {"method": "logged_in_session", "verified_at": "2026-11-02T09:31:00+00:00"}
+    )
     ledger.set_status("REQ-OPEN", "in_progress")
-    ledger.append_event("REQ-OPEN", "sla.paused", {"pause_no": 1, "reason": "asked for the order number",
-                                                  "paused_at": datetime(2026, 11, 3, 10, tzinfo=timezone.utc),
-                                                  "counts": True, "prompt_limit": "2026-11-09T22:59:59+00:00"})
-    ledger.append_event("REQ-OPEN", "sla.resumed", {"pause_no": 1, "reason": "order number received",
-                                                   "resumed_at": datetime(2026, 11, 5, 10, tzinfo=timezone.utc),
-                                                   "counts": True, "paused_days": 2})
-    ledger.upsert_system_result("REQ-OPEN", "fabconnect_app.account", "export", "completed", record_count=3,
-                                evidence={"counts": {"accounts": 1, "addresses": 2}})
-    ledger.upsert_system_result("REQ-OPEN", "fabconnect_s3", "export", "completed", record_count=0,
-                                outcome="no objects")
+    ledger.append_event(
+        "REQ-OPEN",
+        "sla.paused",
+        {
+            "pause_no": 1,
+            "reason": "asked for the order number",
+            "paused_at": datetime(2026, 11, 3, 10, tzinfo=UTC),
+            "counts": True,
+            "prompt_limit": "2026-11-09T22:59:59+00:00",
+        },
+    )
+    ledger.append_event(
+        "REQ-OPEN",
+        "sla.resumed",
+        {
+            "pause_no": 1,
+            "reason": "order number received",
+            "resumed_at": datetime(2026, 11, 5, 10, tzinfo=UTC),
+            "counts": True,
+            "paused_days": 2,
+        },
+    )
+    ledger.upsert_system_result(
+        "REQ-OPEN",
+        "fabconnect_app.account",
+        "export",
+        "completed",
+        record_count=3,
+        evidence={"counts": {"accounts": 1, "addresses": 2}},
+    )
+    ledger.upsert_system_result(
+        "REQ-OPEN", "fabconnect_s3", "export", "completed", record_count=0, outcome="no objects"
+    )
     ledger.upsert_system_result("REQ-OPEN", "payflow", "export", "waiting", outcome="partner reference PF-1001")
     ledger.set_status("REQ-OPEN", "waiting_on_partner")
 
-    received = datetime(2026, 10, 1, 8, 0, tzinfo=timezone.utc)
+    received = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
     _record(ledger, clock, "REQ-DONE", "portability", received, SUBJECT_EMAILS[1])
-    ledger.append_event("REQ-DONE", "identity.verified",
-                        {"method": "email_link", "verified_at": "2026-10-01T08:05:00Z"})
-    ledger.upsert_system_result("REQ-DONE", "fabconnect_app.orders", "export", "completed", record_count=7,
-                                evidence={"counts": {"orders": 7}, "legal_basis": "legal_obligation",
-                                          "retain_until": "2034-12-31"})
-    ledger.upsert_system_result("REQ-DONE", "precision_parts_gmbh", "notify", "completed",
-                                evidence={"reference": "PPG-77"})
-    clock.now = datetime(2026, 10, 20, 12, 0, tzinfo=timezone.utc)
+    ledger.append_event(
+        "REQ-DONE", "identity.verified", {"method": "email_link", "verified_at": "2026-10-01T08:05:00Z"}
+    )
+    ledger.upsert_system_result(
+        "REQ-DONE",
+        "fabconnect_app.orders",
+        "export",
+        "completed",
+        record_count=7,
+        evidence={"counts": {"orders": 7}, "legal_basis": "legal_obligation", "retain_until": "2034-12-31"},
+    )
+    ledger.upsert_system_result(
+        "REQ-DONE", "precision_parts_gmbh", "notify", "completed", evidence={"reference": "PPG-77"}
+    )
+    clock.now = datetime(2026, 10, 20, 12, 0, tzinfo=UTC)
     ledger.set_package("REQ-DONE", PACKAGE_LINK, clock.now + timedelta(days=7))
-    ledger.append_event("REQ-DONE", "package.created",
-                        {"location": "s3://fabconnect-dsr-exports/REQ-DONE/", "files": 5, "manifest_sha256": "ab" * 32,
-                         "expires_at": (clock.now + timedelta(days=7)).isoformat(), "records": 7})
+    ledger.append_event(
+        "REQ-DONE",
+        "package.created",
+        {
+            "location": "s3://fabconnect-dsr-exports/REQ-DONE/",
+            "files": 5,
+            "manifest_sha256": "ab" * 32,
+            "expires_at": (clock.now + timedelta(days=7)).isoformat(),
+            "records": 7,
+        },
+    )
     ledger.close_request("REQ-DONE", "completed", clock.now, "7 records delivered")
 
-    _record(ledger, clock, "REQ-LATE", "access", datetime(2026, 9, 1, 9, 0, tzinfo=timezone.utc), SUBJECT_EMAILS[2])
-    _record(ledger, clock, "REQ-CCPA", "access", datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc),
-            SUBJECT_EMAILS[3], jurisdiction="CCPA")
+    _record(ledger, clock, "REQ-LATE", "access", datetime(2026, 9, 1, 9, 0, tzinfo=UTC), SUBJECT_EMAILS[2])
+    _record(
+        ledger,
+        clock,
+        "REQ-CCPA",
+        "access",
+        datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+        SUBJECT_EMAILS[3],
+        jurisdiction="CCPA",
+    )
     clock.now = NOW
     return ledger
 
@@ -127,28 +165,6 @@ def _build(url: str) -> Ledger:
 def connection_env(url: str) -> str:
     """``AIRFLOW_CONN_DSR_LEDGER`` value pointing at ``url`` (any backend, via the extra)."""
     return json.dumps({"conn_type": "sqlite", "extra": {"sqlalchemy_url": url}})
-
-
-def free_port() -> int:
-    """A port where nothing listens (yet)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def smtp_connection(port: int) -> str:
-    """``AIRFLOW_CONN_DSR_SMTP`` for a plain SMTP server on 127.0.0.1."""
-    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
-                       "extra": {"from_email": "privacy@example.com", "disable_ssl": True, "disable_tls": True,
-                                 "retry_limit": 0, "timeout": 5}})
-
-
-def run_smtp_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
-    """A real SMTP server on a free port behind the ``dsr_smtp`` connection (``yield from`` it in a fixture)."""
-    server = SmtpSink(port=free_port(), mail_dir=tmp_path / "mail").start()
-    monkeypatch.setenv("AIRFLOW_CONN_DSR_SMTP", smtp_connection(server.port))
-    yield server
-    server.stop()
 
 
 class FakeAirflow(ThreadingHTTPServer):
@@ -200,8 +216,12 @@ class _Handler(BaseHTTPRequestHandler):
         if (method, path) in self.server.routes:
             return self.server.routes[(method, path)]
         if method == "POST" and path.endswith("/dagRuns") and ("GET", path.rsplit("/", 1)[0]) in self.server.routes:
-            return 200, {"dag_run_id": body["dag_run_id"], "dag_id": path.split("/")[4], "state": "queued",
-                         "conf": body["conf"]}
+            return 200, {
+                "dag_run_id": body["dag_run_id"],
+                "dag_id": path.split("/")[4],
+                "state": "queued",
+                "conf": body["conf"],
+            }
         return 404, {"detail": "Not Found"}
 
     def do_GET(self) -> None:

@@ -1,12 +1,18 @@
-"""Database errors raised through the platform engine never quote the subject's identities."""
+"""Connections become engines: PostgreSQL through the provider's hook with every extra, errors hiding identities."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from include.dsr.connections import engine_for_url
+from include.dsr.connections import engine_for_url, sqlalchemy_url
+from include.dsr.core.errors import TerminalError
+from tests.conftest import POSTGRES_URL_ENV
 
 
 def test_errors_hide_bound_identities(tmp_path):
@@ -15,3 +21,48 @@ def test_errors_hide_bound_identities(tmp_path):
         conn.execute(text("SELECT * FROM missing_table WHERE email = :email"), {"email": "maria.lopez@example.com"})
     assert "maria.lopez@example.com" not in str(exc_info.value)
     assert "missing_table" in str(exc_info.value)  # the error itself is still readable
+
+
+def _postgres_connection(extra: dict) -> str:
+    """``AIRFLOW_CONN_*`` value of a ``postgres`` connection to the test server."""
+    base = make_url(os.environ[POSTGRES_URL_ENV])
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": base.host,
+            "port": base.port or 5432,
+            "login": base.username,
+            "password": base.password,
+            "schema": base.database,
+            "extra": extra,
+        }
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get(POSTGRES_URL_ENV), reason=f"{POSTGRES_URL_ENV} is not set")
+def test_postgres_connection_extras_reach_the_driver(monkeypatch, postgres_schema_url):
+    schema = make_url(postgres_schema_url).query["options"].removeprefix("-csearch_path=")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PG_EXTRAS",
+        _postgres_connection({"sslmode": "disable", "application_name": "dsr-extras-test", "search_path": schema}),
+    )
+    url = sqlalchemy_url("pg_extras")
+    with engine_for_url(url).connect() as conn:
+        assert conn.execute(text("SELECT current_setting('application_name')")).scalar_one() == "dsr-extras-test"
+        assert conn.execute(text("SELECT current_schema()")).scalar_one() == schema
+    # The local server offers no TLS: sslmode=require must reach the driver and refuse to connect.
+    monkeypatch.setenv("AIRFLOW_CONN_PG_TLS", _postgres_connection({"sslmode": "require"}))
+    with pytest.raises(OperationalError, match="SSL"), engine_for_url(sqlalchemy_url("pg_tls")).connect():
+        pass
+
+
+def test_sqlite_connection_gives_a_file_url(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_CONN_APP_FILE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "a.db")}))
+    assert sqlalchemy_url("app_file") == f"sqlite:///{tmp_path / 'a.db'}"
+
+
+def test_unsupported_connection_type_is_refused_with_the_way_out(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_APP_MYSQL", json.dumps({"conn_type": "mysql", "host": "db"}))
+    with pytest.raises(TerminalError, match="sqlalchemy_url"):
+        sqlalchemy_url("app_mysql")

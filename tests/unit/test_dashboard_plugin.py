@@ -10,29 +10,36 @@ import csv
 import io
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from include.dsr.ledger_kpis import WindowShare
-from include.dsr.ledger_reports import ComplianceReport, MonthlyVolume, OpenRequest
-from include.dsr.ledger_schema import RIGHTS
+from include.dsr.ledger.schema import RIGHTS
+from include.dsr.sla.kpis import WindowShare
+from include.dsr.sla.reports import ComplianceReport, MonthlyVolume, OpenRequest
 from plugins.dsr_dashboard import app as app_module
 from plugins.dsr_dashboard import formats
 from plugins.dsr_dashboard.page import render_page
 
-NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 
 def _open(request_id: str, status: str, days_left: int, owed: tuple[str, ...] = ()) -> OpenRequest:
     return OpenRequest(
-        request_id=request_id, right="erasure", jurisdiction="GDPR", ledger_status="waiting_on_partner",
-        received_at=datetime(2026, 5, 4, 9, tzinfo=timezone.utc),
-        due_at=datetime(2026, 6, 4, 21, 59, 59, tzinfo=timezone.utc),
-        extended=False, paused=False, days_left=days_left, status=status, partners_owed=owed,
+        request_id=request_id,
+        right="erasure",
+        jurisdiction="GDPR",
+        ledger_status="waiting_on_partner",
+        received_at=datetime(2026, 5, 4, 9, tzinfo=UTC),
+        due_at=datetime(2026, 6, 4, 21, 59, 59, tzinfo=UTC),
+        extended=False,
+        paused=False,
+        days_left=days_left,
+        status=status,
+        partners_owed=owed,
     )
 
 
@@ -44,16 +51,24 @@ def _report(open_requests: tuple[OpenRequest, ...], volume_counts: dict[str, int
     )
     shares = {"1m": WindowShare("1m", answered, answered + 1), "3m": WindowShare("3m", answered, answered)}
     return ComplianceReport(
-        generated_at=NOW, at_risk_days=7, open_requests=open_requests, volume=volume, shares=shares,
-        answered=answered, median_days_to_close=12.25 if answered else None,
+        generated_at=NOW,
+        at_risk_days=7,
+        open_requests=open_requests,
+        volume=volume,
+        shares=shares,
+        answered=answered,
+        median_days_to_close=12.25 if answered else None,
         closed_by_status={"completed": answered} if answered else {},
     )
 
 
 @pytest.fixture
 def report() -> ComplianceReport:
-    rows = (_open("R-<b>1</b>", "breached", -11, ("partner_a", "partner_b")), _open("R-2", "at_risk", 3),
-            _open("R-3", "on_track", 20))
+    rows = (
+        _open("R-<b>1</b>", "breached", -11, ("partner_a", "partner_b")),
+        _open("R-2", "at_risk", 3),
+        _open("R-3", "on_track", 20),
+    )
     return _report(rows, {"erasure": 2, "access": 1}, answered=3)
 
 
@@ -65,28 +80,44 @@ def empty() -> ComplianceReport:
 def test_page_shows_the_figures_and_escapes_every_value(report: ComplianceReport) -> None:
     html = render_page(report)
     assert "<title>DSR compliance</title>" in html
-    assert "<b>1</b>" not in html and html.count("R-&lt;b&gt;1&lt;/b&gt;") >= 3  # lists, table and chart
-    assert "Breached (1)" in html and "At risk (1)" in html and "Open requests (3)" in html
-    assert "75.0 %" in html and "100.0 %" in html and "12.2 days" in html  # 3 of 4, 3 of 3, median
+    assert "<b>1</b>" not in html
+    assert html.count("R-&lt;b&gt;1&lt;/b&gt;") >= 3
+    assert "Breached (1)" in html
+    assert "At risk (1)" in html
+    assert "Open requests (3)" in html
+    assert "75.0 %" in html
+    assert "100.0 %" in html
+    assert "12.2 days" in html
     assert "partner_a, partner_b" in html
     assert "<script" not in html  # the page runs under a CSP without scripts
 
 
 def test_page_of_an_empty_ledger(empty: ComplianceReport) -> None:
     html = render_page(empty)
-    assert "No breached request." in html and "No request at risk." in html and "No open request." in html
+    assert "No breached request." in html
+    assert "No request at risk." in html
+    assert "No open request." in html
     assert "No open requests." in html  # the days-left chart
     assert "No request received in these months." in html
-    assert "0.0 %" in html and "over 0 answered requests" in html  # 0 of 1 for 1 month; no median: "–"
+    assert "0.0 %" in html
+    assert "over 0 answered requests" in html
 
 
 def test_open_csv(report: ComplianceReport) -> None:
     rows = list(csv.DictReader(io.StringIO(formats.open_csv(report.open_requests))))
     assert tuple(rows[0]) == formats.CSV_COLUMNS
     assert rows[0] | {"due_at": "", "received_at": ""} == {
-        "request_id": "R-<b>1</b>", "right": "erasure", "jurisdiction": "GDPR", "ledger_status": "waiting_on_partner",
-        "received_at": "", "due_at": "", "extended": "false", "paused": "false", "days_left": "-11",
-        "status": "breached", "partners_owed": "partner_a;partner_b",
+        "request_id": "R-<b>1</b>",
+        "right": "erasure",
+        "jurisdiction": "GDPR",
+        "ledger_status": "waiting_on_partner",
+        "received_at": "",
+        "due_at": "",
+        "extended": "false",
+        "paused": "false",
+        "days_left": "-11",
+        "status": "breached",
+        "partners_owed": "partner_a;partner_b",
     }
     assert rows[0]["due_at"] == "2026-06-04T21:59:59Z"
 
@@ -98,7 +129,8 @@ def test_prometheus_text_leaves_out_undefined_values(empty: ComplianceReport) ->
     assert 'dsr_answered_within_ratio{window="1m"} 0.0' in samples  # 0 of 1 eligible
     assert not any(s.startswith('dsr_answered_within_ratio{window="3m"}') for s in samples)  # 0 of 0: undefined
     assert not any(s.startswith("dsr_time_to_close_days_median") for s in samples)
-    assert "# TYPE dsr_time_to_close_days_median gauge" in text and text.endswith("\n")
+    assert "# TYPE dsr_time_to_close_days_median gauge" in text
+    assert text.endswith("\n")
 
 
 def test_summary_dict(report: ComplianceReport) -> None:
@@ -116,12 +148,19 @@ def test_summary_dict(report: ComplianceReport) -> None:
 def test_every_route_is_a_get_behind_airflow_auth() -> None:
     routes = [route for route in app_module.app.routes if isinstance(route, APIRoute)]
     assert {route.path for route in routes} == {
-        "/", "/api/summary.json", "/api/open.json", "/api/open.csv", "/api/open/{request_id}.json", "/metrics"
+        "/",
+        "/api/summary.json",
+        "/api/open.json",
+        "/api/open.csv",
+        "/api/open/{request_id}.json",
+        "/metrics",
     }
     for route in routes:
         assert route.methods == {"GET"}, route.path
         assert app_module.requires_dashboard_access in [dep.call for dep in route.dependant.dependencies], route.path
-    assert app_module.app.openapi_url is None and app_module.app.docs_url is None and app_module.app.redoc_url is None
+    assert app_module.app.openapi_url is None
+    assert app_module.app.docs_url is None
+    assert app_module.app.redoc_url is None
 
 
 def _get(path: str) -> httpx.Response:

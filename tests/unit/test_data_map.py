@@ -13,8 +13,8 @@ from sqlalchemy import create_engine, inspect
 from include import settings
 from include.demo.generator import PARTNERS
 from include.demo.world import WorldPaths, build_world
-from include.dsr.data_map import load_data_map, parse_data_map
-from include.dsr.errors import DataMapError
+from include.dsr.core.data_map import load_data_map, parse_data_map
+from include.dsr.core.errors import DataMapError
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def test_the_shipped_data_map_loads():
     assert data_map.system("fabconnect_app").family == "internal"
     assert {p.key for p in data_map.partners()} == {p.slug for p in PARTNERS}
     assert {p.key for p in data_map.partners("manufacturing_partner")} == {
-        p.slug for p in PARTNERS if p.role == "manufacturing"}
+        p.slug for p in PARTNERS if p.role == "manufacturing"
+    }
     groups = data_map.internal_groups("fabconnect_app")
     assert set(groups) == {"account", "commerce", "communications", "activity"}
 
@@ -79,8 +80,9 @@ def _indexed_columns(conn: sqlite3.Connection, table: str) -> set[str]:
         first = conn.execute(f'PRAGMA index_info("{name}")').fetchone()
         if first and first[2]:
             found.add(first[2])
-    for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql IS NOT NULL",
-                               (table,)):
+    for (sql,) in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql IS NOT NULL", (table,)
+    ):
         found.update(re.findall(r"lower\(trim\((\w+)\)\)", sql))
     return found
 
@@ -102,26 +104,56 @@ def _mutate(raw: dict, change) -> dict:
 
 
 BAD_MAPS = [
-    pytest.param(lambda m: _collection(m, "fabconnect_app", "accounts").update(purposes=["world_domination"]),
-                 "unknown purpose 'world_domination'", id="unknown purpose"),
-    pytest.param(lambda m: _collection(m, "fabconnect_app", "accounts")["fields"][3].update(data_categories=["user.shoe_size"]),
-                 "unknown category 'user.shoe_size'", id="unknown data category"),
-    pytest.param(lambda m: _collection(m, "fabconnect_app", "orders")["fields"][1].update(
-        references=[{"collection": "acounts", "field": "id"}]), "acounts.id does not exist", id="dangling reference"),
-    pytest.param(lambda m: _collection(m, "fabconnect_app", "quotes").update(erasure="keep"),
-                 "'keep' needs retention.legal_hold", id="keep without legal hold"),
-    pytest.param(lambda m: _collection(m, "fabconnect_app", "quotes")["retention"].update(period="3 years"),
-                 "not an ISO-8601 duration", id="bad retention period"),
-    pytest.param(lambda m: _collection(m, "fabconnect_app", "quotes").update(retension={}),
-                 "retension", id="typo in a key"),
-    pytest.param(lambda m: _collection(m, "fabconnect_app", "sms_messages")["fields"][1].update(identity="ssn"),
-                 "identity", id="unknown identity type"),
-    pytest.param(lambda m: next(s for s in m["systems"] if s["key"] == "payflow").pop("recipient"),
-                 "add a 'recipient' block", id="partner without named recipient"),
-    pytest.param(lambda m: _collection(m, "fabconnect_s3", "specs").update(object_key_field="quotes.spec_key"),
-                 "quotes.spec_key", id="object key field does not exist"),
-    pytest.param(lambda m: _collection(m, "fabconnect_app", "web_logs").pop("retention"),
-                 "needs a 'retention' block", id="personal collection without retention"),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_app", "accounts").update(purposes=["world_domination"]),
+        "unknown purpose 'world_domination'",
+        id="unknown purpose",
+    ),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_app", "accounts")["fields"][3].update(data_categories=["user.shoe_size"]),
+        "unknown category 'user.shoe_size'",
+        id="unknown data category",
+    ),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_app", "orders")["fields"][1].update(
+            references=[{"collection": "acounts", "field": "id"}]
+        ),
+        "acounts.id does not exist",
+        id="dangling reference",
+    ),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_app", "quotes").update(erasure="keep"),
+        "'keep' needs retention.legal_hold",
+        id="keep without legal hold",
+    ),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_app", "quotes")["retention"].update(period="3 years"),
+        "not an ISO-8601 duration",
+        id="bad retention period",
+    ),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_app", "quotes").update(retension={}), "retension", id="typo in a key"
+    ),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_app", "sms_messages")["fields"][1].update(identity="ssn"),
+        "identity",
+        id="unknown identity type",
+    ),
+    pytest.param(
+        lambda m: next(s for s in m["systems"] if s["key"] == "payflow").pop("recipient"),
+        "add a 'recipient' block",
+        id="partner without named recipient",
+    ),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_s3", "specs").update(object_key_field="quotes.spec_key"),
+        "quotes.spec_key",
+        id="object key field does not exist",
+    ),
+    pytest.param(
+        lambda m: _collection(m, "fabconnect_app", "web_logs").pop("retention"),
+        "needs a 'retention' block",
+        id="personal collection without retention",
+    ),
 ]
 
 
@@ -133,10 +165,13 @@ def test_bad_data_maps_are_refused_with_a_message_naming_the_key(raw_map, change
     assert "bad.yaml" in str(exc_info.value)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    pytest.param("systems: [unclosed", "not valid YAML", id="broken yaml"),
-    pytest.param("- a list\n- not a map\n", "must be a mapping", id="not a mapping"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param("systems: [unclosed", "not valid YAML", id="broken yaml"),
+        pytest.param("- a list\n- not a map\n", "must be a mapping", id="not a mapping"),
+    ],
+)
 def test_unreadable_files_are_refused(tmp_path, content, message):
     path = tmp_path / "map.yaml"
     path.write_text(content)

@@ -9,11 +9,11 @@ from datetime import datetime
 import pytest
 import sqlalchemy as sa
 
-from include.dsr.evidence import build_evidence, write_bundle
-from include.dsr.evidence_report import render_markdown
-from include.dsr.ledger import Ledger, UnknownRequestError
-from include.dsr.ledger_chain import event_hash
-from include.dsr.ledger_schema import dsr_events
+from include.dsr.evidence.bundle import build_evidence, write_bundle
+from include.dsr.evidence.report import render_markdown
+from include.dsr.ledger.api import Ledger, UnknownRequestError
+from include.dsr.ledger.chain import event_hash
+from include.dsr.ledger.schema import dsr_events
 from tests.unit.cli_samples import NOW, PACKAGE_LINK, SUBJECT_EMAILS, build_sample_ledger
 
 
@@ -26,11 +26,18 @@ def ledger(ledger_url: str) -> Iterator[Ledger]:
 
 def test_request_facts_and_deadlines(ledger: Ledger) -> None:
     bundle = build_evidence(ledger, "REQ-OPEN", now=NOW)
-    assert bundle["format"] == "fabconnect-dsr-evidence/1" and bundle["generated_at"] == NOW.isoformat()
+    assert bundle["format"] == "fabconnect-dsr-evidence/1"
+    assert bundle["generated_at"] == NOW.isoformat()
     assert bundle["request"] | {"recorded_at": None} == {
-        "request_id": "REQ-OPEN", "rights_invoked": ["access"], "jurisdiction": "GDPR", "channel": "not recorded",
-        "received_at": "2026-11-02T09:30:00+00:00", "recorded_at": None, "dag_run_id": "dsr__REQ-OPEN__1",
-        "status": "waiting_on_partner"}
+        "request_id": "REQ-OPEN",
+        "rights_invoked": ["access"],
+        "jurisdiction": "GDPR",
+        "channel": "not recorded",
+        "received_at": "2026-11-02T09:30:00+00:00",
+        "recorded_at": None,
+        "dag_run_id": "dsr__REQ-OPEN__1",
+        "status": "waiting_on_partner",
+    }
     deadlines = bundle["deadlines"]
     assert deadlines["due_at"] == deadlines["due_at_recomputed"] == "2026-12-02T22:59:59+00:00"
     assert deadlines["due_at_matches_rule"] is True
@@ -51,12 +58,23 @@ def test_ccpa_deadlines(ledger: Ledger) -> None:
 def test_verification_pauses_and_notices(ledger: Ledger) -> None:
     bundle = build_evidence(ledger, "REQ-OPEN", now=NOW)
     assert bundle["verification"] | {"recorded_at": None} == {
-        "outcome": "verified", "method": "logged_in_session", "verified_at": "2026-11-02T09:31:00+00:00",
-        "confirmed_by": None, "recorded_at": None}
-    assert bundle["pauses"] == [{
-        "pause_no": 1, "reason": "asked for the order number", "paused_at": "2026-11-03T10:00:00+00:00",
-        "resumed_at": "2026-11-05T10:00:00+00:00", "resume_reason": "order number received", "counts": True,
-        "days": 2}]
+        "outcome": "verified",
+        "method": "logged_in_session",
+        "verified_at": "2026-11-02T09:31:00+00:00",
+        "confirmed_by": None,
+        "recorded_at": None,
+    }
+    assert bundle["pauses"] == [
+        {
+            "pause_no": 1,
+            "reason": "asked for the order number",
+            "paused_at": "2026-11-03T10:00:00+00:00",
+            "resumed_at": "2026-11-05T10:00:00+00:00",
+            "resume_reason": "order number received",
+            "counts": True,
+            "days": 2,
+        }
+    ]
     assert [(n["event_type"], n["kind"]) for n in bundle["subject_notices"]] == [("notice.sent", "acknowledgement")]
     assert bundle["extension"] is None
 
@@ -69,22 +87,36 @@ def test_extension_with_reason(ledger: Ledger) -> None:
     extended = build_evidence(ledger, "REQ-OPEN", now=NOW)["deadlines"]["extended_due_at_by_rule"]
     ledger.extend("REQ-OPEN", datetime.fromisoformat(extended), "six partners involved")
     extension = build_evidence(ledger, "REQ-OPEN", now=NOW)["extension"]
-    assert extension == {"extended_due_at": extended, "reason": "six partners involved",
-                         "recorded_at": NOW.isoformat(), "recorded_before_first_deadline": True,
-                         "notice_sent_at": None, "valid": False}  # no extension notice recorded yet
+    assert extension == {
+        "extended_due_at": extended,
+        "reason": "six partners involved",
+        "recorded_at": NOW.isoformat(),
+        "recorded_before_first_deadline": True,
+        "notice_sent_at": None,
+        "valid": False,
+    }  # no extension notice recorded yet
 
 
 def test_actions_exceptions_art19_and_response(ledger: Ledger) -> None:
     bundle = build_evidence(ledger, "REQ-DONE", now=NOW)
     assert [(a["system"], a["action"], a["status"], a["record_count"]) for a in bundle["actions"]] == [
-        ("fabconnect_app.orders", "export", "completed", 7), ("precision_parts_gmbh", "notify", "completed", None)]
+        ("fabconnect_app.orders", "export", "completed", 7),
+        ("precision_parts_gmbh", "notify", "completed", None),
+    ]
     assert all(a["at"] and a["attempts"] == 1 for a in bundle["actions"])
-    assert bundle["exceptions"] == [{"system": "fabconnect_app.orders", "action": "export",
-                                     "at": bundle["actions"][0]["at"], "legal_basis": "legal_obligation",
-                                     "retain_until": "2034-12-31"}]
+    assert bundle["exceptions"] == [
+        {
+            "system": "fabconnect_app.orders",
+            "action": "export",
+            "at": bundle["actions"][0]["at"],
+            "legal_basis": "legal_obligation",
+            "retain_until": "2034-12-31",
+        }
+    ]
     assert [(n["system"], n["reference"]) for n in bundle["art19_notices"]] == [("precision_parts_gmbh", "PPG-77")]
     response = bundle["response"]
-    assert response["status"] == "completed" and response["closed_at"] == "2026-10-20T12:00:00+00:00"
+    assert response["status"] == "completed"
+    assert response["closed_at"] == "2026-10-20T12:00:00+00:00"
     assert response["outcome_summary"] == "7 records delivered"
     assert response["package"]["location"] == "s3://fabconnect-dsr-exports/REQ-DONE/"
     assert response["package_link_expires_at"] == "2026-10-27T12:00:00+00:00"
@@ -98,12 +130,28 @@ def test_event_slice_hashes_and_chain(ledger: Ledger) -> None:
     assert [e["seq"] for e in events] == [e.seq for e in stored]
     assert all(e["hash_ok"] for e in events)
     first = events[0]  # an auditor re-computes a hash from the bundle alone
-    assert event_hash(first["prev_hash"], first["seq"], "REQ-OPEN", first["event_type"], first["payload_json"],
-                      stored[0].created_at) == first["hash"]
+    assert (
+        event_hash(
+            first["prev_hash"],
+            first["seq"],
+            "REQ-OPEN",
+            first["event_type"],
+            first["payload_json"],
+            stored[0].created_at,
+        )
+        == first["hash"]
+    )
     head = ledger.events()[-1]
-    assert bundle["chain"] == {"ok": True, "events_checked": head.seq, "head_seq": head.seq, "head_hash": head.hash,
-                               "first_broken_seq": None, "reason": None, "request_events": len(stored),
-                               "request_event_hashes_ok": True}
+    assert bundle["chain"] == {
+        "ok": True,
+        "events_checked": head.seq,
+        "head_seq": head.seq,
+        "head_hash": head.hash,
+        "first_broken_seq": None,
+        "reason": None,
+        "request_events": len(stored),
+        "request_event_hashes_ok": True,
+    }
 
 
 def test_tampered_event_shows_in_the_bundle(ledger: Ledger) -> None:
@@ -111,7 +159,8 @@ def test_tampered_event_shows_in_the_bundle(ledger: Ledger) -> None:
     with ledger.engine.begin() as conn:
         conn.execute(sa.update(dsr_events).where(dsr_events.c.seq == seq).values(payload='{"kind":"forged"}'))
     bundle = build_evidence(ledger, "REQ-OPEN", now=NOW)
-    assert bundle["chain"]["ok"] is False and bundle["chain"]["first_broken_seq"] == seq
+    assert bundle["chain"]["ok"] is False
+    assert bundle["chain"]["first_broken_seq"] == seq
     assert bundle["chain"]["request_event_hashes_ok"] is False
     assert [e["seq"] for e in bundle["events"] if not e["hash_ok"]] == [seq]
     assert "DOES NOT VERIFY: first broken row seq" in render_markdown(bundle)
@@ -122,18 +171,30 @@ def test_no_personal_data_and_no_package_link(ledger: Ledger) -> None:
     text = json.dumps(bundles) + "".join(render_markdown(b) for b in bundles)
     assert not any(email in text for email in SUBJECT_EMAILS)
     assert "@" not in text
-    assert "subject_fingerprint" not in text and ledger.get_request("REQ-OPEN").subject_fingerprint not in text
-    assert PACKAGE_LINK not in text and "X-Amz-Signature" not in text
+    assert "subject_fingerprint" not in text
+    assert ledger.get_request("REQ-OPEN").subject_fingerprint not in text
+    assert PACKAGE_LINK not in text
+    assert "X-Amz-Signature" not in text
     # The ledger keeps only a hash of the link in its events, so every event is exported whole.
     assert all(not e["payload_redacted"] and e["payload_json"] for e in bundles[1]["events"])
 
 
 def test_markdown_has_every_section(ledger: Ledger) -> None:
     markdown = render_markdown(build_evidence(ledger, "REQ-DONE", now=NOW))
-    for heading in ("# Evidence: data-subject request REQ-DONE", "## Request", "## Deadlines",
-                    "## Identity verification", "## Pauses", "## Extension", "## Actions per system",
-                    "## Exceptions applied (legal basis)", "## Art. 19 notices to recipients",
-                    "## Notices to the data subject", "## Response", "## Event chain"):
+    for heading in (
+        "# Evidence: data-subject request REQ-DONE",
+        "## Request",
+        "## Deadlines",
+        "## Identity verification",
+        "## Pauses",
+        "## Extension",
+        "## Actions per system",
+        "## Exceptions applied (legal basis)",
+        "## Art. 19 notices to recipients",
+        "## Notices to the data subject",
+        "## Response",
+        "## Event chain",
+    ):
         assert heading in markdown
     assert "| fabconnect_app.orders | export | completed | 7 |" in markdown
     assert "legal_basis: legal_obligation; retain_until: 2034-12-31" in markdown

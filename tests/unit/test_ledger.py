@@ -7,31 +7,31 @@ set, on PostgreSQL (see ``tests/conftest.py``).
 from __future__ import annotations
 
 import hashlib
-
+import itertools
 import re
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
-from include.dsr.errors import LedgerIntegrityError, TerminalError
-from include.dsr.ledger import (
+from include.dsr.core.errors import LedgerIntegrityError, TerminalError
+from include.dsr.ledger.api import (
     Ledger,
     PersonalDataError,
     RequestConflictError,
     UnknownRequestError,
     subject_fingerprint,
 )
-from include.dsr.ledger_chain import event_hash
-from include.dsr.ledger_schema import dsr_events
+from include.dsr.ledger.chain import event_hash
+from include.dsr.ledger.schema import dsr_events
 
 SECRET = "test-secret"
 FP_A = subject_fingerprint({"email": "alice@example.com"}, SECRET)
 FP_B = subject_fingerprint({"email": "bob@example.com"}, SECRET)
-RECEIVED = datetime(2026, 3, 5, 9, 30, tzinfo=timezone.utc)
-DUE = datetime(2026, 4, 7, 23, 59, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 3, 5, 9, 30, tzinfo=UTC)
+DUE = datetime(2026, 4, 7, 23, 59, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -43,9 +43,7 @@ def ledger(ledger_url: str) -> Iterator[Ledger]:
 
 
 def _record(ledger: Ledger, request_id: str = "req-1", fingerprint: str = FP_A, right: str = "access"):
-    return ledger.record_request(
-        request_id, right, "GDPR", fingerprint, RECEIVED, DUE, dag_run_id="manual__1"
-    )
+    return ledger.record_request(request_id, right, "GDPR", fingerprint, RECEIVED, DUE, dag_run_id="manual__1")
 
 
 def _event_types(ledger: Ledger, request_id: str | None = None) -> list[str]:
@@ -67,7 +65,8 @@ def test_record_request_inserts_row_and_received_event(ledger: Ledger) -> None:
     assert (row.request_id, row.right, row.jurisdiction) == ("req-1", "access", "GDPR")
     assert row.status == "received"
     assert (row.received_at, row.due_at, row.dag_run_id) == (RECEIVED, DUE, "manual__1")
-    assert row.is_open and row.effective_due_at == DUE
+    assert row.is_open
+    assert row.effective_due_at == DUE
     assert ledger.get_request("req-1") == row
     [event] = ledger.events("req-1")
     assert (event.seq, event.event_type) == (1, "request.received")
@@ -100,8 +99,10 @@ def test_record_request_reused_id_raises_conflict(ledger: Ledger, fingerprint: s
         _record(ledger, fingerprint=fingerprint, right=right)
 
     message = str(excinfo.value)
-    assert "req-1" in message and "new request_id" in message
-    assert FP_A not in message and FP_B not in message
+    assert "req-1" in message
+    assert "new request_id" in message
+    assert FP_A not in message
+    assert FP_B not in message
     assert isinstance(excinfo.value, TerminalError)
     assert len(ledger.events()) == 1
 
@@ -137,14 +138,10 @@ def test_record_request_refuses_bad_input(ledger: Ledger, overrides: dict, fragm
     "call",
     [
         pytest.param(lambda lg: lg.set_status("nope", "in_progress"), id="set_status"),
-        pytest.param(
-            lambda lg: lg.close_request("nope", "completed", RECEIVED, "answered"), id="close_request"
-        ),
+        pytest.param(lambda lg: lg.close_request("nope", "completed", RECEIVED, "answered"), id="close_request"),
         pytest.param(lambda lg: lg.set_package("nope", "s3://b/nope/", DUE), id="set_package"),
         pytest.param(lambda lg: lg.extend("nope", DUE, "complex request"), id="extend"),
-        pytest.param(
-            lambda lg: lg.upsert_system_result("nope", "payflow", "export", "pending"), id="upsert_system"
-        ),
+        pytest.param(lambda lg: lg.upsert_system_result("nope", "payflow", "export", "pending"), id="upsert_system"),
         pytest.param(lambda lg: lg.append_event("nope", "partner.notified", {}), id="append_event"),
     ],
 )
@@ -212,9 +209,7 @@ def test_upsert_system_result_never_duplicates_rows(ledger: Ledger) -> None:
     _record(ledger)
 
     ledger.upsert_system_result("req-1", "payflow", "export", "pending")
-    ledger.upsert_system_result(
-        "req-1", "payflow", "export", "completed", record_count=3, evidence={"s3": ["k1"]}
-    )
+    ledger.upsert_system_result("req-1", "payflow", "export", "completed", record_count=3, evidence={"s3": ["k1"]})
     row = ledger.upsert_system_result("req-1", "payflow", "export", "completed", record_count=4)
 
     assert ledger.system_results("req-1") == [row]
@@ -228,9 +223,7 @@ def test_system_rows_are_per_system_and_action(ledger: Ledger) -> None:
     _record(ledger, right="erasure")
 
     ledger.upsert_system_result("req-1", "fabconnect_app", "erase", "completed", record_count=12)
-    ledger.upsert_system_result(
-        "req-1", "precision-parts-gmbh", "notify", "waiting", outcome="request file sent"
-    )
+    ledger.upsert_system_result("req-1", "precision-parts-gmbh", "notify", "waiting", outcome="request file sent")
     ledger.upsert_system_result("req-1", "fabconnect_app", "locate", "completed", record_count=14)
 
     keys = [(r.system, r.action, r.status) for r in ledger.system_results("req-1")]
@@ -278,18 +271,20 @@ def test_event_chain_verifies(ledger: Ledger) -> None:
     assert (report.ok, report.checked, report.first_broken_seq, report.reason) == (True, 6, None, None)
     assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
     assert events[0].prev_hash == "0" * 64
-    assert all(e.prev_hash == prev.hash for prev, e in zip(events, events[1:]))
+    assert all(e.prev_hash == prev.hash for prev, e in itertools.pairwise(events))
     assert (report.last_seq, report.last_hash) == (6, events[-1].hash)
-    assert events[-1].request_id is None and len(ledger.events("req-1")) == 5
+    assert events[-1].request_id is None
+    assert len(ledger.events("req-1")) == 5
 
 
 def test_empty_chain_verifies(ledger: Ledger) -> None:
-    assert ledger.verify_chain().ok and ledger.verify_chain().checked == 0
+    assert ledger.verify_chain().ok
+    assert ledger.verify_chain().checked == 0
 
 
 CHANGED_4 = "hash mismatch at seq 4: row content changed"
 RELINK_5 = "prev_hash at seq 5 does not match hash of seq 4"
-LONG_AGO = datetime(2020, 1, 1, tzinfo=timezone.utc)
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def _update(at_seq: int, **values) -> Callable[[sa.Connection], None]:
@@ -304,9 +299,7 @@ def _rehash(seq: int, payload: str) -> Callable[[sa.Connection], None]:
 
     def tamper(conn: sa.Connection) -> None:
         row = conn.execute(sa.select(dsr_events).where(dsr_events.c.seq == seq)).mappings().one()
-        new_hash = event_hash(
-            row["prev_hash"], seq, row["request_id"], row["event_type"], payload, row["created_at"]
-        )
+        new_hash = event_hash(row["prev_hash"], seq, row["request_id"], row["event_type"], payload, row["created_at"])
         _update(seq, payload=payload, hash=new_hash)(conn)
 
     return tamper
@@ -376,7 +369,8 @@ def test_dedupe_key_returns_existing_event(ledger: Ledger) -> None:
     first = ledger.append_event("req-1", "package.created", {"keys": 3}, dedupe_key="req-1:package.created")
     again = ledger.append_event("req-1", "package.created", {"keys": 4}, dedupe_key="req-1:package.created")
 
-    assert again == first and again.payload == {"keys": 3}
+    assert again == first
+    assert again.payload == {"keys": 3}
     assert _event_types(ledger) == ["request.received", "package.created"]
     assert ledger.verify_chain().ok
 
@@ -452,19 +446,21 @@ def test_aware_datetimes_round_trip_as_utc(ledger: Ledger) -> None:
     row = ledger.get_request("req-tz")
 
     for value in (row.received_at, row.due_at, row.created_at, row.updated_at, row.package_url_expires_at):
-        assert value.tzinfo == timezone.utc
-    assert row.received_at == received and row.received_at.hour == 21
+        assert value.tzinfo == UTC
+    assert row.received_at == received
+    assert row.received_at.hour == 21
     assert row.received_at.microsecond == 123456
-    assert all(e.created_at.tzinfo == timezone.utc for e in ledger.events())
+    assert all(e.created_at.tzinfo == UTC for e in ledger.events())
     assert ledger.events()[0].payload["received_at"] == "2026-08-31T21:30:15.123456+00:00"
 
 
 def test_injected_clock_stamps_rows_and_events(ledger_url: str) -> None:
-    fixed = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    fixed = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with Ledger(ledger_url, clock=lambda: fixed) as ledger:
         ledger.create_schema()
         row = _record(ledger)
-        assert row.created_at == fixed and ledger.events()[0].created_at == fixed
+        assert row.created_at == fixed
+        assert ledger.events()[0].created_at == fixed
 
 
 # -- engines and concurrency ------------------------------------------------------------
@@ -490,7 +486,7 @@ def _run_in_threads(target: Callable[[int], None], count: int) -> None:
     def run(index: int) -> None:
         try:
             target(index)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
@@ -516,7 +512,8 @@ def test_concurrent_appends_keep_one_valid_chain(ledger: Ledger, ledger_url: str
     assert len([e for e in events if e.event_type == "test.appended"]) == 200
     assert [e.seq for e in events] == list(range(1, 203))
     report = ledger.verify_chain()
-    assert report.ok and report.checked == 202
+    assert report.ok
+    assert report.checked == 202
 
 
 def test_concurrent_record_of_same_request_inserts_once(ledger: Ledger, ledger_url: str) -> None:
@@ -540,9 +537,7 @@ def test_concurrent_record_of_same_request_inserts_once(ledger: Ledger, ledger_u
         pytest.param({"phone": "+49 (30) 123-456"}, {"phone": "+4930123456"}, id="phone-format"),
         pytest.param({"account_id": 42}, {"account_id": " 42 "}, id="account-id-str"),
         pytest.param({"email": "a@b.io", "phone": None}, {"email": "a@b.io"}, id="empty-dropped"),
-        pytest.param(
-            {"phone": "+1 555", "email": "a@b.io"}, {"email": "a@b.io", "phone": "+1555"}, id="key-order"
-        ),
+        pytest.param({"phone": "+1 555", "email": "a@b.io"}, {"email": "a@b.io", "phone": "+1555"}, id="key-order"),
     ],
 )
 def test_fingerprint_normalises_identities(first: dict, second: dict) -> None:
@@ -550,7 +545,8 @@ def test_fingerprint_normalises_identities(first: dict, second: dict) -> None:
 
 
 def test_fingerprint_is_keyed_hex_and_distinguishes_subjects() -> None:
-    assert len(FP_A) == 64 and int(FP_A, 16) >= 0
+    assert len(FP_A) == 64
+    assert int(FP_A, 16) >= 0
     assert FP_A != FP_B
     assert subject_fingerprint({"email": "alice@example.com"}, "other-secret") != FP_A
     assert subject_fingerprint({"email": "alice@example.com", "phone": "+1555"}, SECRET) != FP_A

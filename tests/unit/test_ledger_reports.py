@@ -2,29 +2,35 @@
 
 Every test runs on SQLite and, when ``DSR_TEST_POSTGRES_URL`` is set, on PostgreSQL
 (see ``tests/conftest.py``). "Now" is Monday 15 June 2026, 12:00 UTC; deadlines follow
-the German calendar of :mod:`include.dsr.sla` (1 May and Easter Monday are holidays).
+the German calendar of :mod:`include.dsr.sla.deadlines` (1 May and Easter Monday are holidays).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
-from include.dsr import sla, sla_rules
-from include.dsr.errors import TerminalError
-from include.dsr.ledger import Ledger, subject_fingerprint
-from include.dsr.ledger_reports import ComplianceReport, OpenRequest, compliance_report, read_only_engine
-from include.dsr.ledger_schema import dsr_requests
+from include.dsr.core.errors import TerminalError
+from include.dsr.ledger.api import Ledger, subject_fingerprint
+from include.dsr.ledger.schema import dsr_requests
+from include.dsr.sla import deadlines as sla
+from include.dsr.sla import rules as sla_rules
+from include.dsr.sla.reports import (
+    ComplianceReport,
+    OpenRequest,
+    compliance_report,
+    read_only_engine,
+)
 
-NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 PARTNERS = frozenset({"partner_a", "partner_b"})
 
 
 def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _record(ledger: Ledger, request_id: str, right: str, received: str) -> None:
@@ -144,10 +150,10 @@ def test_partners_still_owed(report: ComplianceReport, request_id: str, owed: tu
 
 def test_volume_per_right_per_month_in_controller_time(report: ComplianceReport) -> None:
     months = [v.month for v in report.volume]
-    assert months[0] == "2025-07" and months[-1] == "2026-06" and len(months) == 12
-    nonzero = {
-        v.month: {right: n for right, n in v.counts.items() if n} for v in report.volume if v.total
-    }
+    assert months[0] == "2025-07"
+    assert months[-1] == "2026-06"
+    assert len(months) == 12
+    nonzero = {v.month: {right: n for right, n in v.counts.items() if n} for v in report.volume if v.total}
     assert nonzero == {
         "2026-01": {"access": 1, "portability": 1},
         "2026-02": {"access": 1},
@@ -206,9 +212,12 @@ def test_empty_ledger_has_no_ratio_and_no_median(ledger_url: str) -> None:
     finally:
         empty.close()
     assert report.open_requests == ()
-    assert report.shares["1m"].ratio is None and report.shares["3m"].ratio is None
-    assert report.median_days_to_close is None and report.answered == 0
-    assert len(report.volume) == 12 and all(v.total == 0 for v in report.volume)
+    assert report.shares["1m"].ratio is None
+    assert report.shares["3m"].ratio is None
+    assert report.median_days_to_close is None
+    assert report.answered == 0
+    assert len(report.volume) == 12
+    assert all(v.total == 0 for v in report.volume)
 
 
 def test_now_must_be_timezone_aware(ledger: Ledger) -> None:

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from include.dsr import sla, sla_rules
-from include.dsr.errors import TerminalError, TransientError
-from include.dsr.mail import Mail, SmtpHookTransport
-from include.dsr.notices import Notices, recipient_from_conf, render
-from tests.unit.sla_helpers import (  # noqa: F401 - fixtures
-    CONTROLLER,
-    OPS_EMAIL,
-    SUBJECT_EMAIL,
-    clock,
-    free_port,
-    ledger,
-    record,
-    sink,
-    smtp_connection,
-)
+from include.dsr.core.errors import TerminalError, TransientError
+from include.dsr.notify.mail import Mail, SmtpHookTransport
+from include.dsr.notify.notices import Notices, recipient_from_conf, render
+from include.dsr.sla import deadlines as sla
+from include.dsr.sla import rules as sla_rules
+from tests.support import free_port, smtp_connection
+from tests.unit.sla_helpers import CONTROLLER, OPS_EMAIL, SUBJECT_EMAIL, record
 
-RECEIVED = datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -42,51 +34,83 @@ def _only_mail(sink):
     return mails[0]
 
 
-@pytest.mark.parametrize(("send", "subject_has", "body_has"), [
-    pytest.param(lambda n: n.acknowledgement("REQ-1", SUBJECT_EMAIL), "We received your request REQ-1",
-                 ["Wednesday, 2 December 2026", "access to your personal data"], id="acknowledgement"),
-    pytest.param(lambda n: n.extension("REQ-1", SUBJECT_EMAIL, sla.due_at(RECEIVED, extended=True),
-                                       "your request involves 9 manufacturing partners"),
-                 "We need more time", ["9 manufacturing partners", "Tuesday, 2 February 2027", "Art. 77 GDPR"],
-                 id="extension with reasons and new due date"),
-    pytest.param(lambda n: n.completion("REQ-1", SUBJECT_EMAIL, "https://s3.example.com/REQ-1/report.html?sig=1&x=2",
-                                        datetime(2026, 11, 30, 9, tzinfo=timezone.utc)),
-                 "is complete", ['href="https://s3.example.com/REQ-1/report.html?sig=1&amp;x=2"',
-                                 "Monday, 30 November 2026"], id="completion with the package link"),
-    pytest.param(lambda n: n.refusal("REQ-1", SUBJECT_EMAIL, ["manifestly excessive: 5th identical request in "
-                                                               "3 weeks", "no data beyond the last answer"]),
-                 "We cannot fulfil your request REQ-1",
-                 ["5th identical request", "no data beyond", "supervisory authority", "judicial remedy"],
-                 id="refusal with reasons and complaint rights"),
-    pytest.param(lambda n: n.refusal("REQ-1", SUBJECT_EMAIL, ["invoices kept until 2034 (legal obligation)"],
-                                     partial=True),
-                 "Part of your request REQ-1", ["invoices kept until 2034", "Art. 79 GDPR"], id="partial refusal"),
-])
-def test_subject_notice_is_mailed_and_recorded_without_the_address(notices, ledger, sink, send, subject_has,
-                                                                  body_has):
+@pytest.mark.parametrize(
+    ("send", "subject_has", "body_has"),
+    [
+        pytest.param(
+            lambda n: n.acknowledgement("REQ-1", SUBJECT_EMAIL),
+            "We received your request REQ-1",
+            ["Wednesday, 2 December 2026", "access to your personal data"],
+            id="acknowledgement",
+        ),
+        pytest.param(
+            lambda n: n.extension(
+                "REQ-1",
+                SUBJECT_EMAIL,
+                sla.due_at(RECEIVED, extended=True),
+                "your request involves 9 manufacturing partners",
+            ),
+            "We need more time",
+            ["9 manufacturing partners", "Tuesday, 2 February 2027", "Art. 77 GDPR"],
+            id="extension with reasons and new due date",
+        ),
+        pytest.param(
+            lambda n: n.completion(
+                "REQ-1",
+                SUBJECT_EMAIL,
+                "https://s3.example.com/REQ-1/report.html?sig=1&x=2",
+                datetime(2026, 11, 30, 9, tzinfo=UTC),
+            ),
+            "is complete",
+            ['href="https://s3.example.com/REQ-1/report.html?sig=1&amp;x=2"', "Monday, 30 November 2026"],
+            id="completion with the package link",
+        ),
+        pytest.param(
+            lambda n: n.refusal(
+                "REQ-1",
+                SUBJECT_EMAIL,
+                ["manifestly excessive: 5th identical request in 3 weeks", "no data beyond the last answer"],
+            ),
+            "We cannot fulfil your request REQ-1",
+            ["5th identical request", "no data beyond", "supervisory authority", "judicial remedy"],
+            id="refusal with reasons and complaint rights",
+        ),
+        pytest.param(
+            lambda n: n.refusal("REQ-1", SUBJECT_EMAIL, ["invoices kept until 2034 (legal obligation)"], partial=True),
+            "Part of your request REQ-1",
+            ["invoices kept until 2034", "Art. 79 GDPR"],
+            id="partial refusal",
+        ),
+    ],
+)
+def test_subject_notice_is_mailed_and_recorded_without_the_address(notices, ledger, sink, send, subject_has, body_has):
     event = send(notices)
     mail = _only_mail(sink)
-    assert subject_has in mail["Subject"] and mail["To"] == SUBJECT_EMAIL
+    assert subject_has in mail["Subject"]
+    assert mail["To"] == SUBJECT_EMAIL
     assert mail["From"] == "privacy@example.com"
     assert mail["Message-ID"] == f"<{event.payload['message_id']}@dsr.fabconnect.example>"
     body = _body(mail)
     for text in body_has:
         assert text in body
-    assert event.event_type == "notice.sent" and SUBJECT_EMAIL not in event.payload_json
+    assert event.event_type == "notice.sent"
+    assert SUBJECT_EMAIL not in event.payload_json
     assert event.payload["sent_at"].startswith("2026-11-25")
 
 
 def test_a_notice_is_sent_once(notices, ledger, sink):
     first = notices.acknowledgement("REQ-1", SUBJECT_EMAIL)
     second = notices.acknowledgement("REQ-1", SUBJECT_EMAIL)
-    assert first.seq == second.seq and len(sink.messages()) == 1
+    assert first.seq == second.seq
+    assert len(sink.messages()) == 1
 
 
 def test_the_address_never_reaches_the_logs(notices, caplog):
     with caplog.at_level(logging.DEBUG):
         notices.acknowledgement("REQ-1", SUBJECT_EMAIL)
         notices.refusal("REQ-1", SUBJECT_EMAIL, ["identity could not be verified"])
-    assert "REQ-1" in caplog.text and SUBJECT_EMAIL not in caplog.text
+    assert "REQ-1" in caplog.text
+    assert SUBJECT_EMAIL not in caplog.text
     assert SUBJECT_EMAIL not in repr(Mail(to=SUBJECT_EMAIL, subject="s", html="h", sender="privacy@example.com"))
 
 
@@ -95,9 +119,12 @@ def test_ops_alert_once_per_kind_and_deadline(notices, sink):
     first = notices.ops_alert("REQ-1", "at_risk", deadline, 5, ["payflow"], ops_address=OPS_EMAIL)
     notices.ops_alert("REQ-1", "at_risk", deadline, 4, ["payflow"], ops_address=OPS_EMAIL)
     mail = _only_mail(sink)
-    assert mail["To"] == OPS_EMAIL and mail["Subject"] == "[DSR at risk] REQ-1 due Wednesday, 2 December 2026"
-    assert "payflow" in _body(mail) and "5 days left" in _body(mail)
-    assert first.event_type == "ops.alert_sent" and first.payload["owed_partners"] == ["payflow"]
+    assert mail["To"] == OPS_EMAIL
+    assert mail["Subject"] == "[DSR at risk] REQ-1 due Wednesday, 2 December 2026"
+    assert "payflow" in _body(mail)
+    assert "5 days left" in _body(mail)
+    assert first.event_type == "ops.alert_sent"
+    assert first.payload["owed_partners"] == ["payflow"]
     notices.ops_alert("REQ-1", "breached", deadline, -1, [], ops_address=OPS_EMAIL)
     notices.ops_alert("REQ-1", "at_risk", deadline + timedelta(days=60), 3, [], ops_address=OPS_EMAIL)  # extended
     assert len(sink.messages()) == 3
@@ -113,18 +140,25 @@ def test_extension_with_a_real_notice(ledger, clock, sink):
     record(ledger, "REQ-1", RECEIVED)
     notices = Notices(ledger, controller=CONTROLLER, clock=clock)
     row = sla_rules.extend_request(
-        ledger, "REQ-1", "complex request", clock.now,
-        lambda r, due: notices.extension(r.request_id, SUBJECT_EMAIL, due, "complex request"))
+        ledger,
+        "REQ-1",
+        "complex request",
+        clock.now,
+        lambda r, due: notices.extension(r.request_id, SUBJECT_EMAIL, due, "complex request"),
+    )
     assert row.extended_due_at == sla.due_at(RECEIVED, extended=True)
     assert sla_rules.extension_is_valid(row, ledger.events("REQ-1"), clock.now)
     assert "Tuesday, 2 February 2027" in _body(_only_mail(sink))
 
 
-@pytest.mark.parametrize(("conf", "message"), [
-    pytest.param({"subject": {"phone": "+49 30 1234567"}}, "no email", id="phone only"),
-    pytest.param({"subject": {"email": "not-an-address"}}, "not a single email address", id="malformed"),
-    pytest.param({}, "no email", id="no subject"),
-])
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        pytest.param({"subject": {"phone": "+49 30 1234567"}}, "no email", id="phone only"),
+        pytest.param({"subject": {"email": "not-an-address"}}, "not a single email address", id="malformed"),
+        pytest.param({}, "no email", id="no subject"),
+    ],
+)
 def test_recipient_from_conf_refuses_without_quoting(conf, message):
     with pytest.raises(TerminalError, match=message) as excinfo:
         recipient_from_conf(conf, "REQ-1")
@@ -157,8 +191,23 @@ def test_missing_connection_is_terminal(monkeypatch):
 
 
 def test_templates_escape_html():
-    subject, html = render("refusal", {"controller": CONTROLLER, "reasons": ["<script>x</script>"], "partial": False,
-                                       "request": {"request_id": "REQ-1", "right": "access", "jurisdiction": "GDPR",
-                                                   "status": "refused", "right_label": "access", "received": "today",
-                                                   "due": "later"}})
-    assert "<script>" not in html and "&lt;script&gt;" in html and subject.startswith("We cannot fulfil")
+    subject, html = render(
+        "refusal",
+        {
+            "controller": CONTROLLER,
+            "reasons": ["<script>x</script>"],
+            "partial": False,
+            "request": {
+                "request_id": "REQ-1",
+                "right": "access",
+                "jurisdiction": "GDPR",
+                "status": "refused",
+                "right_label": "access",
+                "received": "today",
+                "due": "later",
+            },
+        },
+    )
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert subject.startswith("We cannot fulfil")

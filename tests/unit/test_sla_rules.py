@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from include.dsr import sla, sla_rules
-from include.dsr.ledger import Ledger
-from include.dsr.ledger_schema import UnknownRequestError
-from include.dsr.sla_rules import ExtensionRefusedError, PauseRefusedError
-from tests.unit.sla_helpers import clock, ledger, record  # noqa: F401 - fixtures
+from include.dsr.ledger.api import Ledger
+from include.dsr.ledger.schema import UnknownRequestError
+from include.dsr.sla import deadlines as sla
+from include.dsr.sla import rules as sla_rules
+from include.dsr.sla.rules import ExtensionRefusedError, PauseRefusedError
+from tests.unit.sla_helpers import record
 
-RECEIVED = datetime(2026, 3, 5, 9, 0, tzinfo=timezone.utc)  # first deadline 7 Apr 2026 (after Easter)
+RECEIVED = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)  # first deadline 7 Apr 2026 (after Easter)
 FIRST_DUE = sla.due_at(RECEIVED)
 EXTENDED_DUE = sla.due_at(RECEIVED, extended=True)  # 5 Jun 2026
 
@@ -27,8 +28,12 @@ def _notice_recorder(ledger: Ledger):
 
     def send(row, new_due):
         sent.append(new_due)
-        return ledger.append_event(row.request_id, "notice.sent", {"kind": "extension", "new_due_at": new_due},
-                                   dedupe_key=f"{row.request_id}:notice.sent:extension")
+        return ledger.append_event(
+            row.request_id,
+            "notice.sent",
+            {"kind": "extension", "new_due_at": new_due},
+            dedupe_key=f"{row.request_id}:notice.sent:extension",
+        )
 
     return send, sent
 
@@ -41,7 +46,8 @@ def test_extension_before_the_first_deadline_sends_the_notice_then_records(ledge
     clock.now = FIRST_DUE - timedelta(days=3)
     send, sent = _notice_recorder(ledger)
     row = sla_rules.extend_request(ledger, "REQ-1", "complex request: 9 partners involved", clock.now, send)
-    assert row.extended_due_at == EXTENDED_DUE and _local(EXTENDED_DUE) == date(2026, 6, 5)
+    assert row.extended_due_at == EXTENDED_DUE
+    assert _local(EXTENDED_DUE) == date(2026, 6, 5)
     assert row.extension_reason == "complex request: 9 partners involved"
     assert sent == [EXTENDED_DUE]
     types = [e.event_type for e in ledger.events("REQ-1")]
@@ -56,22 +62,29 @@ def test_extension_rerun_with_the_same_reason_changes_nothing(ledger, clock):
     sla_rules.extend_request(ledger, "REQ-1", "many requests", clock.now, send)
     before = len(ledger.events("REQ-1"))
     sla_rules.extend_request(ledger, "REQ-1", "many requests", clock.now, send)
-    assert len(sent) == 1 and len(ledger.events("REQ-1")) == before
+    assert len(sent) == 1
+    assert len(ledger.events("REQ-1")) == before
 
 
-@pytest.mark.parametrize(("reason", "now_offset", "message"), [
-    pytest.param("complex", timedelta(seconds=1), "first deadline .* has passed", id="one second after the deadline"),
-    pytest.param("complex", timedelta(days=40), "first deadline .* has passed", id="weeks after the deadline"),
-    pytest.param("", -timedelta(days=5), "needs a reason", id="empty reason"),
-    pytest.param("   ", -timedelta(days=5), "needs a reason", id="blank reason"),
-])
+@pytest.mark.parametrize(
+    ("reason", "now_offset", "message"),
+    [
+        pytest.param(
+            "complex", timedelta(seconds=1), "first deadline .* has passed", id="one second after the deadline"
+        ),
+        pytest.param("complex", timedelta(days=40), "first deadline .* has passed", id="weeks after the deadline"),
+        pytest.param("", -timedelta(days=5), "needs a reason", id="empty reason"),
+        pytest.param("   ", -timedelta(days=5), "needs a reason", id="blank reason"),
+    ],
+)
 def test_extension_refused(ledger, clock, reason, now_offset, message):
     record(ledger, "REQ-1", RECEIVED)
     send, sent = _notice_recorder(ledger)
     clock.now = FIRST_DUE + now_offset
     with pytest.raises(ExtensionRefusedError, match=message):
         sla_rules.extend_request(ledger, "REQ-1", reason, clock.now, send)
-    assert sent == [] and ledger.get_request("REQ-1").extended_due_at is None
+    assert sent == []
+    assert ledger.get_request("REQ-1").extended_due_at is None
 
 
 def test_extension_at_the_last_second_of_the_first_deadline_is_allowed(ledger, clock):
@@ -101,7 +114,8 @@ def test_ccpa_extension_adds_45_days(ledger, clock):
     clock.now = RECEIVED + timedelta(days=30)
     send, _ = _notice_recorder(ledger)
     extended = sla_rules.extend_request(ledger, "REQ-C", "many requests", clock.now, send)
-    assert _local(row.due_at) == date(2026, 4, 19) and _local(extended.extended_due_at) == date(2026, 6, 3)
+    assert _local(row.due_at) == date(2026, 4, 19)
+    assert _local(extended.extended_due_at) == date(2026, 6, 3)
 
 
 def test_extension_without_a_timely_notice_is_not_valid(ledger, clock):
@@ -119,7 +133,8 @@ def test_extension_without_a_timely_notice_is_not_valid(ledger, clock):
 def test_prompt_pause_moves_the_deadline_by_the_paused_days(ledger, clock):
     row = record(ledger, "REQ-1", RECEIVED)
     paused = sla_rules.pause_clock(ledger, "REQ-1", "asked for the order number", RECEIVED + timedelta(days=1))
-    assert paused.payload["counts"] is True and paused.payload["reason"] == "asked for the order number"
+    assert paused.payload["counts"] is True
+    assert paused.payload["reason"] == "asked for the order number"
     resumed = sla_rules.resume_clock(ledger, "REQ-1", "order number received", RECEIVED + timedelta(days=6))
     assert resumed.payload["paused_days"] == 5
     deadline = sla_rules.effective_deadline(row, ledger.events("REQ-1"), clock.now)

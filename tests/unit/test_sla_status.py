@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from include.dsr import sla, sla_status
-from include.dsr.ledger import Ledger
-from tests.unit.sla_helpers import clock, ledger, record  # noqa: F401 - fixtures
+from include.dsr.ledger.api import Ledger
+from include.dsr.sla import deadlines as sla
+from include.dsr.sla import status as sla_status
+from tests.unit.sla_helpers import record
 
-RECEIVED = datetime(2026, 3, 5, 9, 0, tzinfo=timezone.utc)  # due 7 Apr 2026 (Easter Monday 6 Apr), 23:59:59 CEST
+RECEIVED = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)  # due 7 Apr 2026 (Easter Monday 6 Apr), 23:59:59 CEST
 DUE = sla.due_at(RECEIVED)
 
 
@@ -19,15 +20,19 @@ def _row(ledger: Ledger, **changes):
     return replace(record(ledger, "REQ-1", RECEIVED), **changes)
 
 
-@pytest.mark.parametrize(("now", "expected_status", "expected_days"), [
-    pytest.param(datetime(2026, 3, 10, 12, tzinfo=timezone.utc), "on_track", 28, id="28 days left: on track"),
-    pytest.param(datetime(2026, 3, 31, 12, tzinfo=timezone.utc), "on_track", 7, id="exactly 7 days left: on track"),
-    pytest.param(datetime(2026, 4, 1, 12, tzinfo=timezone.utc), "at_risk", 6, id="6 days left: at risk"),
-    pytest.param(datetime(2026, 4, 7, 21, 59, tzinfo=timezone.utc), "at_risk", 0, id="due day 23:59 CEST: at risk"),
-    pytest.param(datetime(2026, 4, 7, 22, 0, 1, tzinfo=timezone.utc), "breached", -1,
-                 id="one second after 23:59:59 local: breached"),
-    pytest.param(datetime(2026, 5, 1, tzinfo=timezone.utc), "breached", -24, id="weeks later: breached"),
-])
+@pytest.mark.parametrize(
+    ("now", "expected_status", "expected_days"),
+    [
+        pytest.param(datetime(2026, 3, 10, 12, tzinfo=UTC), "on_track", 28, id="28 days left: on track"),
+        pytest.param(datetime(2026, 3, 31, 12, tzinfo=UTC), "on_track", 7, id="exactly 7 days left: on track"),
+        pytest.param(datetime(2026, 4, 1, 12, tzinfo=UTC), "at_risk", 6, id="6 days left: at risk"),
+        pytest.param(datetime(2026, 4, 7, 21, 59, tzinfo=UTC), "at_risk", 0, id="due day 23:59 CEST: at risk"),
+        pytest.param(
+            datetime(2026, 4, 7, 22, 0, 1, tzinfo=UTC), "breached", -1, id="one second after 23:59:59 local: breached"
+        ),
+        pytest.param(datetime(2026, 5, 1, tzinfo=UTC), "breached", -24, id="weeks later: breached"),
+    ],
+)
 def test_open_request_status(ledger, now, expected_status, expected_days):
     row = _row(ledger)
     assert sla_status.request_status(row, now) == expected_status
@@ -35,18 +40,21 @@ def test_open_request_status(ledger, now, expected_status, expected_days):
 
 
 def test_closed_request_is_closed_and_days_left_is_its_margin(ledger):
-    row = _row(ledger, closed_at=datetime(2026, 4, 2, 10, tzinfo=timezone.utc), status="completed")
-    assert sla_status.request_status(row, datetime(2026, 9, 1, tzinfo=timezone.utc)) == "closed"
-    assert sla_status.days_left(row, datetime(2026, 9, 1, tzinfo=timezone.utc)) == 5
+    row = _row(ledger, closed_at=datetime(2026, 4, 2, 10, tzinfo=UTC), status="completed")
+    assert sla_status.request_status(row, datetime(2026, 9, 1, tzinfo=UTC)) == "closed"
+    assert sla_status.days_left(row, datetime(2026, 9, 1, tzinfo=UTC)) == 5
 
 
-@pytest.mark.parametrize(("at_risk_days", "expected"), [
-    pytest.param(3, "on_track", id="N=3: 5 days left is fine"),
-    pytest.param(5, "on_track", id="N=5: 5 days left is not fewer than 5"),
-    pytest.param(6, "at_risk", id="N=6: 5 days left is at risk"),
-])
+@pytest.mark.parametrize(
+    ("at_risk_days", "expected"),
+    [
+        pytest.param(3, "on_track", id="N=3: 5 days left is fine"),
+        pytest.param(5, "on_track", id="N=5: 5 days left is not fewer than 5"),
+        pytest.param(6, "at_risk", id="N=6: 5 days left is at risk"),
+    ],
+)
 def test_at_risk_threshold_is_a_parameter(ledger, at_risk_days, expected):
-    now = datetime(2026, 4, 2, 8, tzinfo=timezone.utc)
+    now = datetime(2026, 4, 2, 8, tzinfo=UTC)
     assert sla_status.request_status(_row(ledger), now, at_risk_days) == expected
 
 
@@ -80,7 +88,7 @@ def test_owed_partners_are_partner_rows_still_pending_or_waiting(ledger):
 
 
 def test_current_deadline_includes_counted_pauses(ledger, clock):
-    from include.dsr import sla_rules
+    from include.dsr.sla import rules as sla_rules
 
     row = record(ledger, "REQ-1", RECEIVED)
     sla_rules.pause_clock(ledger, "REQ-1", "asked for the order number", RECEIVED + timedelta(days=1))

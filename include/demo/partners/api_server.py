@@ -51,6 +51,15 @@ _ROUTES = (
 )
 
 
+def _route(method: str, path: str) -> tuple[str, re.Match] | None:
+    """(handler name, path match) of the route serving ``method path``, or None."""
+    for verb, pattern, name in _ROUTES:
+        match = pattern.fullmatch(path)
+        if match and verb == method:
+            return name, match
+    return None
+
+
 class PartnerApiServer:
     """A partner's OpenDSR-style HTTP API over its SQLite copy, with fault knobs.
 
@@ -65,8 +74,15 @@ class PartnerApiServer:
     :param faults: initial faults (default: behave).
     """
 
-    def __init__(self, slug: str, store_path: str | Path, token: str, host: str = "127.0.0.1", port: int = 0,
-                 faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        slug: str,
+        store_path: str | Path,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+    ) -> None:
         self.slug = slug
         self.token = token
         self.host = host
@@ -96,8 +112,12 @@ class PartnerApiServer:
         self._stopping.clear()
         self._httpd = _HttpServer((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"partner-api-{self.slug}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"partner-api-{self.slug}",
+            daemon=True,
+        )
         self._thread.start()
         log.info("partner %s API listening on %s", self.slug, self.url)
         return self.port
@@ -122,8 +142,12 @@ class PartnerApiServer:
 
     def state(self) -> dict[str, Any]:
         """Faults, clock and request count, as ``GET /_admin/state`` returns them."""
-        return {"slug": self.slug, "faults": self.faults.to_dict(), "clock": self.clock.to_dict(),
-                "requests": self.book.count()}
+        return {
+            "slug": self.slug,
+            "faults": self.faults.to_dict(),
+            "clock": self.clock.to_dict(),
+            "requests": self.book.count(),
+        }
 
     def _admit(self) -> bool:
         """Apply the faults to one protocol call: stall if asked; False if it must fail."""
@@ -162,18 +186,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("partner %s: " + format, self.server.partner.slug, *args)
 
     def _dispatch(self, method: str) -> None:
         partner = self.server.partner
         path = unquote(urlsplit(self.path).path)
-        for verb, pattern, name in _ROUTES:
-            match = pattern.fullmatch(path)
-            if match and verb == method:
-                break
-        else:
+        routed = next(
+            ((name, m) for verb, pattern, name in _ROUTES if verb == method and (m := pattern.fullmatch(path))), None
+        )
+        if routed is None:
             return self._send(404, {"error": f"no route for {method} {path}"})
+        handler, match = routed
         if path.startswith("/opendsr/"):
             if not hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {partner.token}"):
                 return self._send(401, {"error": "missing or invalid bearer token"})
@@ -182,13 +206,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif not ipaddress.ip_address(self.client_address[0]).is_loopback:
             return self._send(403, {"error": "admin routes answer loopback clients only"})
         try:
-            status, body = getattr(self, name)(partner, **match.groupdict())
+            status, body = getattr(self, handler)(partner, **match.groupdict())
         except RequestConflict as exc:
             status, body = 409, {"error": str(exc)}
         except ValueError as exc:
             status, body = 400, {"error": str(exc)}
         except Exception:
-            log.exception("partner %s: %s %s failed", partner.slug, method, name)
+            log.exception("partner %s: %s %s failed", partner.slug, method, handler)
             status, body = 500, {"error": "internal error"}
         self._send(status, body)
 
@@ -211,8 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _submit(self, partner: PartnerApiServer) -> tuple[int, dict]:
         request = parse_request(self._json_body())
-        found = partner.book.submit(request.subject_request_id, request.request_type, request.identities,
-                                    partner.faults)
+        found = partner.book.submit(
+            request.subject_request_id, request.request_type, request.identities, partner.faults
+        )
         return 202, {key: found[key] for key in STATUS_FIELDS}
 
     def _status(self, partner: PartnerApiServer, request_id: str) -> tuple[int, dict]:

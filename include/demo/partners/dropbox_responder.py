@@ -80,8 +80,15 @@ class DropboxResponder:
     :param faults: initial faults (default: behave).
     """
 
-    def __init__(self, slug: str, store_path: str | Path, bucket: str, s3_client_factory: Callable[[], Any],
-                 poll_seconds: float = 0.2, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        slug: str,
+        store_path: str | Path,
+        bucket: str,
+        s3_client_factory: Callable[[], Any],
+        poll_seconds: float = 0.2,
+        faults: Faults | None = None,
+    ) -> None:
         self.slug = slug
         self.bucket = bucket
         self.poll_seconds = poll_seconds
@@ -175,8 +182,13 @@ class DropboxResponder:
             except ValueError as exc:
                 log.warning("partner %s: ignoring %s: %s", self.slug, key, exc)
             else:
-                log.info("partner %s: applied %s (mode %s, clock +%sh)", self.slug, key, self.faults.mode,
-                         self.clock.offset_hours)
+                log.info(
+                    "partner %s: applied %s (mode %s, clock +%sh)",
+                    self.slug,
+                    key,
+                    self.faults.mode,
+                    self.clock.offset_hours,
+                )
 
     def _take_failure(self) -> bool:
         """Serve one simulated failure if the faults ask for it."""
@@ -186,7 +198,7 @@ class DropboxResponder:
         return failing
 
     def _handle(self, key: str, version: str) -> int:
-        request_id = key[len(INBOX):-len(".json")]
+        request_id = key[len(INBOX) : -len(".json")]
         if self.faults.mode == "stall" and self._stopping.wait(self.faults.stall_seconds):
             return 0  # stopping: the next run handles the file
         body: Any = None
@@ -210,29 +222,47 @@ class DropboxResponder:
         return self._answer(key, version, attempt, _completed(found))
 
     def _follow_up(self, key: str, seen: _Seen) -> int:
-        found = self.book.get(key[len(INBOX):-len(".json")])
+        found = self.book.get(key[len(INBOX) : -len(".json")])
         if found is None or found["request_status"] != "completed":
             return 0
         return self._answer(key, seen.version, seen.attempt, _completed(found))
 
     def _failed(self, request_id: str, body: Any, error: str) -> dict[str, Any]:
         request_type = body.get("subject_request_type") if isinstance(body, dict) else None
-        return {"subject_request_id": request_id, "request_type": request_type, "request_status": "failed",
-                "records": {}, "affected": {}, "completed_time": to_iso(self.clock.now()), "error": error}
+        return {
+            "subject_request_id": request_id,
+            "request_type": request_type,
+            "request_status": "failed",
+            "records": {},
+            "affected": {},
+            "completed_time": to_iso(self.clock.now()),
+            "error": error,
+        }
 
     def _answer(self, key: str, version: str, attempt: int, answer: dict[str, Any]) -> int:
         answer["attempt"] = attempt
-        self._s3.put_object(Bucket=self.bucket, Key=OUTBOX + key[len(INBOX):], Body=json.dumps(answer).encode(),
-                            ContentType="application/json")
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=OUTBOX + key[len(INBOX) :],
+            Body=json.dumps(answer).encode(),
+            ContentType="application/json",
+        )
         self._remember(key, _Seen(version, attempt, answered=True))
-        log.info("partner %s: answered request %s attempt %d: %s", self.slug, answer["subject_request_id"],
-                 attempt, answer["request_status"])
+        log.info(
+            "partner %s: answered request %s attempt %d: %s",
+            self.slug,
+            answer["subject_request_id"],
+            attempt,
+            answer["request_status"],
+        )
         return 1
 
     def _remember(self, key: str, seen: _Seen) -> None:
         with self.book.store.connect() as conn:
-            conn.execute("INSERT OR REPLACE INTO _sim_inbox VALUES (?, ?, ?, ?)",
-                         [key, seen.version, seen.attempt, int(seen.answered)])
+            conn.execute(
+                "INSERT OR REPLACE INTO _sim_inbox VALUES (?, ?, ?, ?)",
+                [key, seen.version, seen.attempt, int(seen.answered)],
+            )
         self._seen[key] = seen
 
 

@@ -21,7 +21,7 @@ import math
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 MODES = ("ok", "fail", "stall", "late", "never", "lie")
@@ -106,7 +106,7 @@ class Faults:
 
 def to_iso(moment: datetime) -> str:
     """ISO-8601 text of a UTC moment, to the second, as the protocol writes times."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 class SimClock:
@@ -126,7 +126,7 @@ class SimClock:
 
     def now(self) -> datetime:
         """The simulated current time (timezone-aware UTC)."""
-        return datetime.now(timezone.utc) + timedelta(hours=self._offset_hours)
+        return datetime.now(UTC) + timedelta(hours=self._offset_hours)
 
     def advance(self, hours: float) -> datetime:
         """Move the clock forward.

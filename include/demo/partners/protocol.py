@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.demo.partners.faults import Faults, SimClock, to_iso
 from include.demo.partners.store import IDENTITY_TYPES, REQUEST_TYPES
-from include.dsr.pii import Pii, normalize_email, normalize_phone
+from include.dsr.core.pii import Pii, normalize_email, normalize_phone
 
 if TYPE_CHECKING:
     from include.demo.partners.store import PartnerStore
@@ -135,17 +135,30 @@ class RequestBook:
                 received = self.clock.now()
                 due, promised = faults.schedule(received)
                 row = {
-                    "subject_request_id": request_id, "request_type": request_type,
-                    "fingerprint": fingerprint, "identities": json.dumps(dict(identities)),
-                    "fault": faults.mode, "request_status": "pending", "received_time": to_iso(received),
-                    "due_time": due and to_iso(due), "expected_completion_time": to_iso(promised),
-                    "completed_time": None, "result": None,
+                    "subject_request_id": request_id,
+                    "request_type": request_type,
+                    "fingerprint": fingerprint,
+                    "identities": json.dumps(dict(identities)),
+                    "fault": faults.mode,
+                    "request_status": "pending",
+                    "received_time": to_iso(received),
+                    "due_time": due and to_iso(due),
+                    "expected_completion_time": to_iso(promised),
+                    "completed_time": None,
+                    "result": None,
                 }
                 with self.store.connect() as conn:
-                    conn.execute(f"INSERT INTO _sim_requests ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                                 list(row.values()))
-                log.info("%s: request %s (%s) received, fault mode %s", self.store.path.stem, request_id,
-                         request_type, faults.mode)
+                    conn.execute(
+                        f"INSERT INTO _sim_requests ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                        list(row.values()),
+                    )
+                log.info(
+                    "%s: request %s (%s) received, fault mode %s",
+                    self.store.path.stem,
+                    request_id,
+                    request_type,
+                    faults.mode,
+                )
             elif row["fingerprint"] != fingerprint:
                 raise RequestConflict(f"subject_request_id {request_id} is already used for another request")
             return self._refresh(row)
@@ -186,12 +199,21 @@ class RequestBook:
             for table, rows in self.store.other_subject_rows(identities).items():
                 records.setdefault(table, []).extend(rows)
         done = {
-            "request_status": "completed", "completed_time": to_iso(self.clock.now()), "identities": None,
+            "request_status": "completed",
+            "completed_time": to_iso(self.clock.now()),
+            "identities": None,
             "result": json.dumps({"records": records, "affected": affected}),
         }
         with self.store.connect() as conn:
-            conn.execute(f"UPDATE _sim_requests SET {', '.join(f'{k} = ?' for k in done)} WHERE subject_request_id = ?",
-                         [*done.values(), row["subject_request_id"]])
-        log.info("%s: request %s (%s) completed, %d rows affected", self.store.path.stem, row["subject_request_id"],
-                 row["request_type"], sum(affected.values()))
+            conn.execute(
+                f"UPDATE _sim_requests SET {', '.join(f'{k} = ?' for k in done)} WHERE subject_request_id = ?",
+                [*done.values(), row["subject_request_id"]],
+            )
+        log.info(
+            "%s: request %s (%s) completed, %d rows affected",
+            self.store.path.stem,
+            row["subject_request_id"],
+            row["request_type"],
+            sum(affected.values()),
+        )
         return row | done

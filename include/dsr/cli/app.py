@@ -8,6 +8,7 @@ validation before anything was sent).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from include.dsr.cli import extend, records, status, submit
 from include.dsr.cli.context import CliError, default_api_url
-from include.dsr.errors import DSRError, RequestValidationError
+from include.dsr.core.errors import DSRError, RequestValidationError
 
 PROG = "dsr"
 EXAMPLES = """examples:
@@ -31,13 +32,18 @@ EXAMPLES = """examples:
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every command."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Ops CLI of Fabconnect DSR: submit requests, follow them, export evidence.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=PROG,
+        description="Ops CLI of Fabconnect DSR: submit requests, follow them, export evidence.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     api_options = argparse.ArgumentParser(add_help=False)
     api_options.add_argument(
-        "--api-url", default=default_api_url(),
+        "--api-url",
+        default=default_api_url(),
         help="Airflow API base URL (env DSR_API_URL, default %(default)s); auth: env DSR_API_TOKEN, or "
-             "DSR_API_USER / DSR_API_PASSWORD (demo: admin/admin)")
+        "DSR_API_USER / DSR_API_PASSWORD (demo: admin/admin)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     submit.add_parser(commands, api_options)
     status.add_parsers(commands, api_options)
@@ -57,7 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader stopped early (`dsr list --json | head`): stop quietly, as `ls | head` does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a process the pipe closed on
     except RequestValidationError as exc:
         _error(str(exc))
         return 2

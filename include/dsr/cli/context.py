@@ -14,22 +14,22 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from include import constants, settings
-from include.dsr.errors import DSRError
+from include.dsr.core.errors import DSRError
 
 if TYPE_CHECKING:
-    from include.dsr.airflow_api import AirflowApi
-    from include.dsr.ledger import Ledger
-    from include.dsr.ledger_schema import RequestRow
+    from include.dsr.cli.airflow_api import AirflowApi
+    from include.dsr.ledger.api import Ledger
+    from include.dsr.ledger.schema import RequestRow
 
 API_URL_ENV = "DSR_API_URL"
 API_USER_ENV = "DSR_API_USER"
-API_PASSWORD_ENV = "DSR_API_PASSWORD"
-API_TOKEN_ENV = "DSR_API_TOKEN"
+API_PASSWORD_ENV = "DSR_API_PASSWORD"  # noqa: S105 - the variable's name, not its value
+API_TOKEN_ENV = "DSR_API_TOKEN"  # noqa: S105 - the variable's name, not its value
 LEDGER_CONN_ENV = f"AIRFLOW_CONN_{constants.CONN_LEDGER.upper()}"
 # Seconds per API call: a submit may wait on a busy api-server, a status lookup should not.
 API_TIMEOUT = 30.0
@@ -49,7 +49,7 @@ class CliError(DSRError):
 
 def now_utc() -> datetime:
     """The current time (aware UTC); patched in tests."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def default_api_url() -> str:
@@ -60,11 +60,15 @@ def default_api_url() -> str:
 def make_api(base_url: str, timeout: float = API_TIMEOUT) -> AirflowApi:
     """An API client with the token from ``DSR_API_TOKEN`` or the user and password from the env."""
     from include.demo.airflow_env import DEMO_PASSWORD, DEMO_USER
-    from include.dsr.airflow_api import AirflowApi
+    from include.dsr.cli.airflow_api import AirflowApi
 
-    return AirflowApi(base_url, username=os.environ.get(API_USER_ENV, DEMO_USER),
-                      password=os.environ.get(API_PASSWORD_ENV, DEMO_PASSWORD),
-                      token=os.environ.get(API_TOKEN_ENV) or None, timeout=timeout)
+    return AirflowApi(
+        base_url,
+        username=os.environ.get(API_USER_ENV, DEMO_USER),
+        password=os.environ.get(API_PASSWORD_ENV, DEMO_PASSWORD),
+        token=os.environ.get(API_TOKEN_ENV) or None,
+        timeout=timeout,
+    )
 
 
 def demo_defaults() -> None:
@@ -115,7 +119,7 @@ def open_ledger() -> Ledger:
     from sqlalchemy import inspect
     from sqlalchemy.engine import make_url
 
-    from include.dsr.ledger import Ledger
+    from include.dsr.ledger.api import Ledger
 
     url = ledger_url()
     parsed = make_url(url)
@@ -143,7 +147,7 @@ def require_request(ledger: Ledger, request_id: str) -> RequestRow:
 
 
 def deadline_in_force(ledger: Ledger, row: RequestRow, now: datetime) -> datetime:
-    """The effective due date moved by counted identity-verification pauses (:mod:`include.dsr.sla_status`)."""
-    from include.dsr.sla_status import current_deadline
+    """The effective due date moved by counted identity-verification pauses (:mod:`include.dsr.sla.status`)."""
+    from include.dsr.sla.status import current_deadline
 
     return current_deadline(ledger, row, now)

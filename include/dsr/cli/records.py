@@ -13,12 +13,18 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ledger verify`` and ``evidence``."""
     ledger = subparsers.add_parser("ledger", help="ledger maintenance", description="Ledger maintenance.")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", metavar="COMMAND", required=True)
-    verify = ledger_commands.add_parser("verify", help="verify the event log's hash chain",
-                                        description="Recompute every event hash; exit 1 at the first broken link.")
+    verify = ledger_commands.add_parser(
+        "verify",
+        help="verify the event log's hash chain",
+        description="Recompute every event hash; exit 1 at the first broken link.",
+    )
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(func=run_verify)
-    evidence = subparsers.add_parser("evidence", help="export one request's evidence bundle (JSON + Markdown)",
-                                     description="Write evidence-<request_id>.json and .md for a regulator.")
+    evidence = subparsers.add_parser(
+        "evidence",
+        help="export one request's evidence bundle (JSON + Markdown)",
+        description="Write evidence-<request_id>.json and .md for a regulator.",
+    )
     evidence.add_argument("request_id")
     evidence.add_argument("--out", type=Path, default=Path("."), help="directory to write to (default: here)")
     evidence.set_defaults(func=run_evidence)
@@ -29,9 +35,18 @@ def run_verify(args: argparse.Namespace) -> int:
     with open_ledger() as ledger:
         report = ledger.verify_chain()
     if args.json:
-        print(fmt.to_json({"ok": report.ok, "events_checked": report.checked, "head_seq": report.last_seq,
-                           "head_hash": report.last_hash, "first_broken_seq": report.first_broken_seq,
-                           "reason": report.reason}))
+        print(
+            fmt.to_json(
+                {
+                    "ok": report.ok,
+                    "events_checked": report.checked,
+                    "head_seq": report.last_seq,
+                    "head_hash": report.last_hash,
+                    "first_broken_seq": report.first_broken_seq,
+                    "reason": report.reason,
+                }
+            )
+        )
         return 0 if report.ok else 1
     if not report.ok:
         good = f"last good seq {report.last_seq}" if report.last_seq else "no good event before it"
@@ -45,7 +60,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_evidence(args: argparse.Namespace) -> int:
     """Write the bundle; exit 1 (files still written) when the chain does not verify."""
-    from include.dsr.evidence import build_evidence, write_bundle
+    from include.dsr.evidence.bundle import build_evidence, write_bundle
 
     now = context.now_utc()
     with open_ledger() as ledger:

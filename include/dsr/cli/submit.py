@@ -1,6 +1,6 @@
 """``dsr submit <right>``: validate a request locally, then trigger ``dsr_<right>`` through the REST API.
 
-The conf is checked with :func:`include.dsr.request.parse_request` first, so bad input
+The conf is checked with :func:`include.dsr.core.request.parse_request` first, so bad input
 is refused before anything is sent. The SLA clock starts at ``--received-at`` (default:
 now, fixed in the conf so the printed due date is the one the run records). The subject's
 email and phone are sent in the conf and never printed, not even inside an error message.
@@ -13,10 +13,15 @@ import re
 import secrets
 from datetime import datetime
 
-from include.dsr import sla
 from include.dsr.cli import context, fmt
 from include.dsr.cli.context import CliError, make_api
-from include.dsr.request import JURISDICTIONS, RESTRICTION_ACTIONS, VERIFICATION_METHODS, parse_request
+from include.dsr.core.request import (
+    JURISDICTIONS,
+    RESTRICTION_ACTIONS,
+    VERIFICATION_METHODS,
+    parse_request,
+)
+from include.dsr.sla import deadlines as sla
 
 RIGHTS = ("access", "portability", "erasure", "restriction")
 REDACTED = "<redacted>"
@@ -26,16 +31,22 @@ _EMAIL_LIKE = re.compile(r"[\w.+%-]+@[\w-]+(\.[\w-]+)+")
 def add_parser(subparsers: argparse._SubParsersAction, api_options: argparse.ArgumentParser) -> None:
     """Register ``submit``."""
     parser = subparsers.add_parser(
-        "submit", parents=[api_options], help="trigger a request's DAG run through the Airflow REST API",
-        description="Validate a data-subject request and trigger the DAG dsr_<right> for it.")
+        "submit",
+        parents=[api_options],
+        help="trigger a request's DAG run through the Airflow REST API",
+        description="Validate a data-subject request and trigger the DAG dsr_<right> for it.",
+    )
     parser.add_argument("right", choices=RIGHTS, help="the right invoked")
     parser.add_argument("--email", help="the subject's email address (never printed)")
     parser.add_argument("--phone", help="the subject's phone number, international format (never printed)")
     parser.add_argument("--account-id", help="the subject's platform account id")
     parser.add_argument("--request-id", help="idempotency key; default DSR-<YYYYMMDD>-<6 hex>")
     parser.add_argument("--received-at", help="ISO-8601 time the request arrived (the SLA clock); default now")
-    parser.add_argument("--verified-by", choices=VERIFICATION_METHODS,
-                        help="how the identity was verified (now); without it the run waits for ops to confirm")
+    parser.add_argument(
+        "--verified-by",
+        choices=VERIFICATION_METHODS,
+        help="how the identity was verified (now); without it the run waits for ops to confirm",
+    )
     parser.add_argument("--jurisdiction", choices=JURISDICTIONS, default="GDPR")
     parser.add_argument("--action", choices=RESTRICTION_ACTIONS, help="restriction only: apply or lift")
     parser.add_argument("--transmit-to", help="portability only: the receiving controller's endpoint URL")
@@ -54,12 +65,19 @@ def _utc_text(moment: datetime) -> str:
 
 def build_conf(args: argparse.Namespace, now: datetime) -> dict:
     """The run conf from the arguments (only the keys given)."""
-    subject = {key: value for key, value in
-               (("email", args.email), ("phone", args.phone), ("account_id", args.account_id)) if value}
+    subject = {
+        key: value
+        for key, value in (("email", args.email), ("phone", args.phone), ("account_id", args.account_id))
+        if value
+    }
     if subject.get("account_id", "").isdigit():
         subject["account_id"] = int(subject["account_id"])
-    conf: dict = {"request_id": args.request_id or new_request_id(now), "subject": subject,
-                  "received_at": args.received_at or _utc_text(now), "jurisdiction": args.jurisdiction}
+    conf: dict = {
+        "request_id": args.request_id or new_request_id(now),
+        "subject": subject,
+        "received_at": args.received_at or _utc_text(now),
+        "jurisdiction": args.jurisdiction,
+    }
     if args.verified_by:
         conf["verification"] = {"method": args.verified_by, "verified_at": _utc_text(now)}
     if args.dry_run:
@@ -86,7 +104,7 @@ def run_id_for(request_id: str, now: datetime) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, trigger, print the run id and the due date."""
-    from include.dsr.airflow_api import AirflowApiError, ApiNotFoundError
+    from include.dsr.cli.airflow_api import AirflowApiError, ApiNotFoundError
 
     now = context.now_utc()
     conf = build_conf(args, now)
@@ -97,19 +115,30 @@ def run(args: argparse.Namespace) -> int:
         dag = api.get_dag(dag_id)
         run = api.trigger_run(dag_id, conf, run_id=run_id_for(request.request_id, now), note="submitted with dsr")
     except ApiNotFoundError as exc:
-        raise CliError(f"DAG {dag_id} is not in Airflow at {api.base_url}: it is not deployed or not parsed yet "
-                       "(wait for the dag-processor, or check `airflow dags list-import-errors`)") from exc
+        raise CliError(
+            f"DAG {dag_id} is not in Airflow at {api.base_url}: it is not deployed or not parsed yet "
+            "(wait for the dag-processor, or check `airflow dags list-import-errors`)"
+        ) from exc
     except AirflowApiError as exc:
         raise type(exc)(redact(str(exc), conf["subject"]), exc.status) from exc
     due = sla.due_at(request.received_at, request.jurisdiction)
-    print(fmt.fields([
-        ("request", f"{request.request_id} ({args.right}, {request.jurisdiction})"),
-        ("run", f"{run['dag_run_id']} of {dag_id} ({run.get('state', 'queued')})"),
-        ("received", fmt.when(request.received_at)),
-        ("due", fmt.when(due)),
-        ("identity", request.verification.method if request.verification else "to be confirmed by ops in the run"),
-    ]))
+    print(
+        fmt.fields(
+            [
+                ("request", f"{request.request_id} ({args.right}, {request.jurisdiction})"),
+                ("run", f"{run['dag_run_id']} of {dag_id} ({run.get('state', 'queued')})"),
+                ("received", fmt.when(request.received_at)),
+                ("due", fmt.when(due)),
+                (
+                    "identity",
+                    request.verification.method if request.verification else "to be confirmed by ops in the run",
+                ),
+            ]
+        )
+    )
     if dag.get("is_paused"):
-        print(f"note: {dag_id} is paused: the run waits until it is unpaused (UI toggle, or "
-              f"`airflow dags unpause {dag_id}`)")
+        print(
+            f"note: {dag_id} is paused: the run waits until it is unpaused (UI toggle, or "
+            f"`airflow dags unpause {dag_id}`)"
+        )
     return 0

@@ -10,17 +10,17 @@ Changes to this interface are additive only (docs/adr/0001-connector-contract.md
 
 from __future__ import annotations
 
-from abc import ABC
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from include.dsr.errors import TerminalError
+from include.dsr.core.errors import TerminalError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from include.dsr.data_map import Collection, System
-    from include.dsr.identity import ResolvedSubject
+    from include.dsr.core.data_map import Collection, System
+    from include.dsr.identity.resolver import ResolvedSubject
 
 REQUEST_ID_COLUMN = "_request_id"
 
@@ -58,11 +58,12 @@ class BaseConnector(ABC):
     def _unsupported(self, action: str):
         raise UnsupportedActionError(
             f"{type(self).__name__} cannot {action} on system {self.system.key!r}; "
-            f"it supports {sorted(self.capabilities)}")
+            f"it supports {sorted(self.capabilities)}"
+        )
 
+    @abstractmethod
     def test_connection(self) -> None:
-        """Raise if the system cannot be reached with its connection."""
-        self._unsupported("test_connection")
+        """Raise if the system cannot be reached with its connection (every channel can say)."""
 
     def locate(self, subjects: list[ResolvedSubject]) -> dict[str, int]:
         """Count the subjects' rows per collection without reading them."""
@@ -81,5 +82,5 @@ class BaseConnector(ABC):
     def notify(self, subjects: list[ResolvedSubject], event: str) -> None:
         self._unsupported("notify")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most connectors hold no client
         """Release clients; the default has nothing to release."""

@@ -17,8 +17,8 @@ from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, Export
 
 if TYPE_CHECKING:
     from include.dsr.connectors.sql_database import SqlDatabaseConnector
-    from include.dsr.data_map import Collection, System
-    from include.dsr.identity import ResolvedSubject
+    from include.dsr.core.data_map import Collection, System
+    from include.dsr.identity.resolver import ResolvedSubject
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ class ObjectStoreConnector(BaseConnector):
     channel: ClassVar[str] = "object_store"
     capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "export"})
 
-    def __init__(self, system: System, key_source: SqlDatabaseConnector, staging_bucket: str,
-                 staging_prefix: str, s3: Any = None) -> None:
+    def __init__(
+        self, system: System, key_source: SqlDatabaseConnector, staging_bucket: str, staging_prefix: str, s3: Any = None
+    ) -> None:
         super().__init__(system)
         self.key_source = key_source
         self.staging_bucket, self.staging_prefix = staging_bucket, staging_prefix
@@ -75,5 +76,9 @@ class ObjectStoreConnector(BaseConnector):
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         staged_key = f"{self.staging_prefix.format(request_id=request_id)}{key}"
         self.s3.put_object(Bucket=self.staging_bucket, Key=staged_key, Body=body)
-        return {"object_key": key, "size_bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(),
-                "staged_key": staged_key}
+        return {
+            "object_key": key,
+            "size_bytes": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "staged_key": staged_key,
+        }

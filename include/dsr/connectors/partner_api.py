@@ -11,17 +11,17 @@ connection's password.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from include import settings
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
-from include.dsr.errors import TerminalError, TransientError
+from include.dsr.core.errors import TerminalError, TransientError
 
 if TYPE_CHECKING:
-    from include.dsr.data_map import System
-    from include.dsr.identity import ResolvedSubject
+    from include.dsr.core.data_map import System
+    from include.dsr.identity.resolver import ResolvedSubject
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ class PartnerApiConnector(BaseConnector):
     # Override for partners that mount the API elsewhere.
     api_prefix: ClassVar[str] = "/opendsr"
 
-    def __init__(self, system: System, base_url: str | None = None, token: str | None = None,
-                 timeout: float | None = None) -> None:
+    def __init__(
+        self, system: System, base_url: str | None = None, token: str | None = None, timeout: float | None = None
+    ) -> None:
         super().__init__(system)
         self._base_url, self._token = base_url, token
         self.timeout = timeout or settings.PARTNER_HTTP_TIMEOUT
@@ -89,7 +90,9 @@ class PartnerApiConnector(BaseConnector):
         try:
             resp = self.session.request(method, url, json=body, timeout=self.timeout)
         except requests.Timeout as exc:
-            raise TransientError(f"partner {self.system.key} did not answer {method} {path} within {self.timeout}s") from exc
+            raise TransientError(
+                f"partner {self.system.key} did not answer {method} {path} within {self.timeout}s"
+            ) from exc
         except requests.ConnectionError as exc:
             raise TransientError(f"partner {self.system.key} unreachable at {self._endpoint[0]}") from exc
         if resp.status_code >= 500:
@@ -109,11 +112,17 @@ class PartnerApiConnector(BaseConnector):
         refs: dict[str, list[str]] = {}
         for subject in subjects:
             refs[subject.request_id] = partner_refs(subject, request_type)
-            for ref, identities in zip(refs[subject.request_id], identity_sets(subject)):
-                self._call("POST", "/requests", {
-                    "subject_request_id": ref, "subject_request_type": request_type,
-                    "subject_identities": identities, "submitted_time": datetime.now(timezone.utc).isoformat(),
-                })
+            for ref, identities in zip(refs[subject.request_id], identity_sets(subject), strict=True):
+                self._call(
+                    "POST",
+                    "/requests",
+                    {
+                        "subject_request_id": ref,
+                        "subject_request_type": request_type,
+                        "subject_identities": identities,
+                        "submitted_time": datetime.now(UTC).isoformat(),
+                    },
+                )
         log.info("submitted %s %s requests to %s", sum(map(len, refs.values())), request_type, self.system.key)
         return refs
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,8 +26,8 @@ from include.dsr.connectors.partner_api import (
 )
 
 if TYPE_CHECKING:
-    from include.dsr.data_map import System
-    from include.dsr.identity import ResolvedSubject
+    from include.dsr.core.data_map import System
+    from include.dsr.identity.resolver import ResolvedSubject
 
 log = logging.getLogger(__name__)
 PENDING = "pending"
@@ -78,14 +78,19 @@ class PartnerDropboxConnector(BaseConnector):
         written = 0
         for subject in subjects:
             refs[subject.request_id] = partner_refs(subject, request_type)
-            for ref, identities in zip(refs[subject.request_id], identity_sets(subject)):
+            for ref, identities in zip(refs[subject.request_id], identity_sets(subject), strict=True):
                 status, answer = self._answer(ref)
                 existing = self._read(f"{self.inbox}{ref}.json")
                 if status == COMPLETED or (existing and status == PENDING):
                     continue
                 attempt = (existing or {}).get("attempt", 0) + 1
-                body = {"subject_request_id": ref, "subject_request_type": request_type, "attempt": attempt,
-                        "subject_identities": identities, "submitted_time": datetime.now(timezone.utc).isoformat()}
+                body = {
+                    "subject_request_id": ref,
+                    "subject_request_type": request_type,
+                    "attempt": attempt,
+                    "subject_identities": identities,
+                    "submitted_time": datetime.now(UTC).isoformat(),
+                }
                 self.s3.put_object(Bucket=self.bucket, Key=f"{self.inbox}{ref}.json", Body=json.dumps(body).encode())
                 written += 1
         log.info("wrote %s %s request files to the drop box of %s", written, request_type, self.system.key)

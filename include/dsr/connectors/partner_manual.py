@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from include.dsr.connectors.base import BaseConnector
+from include.dsr.core.errors import TerminalError
 
 CONFIRMED = "Partner confirmed"
 NO_DATA = "Partner holds no data"
@@ -19,7 +20,15 @@ OPTIONS = [CONFIRMED, NO_DATA, REFUSED]
 
 class ManualPartnerConnector(BaseConnector):
     channel: ClassVar[str] = "manual"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"instructions"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "instructions"})
+
+    def test_connection(self) -> None:
+        """Nothing to reach: check that ops are told whom to contact."""
+        if not self.system.channel_config.get("contact"):
+            raise TerminalError(
+                f"manual partner {self.system.key!r} has no channel_config.contact: "
+                "add the partner's DPO address to the data map"
+            )
 
     def instructions(self, request_type: str, request_id: str) -> str:
         """Markdown for the HITL task: whom to contact and what to record (no personal data)."""

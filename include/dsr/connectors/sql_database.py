@@ -15,13 +15,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
-from include.dsr.identity import IN_CHUNK, link_keys
+from include.dsr.identity.resolver import IN_CHUNK, link_keys
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from include.dsr.data_map import Collection, System
-    from include.dsr.identity import ResolvedSubject
+    from include.dsr.core.data_map import Collection, System
+    from include.dsr.identity.resolver import ResolvedSubject
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class SqlDatabaseConnector(BaseConnector):
         for name, identity in keys:
             wanted = sorted(values[identity], key=str)
             column = func.lower(func.trim(table.c[name])) if identity == "email" else table.c[name]
-            clauses += [column.in_(wanted[i:i + IN_CHUNK]) for i in range(0, len(wanted), IN_CHUNK)]
+            clauses += [column.in_(wanted[i : i + IN_CHUNK]) for i in range(0, len(wanted), IN_CHUNK)]
         return or_(*clauses) if clauses else false()
 
     @staticmethod
@@ -81,7 +81,9 @@ class SqlDatabaseConnector(BaseConnector):
                 if not coll.personal or not keys:
                     continue
                 t = table(coll.name, *(column(name) for name, _ in keys))
-                counts[coll.name] = conn.execute(select(func.count()).select_from(t).where(self._where(t, keys, values))).scalar_one()
+                counts[coll.name] = conn.execute(
+                    select(func.count()).select_from(t).where(self._where(t, keys, values))
+                ).scalar_one()
         return counts
 
     def export(self, subjects: list[ResolvedSubject], collections: list[Collection] | None = None) -> ExportResult:
@@ -100,9 +102,16 @@ class SqlDatabaseConnector(BaseConnector):
                 for row in rows:
                     for request_id in sorted(_owners_of(row, keys, owners)):
                         records.append({**{k: _plain(v) for k, v in row.items()}, REQUEST_ID_COLUMN: request_id})
-                result.frames[coll.name] = pd.DataFrame.from_records(records, columns=[*coll.field_names, REQUEST_ID_COLUMN])
-        log.info("exported %s rows from %s collections of %s for %s subjects",
-                 sum(result.counts().values()), len(result.frames), self.system.key, len(subjects))
+                result.frames[coll.name] = pd.DataFrame.from_records(
+                    records, columns=[*coll.field_names, REQUEST_ID_COLUMN]
+                )
+        log.info(
+            "exported %s rows from %s collections of %s for %s subjects",
+            sum(result.counts().values()),
+            len(result.frames),
+            self.system.key,
+            len(subjects),
+        )
         return result
 
 

@@ -1,0 +1,126 @@
+"""A request's working area in the object store: gathered frames live here, not in XCom.
+
+Layout under ``s3://<exports bucket>/_staging/<request_id>/``::
+
+    subjects.json                       resolved identities (personal data: never logged)
+    systems/<unit>/_meta.json           counts per collection, staged files, status
+    systems/<unit>/<collection>.json    the rows (pandas "split" JSON keeps empty frames' columns)
+
+A unit is a partner system (``payflow``) or a collection group of an internal system
+(``fabconnect_app.account``), i.e. what one gather task produced.
+    files/<object key>                  copies of objects (CAD files, ...)
+    checks/<system>.json                Great Expectations results
+
+Everything is overwritten on a re-run, so retries never duplicate anything; the finished
+package is written under ``<request_id>/`` and the staging area is cleared afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+from include.dsr.connectors.base import ExportResult
+from include.dsr.identity.resolver import ResolvedSubject
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class Staging:
+    """:param s3: boto3 S3 client  :param bucket: exports bucket  :param request_id: the request (or batch) id"""
+
+    def __init__(self, s3: Any, bucket: str, request_id: str) -> None:
+        self.s3, self.bucket, self.request_id = s3, bucket, request_id
+        self.prefix = f"_staging/{request_id}/"
+
+    @property
+    def files_prefix(self) -> str:
+        return f"{self.prefix}files/"
+
+    # -- raw objects ---------------------------------------------------------------------
+    def put_json(self, name: str, payload: Any) -> str:
+        key = f"{self.prefix}{name}"
+        self.s3.put_object(
+            Bucket=self.bucket, Key=key, Body=json.dumps(payload, default=str).encode(), ContentType="application/json"
+        )
+        return key
+
+    def get_json(self, name: str) -> Any:
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}")["Body"].read())
+
+    def exists(self, name: str) -> bool:
+        resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}{name}", MaxKeys=1)
+        return resp.get("KeyCount", 0) > 0
+
+    def keys(self, under: str = "") -> list[str]:
+        keys: list[str] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}{under}"
+        ):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return keys
+
+    def clear(self) -> int:
+        keys = self.keys()
+        for i in range(0, len(keys), 1000):
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
+        return len(keys)
+
+    # -- subjects and results --------------------------------------------------------------
+    def put_subjects(self, subjects: list[ResolvedSubject]) -> str:
+        return self.put_json("subjects.json", [s.to_json() for s in subjects])
+
+    def get_subjects(self) -> list[ResolvedSubject]:
+        return [ResolvedSubject.from_json(raw) for raw in self.get_json("subjects.json")]
+
+    def put_result(
+        self, result: ExportResult, unit: str | None = None, status: str = "completed", detail: dict | None = None
+    ) -> dict:
+        """Stage every frame of ``result`` and its meta; returns the meta (counts, no personal data).
+
+        :param unit: staging name; a system key for partners, ``<system>.<group>`` for the
+            collection groups of an internal system (default: the system key)
+        """
+        unit = unit or result.system
+        for collection, frame in result.frames.items():
+            body = frame.to_json(orient="split", index=False, date_format="iso", force_ascii=False)
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=f"{self.prefix}systems/{unit}/{collection}.json",
+                Body=body.encode(),
+                ContentType="application/json",
+            )
+        meta = {
+            "unit": unit,
+            "system": result.system,
+            "status": status,
+            "counts": result.counts(),
+            "files": result.files,
+            **(detail or {}),
+        }
+        self.put_json(f"systems/{unit}/_meta.json", meta)
+        return meta
+
+    def units(self) -> list[str]:
+        """Staged units (``payflow``, ``fabconnect_app.account``, ...)."""
+        return sorted(k.split("/")[-2] for k in self.keys("systems/") if k.endswith("/_meta.json"))
+
+    systems = units  # the unit of a partner is its system key
+
+    def meta(self, unit: str) -> dict:
+        return self.get_json(f"systems/{unit}/_meta.json")
+
+    def load(self, unit: str) -> ExportResult:
+        meta = self.meta(unit)
+        result = ExportResult(meta["system"], files=meta.get("files", {}))
+        for collection in meta["counts"]:
+            result.frames[collection] = self._frame(f"systems/{unit}/{collection}.json")
+        return result
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        import pandas as pd
+
+        body = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}")["Body"].read().decode()
+        return pd.read_json(io.StringIO(body), orient="split", dtype=False, convert_dates=False)

@@ -1,0 +1,165 @@
+"""The run conf of a right DAG, validated before anything is touched.
+
+``parse_request(conf, right)`` returns a ``DSRRequest`` or raises
+``RequestValidationError`` listing every problem found, each naming the conf key and what
+to do. Messages never repeat the identity values themselves. The DAGs declare the same
+rules as Airflow ``Param`` definitions (``dag_factory.request_params``) so the trigger
+form validates too; this module stays the authority.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from include.dsr.core.errors import RequestValidationError
+from include.dsr.core.pii import normalize_email, normalize_phone
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+PHONE_PATTERN = r"^\+?[0-9 ()./-]{6,24}$"
+JURISDICTIONS = ("GDPR", "CCPA")
+VERIFICATION_METHODS = ("logged_in_session", "email_link", "id_document_checked", "ops_confirmed")
+RESTRICTION_ACTIONS = ("apply", "lift")
+CLOCK_SKEW = timedelta(minutes=5)  # received_at a little ahead of our clock is not "the future"
+
+COMMON_KEYS = {"request_id", "subject", "received_at", "verification", "jurisdiction", "dry_run"}
+EXTRA_KEYS = {"portability": {"transmit_to"}, "restriction": {"action"}}
+
+
+class Subject(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    email: str | None = None
+    phone: str | None = None
+    account_id: int | None = None
+
+    def identities(self) -> dict[str, Any]:
+        """Normalised identities as used by every lookup."""
+        found = {
+            "email": normalize_email(self.email),
+            "phone": normalize_phone(self.phone),
+            "account_id": self.account_id,
+        }
+        return {k: v for k, v in found.items() if v is not None}
+
+
+class Verification(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    method: str
+    verified_at: datetime
+
+
+class DSRRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    request_id: str
+    right: str
+    subject: Subject
+    received_at: datetime
+    verification: Verification | None = None
+    jurisdiction: str = "GDPR"
+    dry_run: bool = False
+    transmit_to: str | None = None
+    action: str | None = None
+
+
+def _parse_time(value: Any, key: str, problems: list[str]) -> datetime | None:
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            problems.append(f"{key}: not an ISO-8601 timestamp (e.g. 2026-11-25T09:30:00Z)")
+            return None
+    if moment.tzinfo is None:
+        problems.append(f"{key}: add a timezone offset or Z (e.g. 2026-11-25T09:30:00Z)")
+        return None
+    return moment.astimezone(UTC)
+
+
+def _check_subject(raw: Any, problems: list[str]) -> Subject | None:
+    if not isinstance(raw, dict):
+        problems.append("subject: must be an object with at least one of email, phone, account_id")
+        return None
+    unknown = set(raw) - {"email", "phone", "account_id"}
+    if unknown:
+        problems.append(f"subject: unknown keys {sorted(unknown)}; allowed: email, phone, account_id")
+    email, phone, account_id = raw.get("email"), raw.get("phone"), raw.get("account_id")
+    email = email.strip() if isinstance(email, str) and email.strip() else None
+    phone = phone.strip() if isinstance(phone, str) and phone.strip() else None
+    if email is None and phone is None and account_id in (None, ""):
+        problems.append("subject: give at least one identity (email, phone or account_id)")
+    if email is not None and not re.match(EMAIL_PATTERN, email):
+        problems.append("subject.email: malformed email address")
+    if phone is not None and (not re.match(PHONE_PATTERN, phone) or len(normalize_phone(phone) or "") < 8):
+        problems.append("subject.phone: malformed phone number (use international format, e.g. +49 30 1234567)")
+    if account_id not in (None, ""):
+        try:
+            account_id = int(account_id)
+        except (TypeError, ValueError):
+            problems.append("subject.account_id: must be an integer account id")
+            account_id = None
+    else:
+        account_id = None
+    return Subject(email=email, phone=phone, account_id=account_id)
+
+
+def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRRequest:
+    """Validate a DAG run conf for ``right``; raise ``RequestValidationError`` listing all problems."""
+    now = now or datetime.now(UTC)
+    problems: list[str] = []
+    allowed = COMMON_KEYS | EXTRA_KEYS.get(right, set())
+    unknown = set(conf) - allowed
+    if unknown:
+        problems.append(f"unknown keys {sorted(unknown)}; allowed for {right}: {sorted(allowed)}")
+    request_id = conf.get("request_id")
+    if not isinstance(request_id, str) or not re.match(REQUEST_ID_PATTERN, request_id):
+        problems.append("request_id: required, 3-64 characters of letters, digits, '.', '_' or '-'")
+    subject = _check_subject(conf.get("subject"), problems)
+    received_at = now
+    if conf.get("received_at") not in (None, ""):
+        received_at = _parse_time(conf["received_at"], "received_at", problems) or now
+        if received_at > now + CLOCK_SKEW:
+            problems.append("received_at: is in the future; give the time the request arrived")
+    verification = None
+    if conf.get("verification"):
+        raw = conf["verification"]
+        method = raw.get("method") if isinstance(raw, dict) else None
+        if method not in VERIFICATION_METHODS:
+            problems.append(f"verification.method: must be one of {list(VERIFICATION_METHODS)}")
+        verified_at = _parse_time(
+            raw.get("verified_at") if isinstance(raw, dict) else None, "verification.verified_at", problems
+        )
+        if method in VERIFICATION_METHODS and verified_at:
+            verification = Verification(method=method, verified_at=verified_at)
+    jurisdiction = conf.get("jurisdiction") or "GDPR"
+    if jurisdiction not in JURISDICTIONS:
+        problems.append(f"jurisdiction: must be one of {list(JURISDICTIONS)}")
+    if not isinstance(conf.get("dry_run", False), bool):
+        problems.append("dry_run: must be true or false")
+    transmit_to = conf.get("transmit_to") or None
+    if transmit_to is not None and not re.match(r"^https?://[^\s]+$", str(transmit_to)):
+        problems.append("transmit_to: must be an http(s) URL of the receiving controller's endpoint")
+    action = conf.get("action")
+    if right == "restriction" and action not in RESTRICTION_ACTIONS:
+        problems.append(f"action: must be one of {list(RESTRICTION_ACTIONS)}")
+    if problems:
+        rid = request_id if isinstance(request_id, str) and re.match(REQUEST_ID_PATTERN, request_id) else "<invalid>"
+        raise RequestValidationError(f"request {rid} refused before anything was touched: " + "; ".join(problems))
+    # Both were checked above (a problem is reported otherwise); narrow the types for the model.
+    assert isinstance(request_id, str)
+    assert subject is not None
+    return DSRRequest(
+        request_id=request_id,
+        right=right,
+        subject=subject,
+        received_at=received_at,
+        verification=verification,
+        jurisdiction=jurisdiction,
+        dry_run=bool(conf.get("dry_run")),
+        transmit_to=transmit_to,
+        action=action,
+    )

@@ -1,0 +1,427 @@
+"""The request ledger: evidence of every data-subject request (GDPR Art. 5(2), 24).
+
+One row per request (``dsr_requests``), one row per request x system x action
+(``dsr_request_systems``) and an append-only, hash-chained event log (``dsr_events``).
+It keeps facts (ids, counts, S3 keys, partner references), never personal data: the
+subject is known only by an HMAC fingerprint (:func:`subject_fingerprint`), and text,
+payloads and evidence are screened for email addresses (a guard, not a guarantee; see
+:func:`include.dsr.ledger.chain.reject_personal_data`).
+
+Plain SQLAlchemy Core; the same code runs on SQLite and PostgreSQL. Writes are
+serialised by one lock (see :mod:`include.dsr.ledger.store`); the tables are in
+:mod:`include.dsr.ledger.schema`, the hash chain in :mod:`include.dsr.ledger.chain`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, select
+from sqlalchemy.engine import make_url
+
+from include.dsr.core.errors import TerminalError
+from include.dsr.core.fingerprint import subject_fingerprint
+from include.dsr.ledger import store
+from include.dsr.ledger.chain import (
+    ChainReport,
+    canonical_json,
+    check_text,
+    raise_if_broken,
+    reject_personal_data,
+    verify_events,
+)
+from include.dsr.ledger.schema import (
+    CLOSING_STATUSES,
+    JURISDICTIONS,
+    REQUEST_STATUSES,
+    RIGHTS,
+    SYSTEM_ACTIONS,
+    SYSTEM_STATUSES,
+    EventRow,
+    PersonalDataError,
+    RequestConflictError,
+    RequestRow,
+    SystemResultRow,
+    UnknownRequestError,
+    check_aware,
+    check_choice,
+    check_event_type,
+    check_fingerprint,
+    check_mapping,
+    check_record_count,
+    dsr_events,
+    dsr_requests,
+)
+
+__all__ = [
+    "ChainReport",
+    "EventRow",
+    "Ledger",
+    "PersonalDataError",
+    "RequestConflictError",
+    "RequestRow",
+    "SystemResultRow",
+    "UnknownRequestError",
+    "subject_fingerprint",
+]
+
+logger = logging.getLogger(__name__)
+
+_SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+_TEXT_MAX = 2000
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """Read and write the request ledger.
+
+    :param url: SQLAlchemy URL, e.g. ``sqlite:////path/ledger.db`` or
+        ``postgresql+psycopg2://user@host/db``.
+    :param clock: returns the current aware time; injectable for tests.
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], datetime] | None = None) -> None:
+        url_obj = make_url(url)
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if url_obj.get_backend_name() == "sqlite":
+            # Writers queue on BEGIN IMMEDIATE: wait up to 30 s instead of the default 5 s.
+            kwargs["connect_args"] = {"timeout": 30}
+        self._setup(create_engine(url_obj, **kwargs), owns_engine=True, clock=clock)
+
+    @classmethod
+    def from_engine(cls, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> Ledger:
+        """Use an existing engine (e.g. from an Airflow hook); :meth:`close` leaves it open.
+
+        On SQLite the engine must keep the ``sqlite3`` driver's default transaction
+        handling (no ``BEGIN``-emitting event hooks, no ``autocommit=False`` connect
+        argument): the ledger issues ``BEGIN IMMEDIATE`` itself for its writes.
+        """
+        ledger = cls.__new__(cls)
+        ledger._setup(engine, owns_engine=False, clock=clock)
+        return ledger
+
+    def _setup(self, engine: Engine, *, owns_engine: bool, clock: Callable[[], datetime] | None) -> None:
+        if engine.dialect.name not in _SUPPORTED_DIALECTS:
+            raise TerminalError(f"the ledger supports {list(_SUPPORTED_DIALECTS)}, not {engine.dialect.name!r}")
+        self._engine = engine
+        self._owns_engine = owns_engine
+        self._clock = clock or _utcnow
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine the ledger uses."""
+        return self._engine
+
+    def close(self) -> None:
+        """Dispose of the engine if the ledger created it."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        check_aware("clock()", now)
+        return now.astimezone(UTC)
+
+    def create_schema(self) -> None:
+        """Create the ledger, or upgrade it to the newest migration (idempotent; see :mod:`.migrate`)."""
+        from include.dsr.ledger import migrate
+
+        migrate.upgrade(self._engine)
+
+    # -- requests -------------------------------------------------------------------
+
+    def record_request(
+        self,
+        request_id: str,
+        right: str,
+        jurisdiction: str,
+        subject_fingerprint: str,
+        received_at: datetime,
+        due_at: datetime,
+        dag_run_id: str | None = None,
+    ) -> RequestRow:
+        """Record a new request, or return the recorded one when this is a re-run.
+
+        A re-run (same ``request_id``, fingerprint and right) returns the existing row
+        unchanged and appends no event. The first insert appends ``request.received``.
+
+        :param subject_fingerprint: :func:`subject_fingerprint` of the subject's identities.
+        :raises RequestConflictError: ``request_id`` is recorded for another subject or right.
+        :raises TerminalError: on an invalid value.
+        """
+        check_text("request_id", request_id, 128)
+        check_choice("right", right, RIGHTS)
+        check_choice("jurisdiction", jurisdiction, JURISDICTIONS)
+        check_fingerprint(subject_fingerprint)
+        check_aware("received_at", received_at)
+        check_aware("due_at", due_at)
+        check_text("dag_run_id", dag_run_id, 250, required=False)
+        with store.write_transaction(self._engine) as conn:
+            existing = store.fetch_request(conn, request_id)
+            if existing is not None:
+                return _same_request_or_raise(existing, right, subject_fingerprint)
+            now = self._now()
+            values = {
+                "right": right,
+                "jurisdiction": jurisdiction,
+                "received_at": received_at,
+                "due_at": due_at,
+                "dag_run_id": dag_run_id,
+            }
+            conn.execute(
+                dsr_requests.insert().values(
+                    request_id=request_id,
+                    subject_fingerprint=subject_fingerprint,
+                    status="received",
+                    created_at=now,
+                    updated_at=now,
+                    **values,
+                )
+            )
+            dedupe_key = f"{request_id}:request.received"
+            store.append_event_row(conn, now, request_id, "request.received", values, dedupe_key)
+            row = store.require_request(conn, request_id)
+        logger.info("ledger: request %s recorded (right=%s)", request_id, right)
+        return row
+
+    def get_request(self, request_id: str) -> RequestRow | None:
+        """The request, or None when the ledger does not know it."""
+        with self._engine.connect() as conn:
+            return store.fetch_request(conn, request_id)
+
+    def list_requests(self, status: str | None = None, open_only: bool = False) -> list[RequestRow]:
+        """Requests ordered by ``received_at``.
+
+        :param status: only requests in this status.
+        :param open_only: only requests not closed yet (``closed_at`` is null).
+        """
+        query = select(dsr_requests).order_by(dsr_requests.c.received_at, dsr_requests.c.request_id)
+        if status is not None:
+            check_choice("status", status, REQUEST_STATUSES)
+            query = query.where(dsr_requests.c.status == status)
+        if open_only:
+            query = query.where(dsr_requests.c.closed_at.is_(None))
+        with self._engine.connect() as conn:
+            return [RequestRow.from_mapping(row) for row in conn.execute(query).mappings()]
+
+    def set_status(self, request_id: str, status: str, outcome_summary: str | None = None) -> RequestRow:
+        """Move a request to ``status``; appends ``request.status_changed`` if anything changed.
+
+        :param outcome_summary: short text without personal data; None keeps the current one.
+        :raises UnknownRequestError: no such request.
+        """
+        check_choice("status", status, REQUEST_STATUSES)
+        check_text("outcome_summary", outcome_summary, _TEXT_MAX, required=False)
+        with store.write_transaction(self._engine) as conn:
+            current = store.require_request(conn, request_id)
+            summary = current.outcome_summary if outcome_summary is None else outcome_summary
+            if (current.status, current.outcome_summary) == (status, summary):
+                return current
+            payload = {"from": current.status, "to": status, "outcome_summary": summary}
+            return self._change(
+                conn, request_id, "request.status_changed", payload, status=status, outcome_summary=summary
+            )
+
+    def close_request(self, request_id: str, status: str, closed_at: datetime, outcome_summary: str) -> RequestRow:
+        """Close a request (answered, refused or given up); appends ``request.closed``.
+
+        Closing again with the same status returns the row unchanged; another closing
+        status is recorded as a new close (e.g. ``failed`` then ``completed`` after a resume).
+
+        :param status: one of ``completed``, ``refused``, ``failed``.
+        :raises UnknownRequestError: no such request.
+        """
+        check_choice("closing status", status, CLOSING_STATUSES)
+        check_aware("closed_at", closed_at)
+        check_text("outcome_summary", outcome_summary, _TEXT_MAX)
+        with store.write_transaction(self._engine) as conn:
+            current = store.require_request(conn, request_id)
+            if current.closed_at is not None and current.status == status:
+                return current
+            values = {"status": status, "closed_at": closed_at, "outcome_summary": outcome_summary}
+            row = self._change(conn, request_id, "request.closed", values, **values)
+        logger.info("ledger: request %s closed as %s", request_id, status)
+        return row
+
+    def set_package(self, request_id: str, package_uri: str, expires_at: datetime) -> RequestRow:
+        """Record the export package and its link expiry; appends ``package.link_issued``.
+
+        The event carries the expiry and a SHA-256 of the link, never the link itself: a
+        presigned URL opens the package, and the event log is append-only.
+
+        :param package_uri: where the subject fetches the package (a presigned URL or an S3 URI).
+        :raises UnknownRequestError: no such request.
+        """
+        check_text("package_uri", package_uri, 1024)
+        check_aware("expires_at", expires_at)
+        with store.write_transaction(self._engine) as conn:
+            current = store.require_request(conn, request_id)
+            if (current.package_uri, current.package_url_expires_at) == (package_uri, expires_at):
+                return current
+            link_sha256 = hashlib.sha256(package_uri.encode()).hexdigest()
+            payload = {"link_sha256": link_sha256, "expires_at": expires_at}
+            values = {"package_uri": package_uri, "package_url_expires_at": expires_at}
+            return self._change(conn, request_id, "package.link_issued", payload, **values)
+
+    def extend(self, request_id: str, extended_due_at: datetime, reason: str) -> RequestRow:
+        """Record an extension of the deadline; appends ``request.extended``.
+
+        Only records: whether the extension is allowed is checked elsewhere.
+
+        :raises UnknownRequestError: no such request.
+        """
+        check_aware("extended_due_at", extended_due_at)
+        check_text("reason", reason, _TEXT_MAX)
+        with store.write_transaction(self._engine) as conn:
+            current = store.require_request(conn, request_id)
+            if (current.extended_due_at, current.extension_reason) == (extended_due_at, reason):
+                return current
+            payload = {"extended_due_at": extended_due_at, "reason": reason}
+            values = {"extended_due_at": extended_due_at, "extension_reason": reason}
+            return self._change(conn, request_id, "request.extended", payload, **values)
+
+    def _change(
+        self, conn: Connection, request_id: str, event_type: str, payload: Mapping[str, Any], **values: Any
+    ) -> RequestRow:
+        now = self._now()
+        store.append_event_row(conn, now, request_id, event_type, payload)
+        return store.update_request(conn, request_id, {**values, "updated_at": now})
+
+    # -- systems --------------------------------------------------------------------
+
+    def upsert_system_result(
+        self,
+        request_id: str,
+        system: str,
+        action: str,
+        status: str,
+        record_count: int | None = None,
+        outcome: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> SystemResultRow:
+        """Insert or update the row of ``(request_id, system, action)``.
+
+        Every call increments ``attempts``. ``record_count``, ``outcome`` and
+        ``evidence`` left as None keep their current value. A ``system.<status>``
+        event is appended only when the row is new or its status changes.
+
+        :param evidence: S3 keys, partner reference, counts per collection; no personal data.
+        :raises UnknownRequestError: no such request.
+        :raises PersonalDataError: ``outcome`` or ``evidence`` holds an email-like value.
+        """
+        check_text("system", system, 128)
+        check_choice("action", action, SYSTEM_ACTIONS)
+        check_choice("system status", status, SYSTEM_STATUSES)
+        check_record_count(record_count)
+        check_text("outcome", outcome, _TEXT_MAX, required=False)
+        if evidence is not None:
+            check_mapping("evidence", evidence)
+            reject_personal_data(evidence, "evidence")
+        optional = {
+            "record_count": record_count,
+            "outcome": outcome,
+            "evidence": canonical_json(dict(evidence)) if evidence is not None else None,
+        }
+        with store.write_transaction(self._engine) as conn:
+            store.require_request(conn, request_id)
+            now = self._now()
+            values = {"status": status, "updated_at": now}
+            values |= {name: value for name, value in optional.items() if value is not None}
+            before, after = store.save_system(conn, (request_id, system, action), values)
+            if before is None or before.status != status:
+                payload = _system_payload(before, after)
+                store.append_event_row(conn, now, request_id, f"system.{status}", payload)
+        logger.info("ledger: request %s system %s %s -> %s", request_id, system, action, status)
+        return after
+
+    def system_results(self, request_id: str) -> list[SystemResultRow]:
+        """All system rows of a request, ordered by system then action."""
+        with self._engine.connect() as conn:
+            return store.list_systems(conn, request_id)
+
+    # -- events ---------------------------------------------------------------------
+
+    def append_event(
+        self,
+        request_id: str | None,
+        event_type: str,
+        payload: Mapping[str, Any],
+        dedupe_key: str | None = None,
+    ) -> EventRow:
+        """Append one event to the chain.
+
+        :param request_id: the request the event belongs to, or None for a global event.
+        :param event_type: dotted lowercase name, e.g. ``partner.notified``.
+        :param payload: facts only (ids, counts, keys); stored as canonical JSON.
+        :param dedupe_key: when an event with this key exists, that event is returned and
+            nothing is appended (e.g. ``"req-1:package.created"``).
+        :raises UnknownRequestError: ``request_id`` is given but not recorded.
+        :raises PersonalDataError: the payload holds an email-like value.
+        """
+        check_event_type(event_type)
+        check_text("dedupe_key", dedupe_key, 255, required=False)
+        with store.write_transaction(self._engine) as conn:
+            if request_id is not None:
+                store.require_request(conn, request_id)
+            event = store.append_event_row(conn, self._now(), request_id, event_type, payload, dedupe_key)
+        logger.info("ledger: event seq %s (%s) for request %s", event.seq, event_type, request_id)
+        return event
+
+    def events(self, request_id: str | None = None) -> list[EventRow]:
+        """Events in chain order; all of them, or only those of ``request_id``."""
+        with self._engine.connect() as conn:
+            return store.list_events(conn, request_id)
+
+    def verify_chain(self) -> ChainReport:
+        """Recompute the whole event chain and report the first broken row, if any."""
+        query = select(dsr_events).order_by(dsr_events.c.seq)
+        with self._engine.connect() as conn:
+            report = verify_events(conn.execution_options(yield_per=1000).execute(query).mappings())
+        if report.ok:
+            logger.info("ledger: event chain verified (%s events)", report.checked)
+        else:
+            logger.error("ledger: event chain broken at seq %s", report.first_broken_seq)
+        return report
+
+    def verify_chain_or_raise(self) -> ChainReport:
+        """:meth:`verify_chain`, raising when the chain does not verify.
+
+        :raises LedgerIntegrityError: with the reason of the first broken row.
+        """
+        return raise_if_broken(self.verify_chain())
+
+
+def _same_request_or_raise(existing: RequestRow, right: str, fingerprint: str) -> RequestRow:
+    if existing.subject_fingerprint != fingerprint or existing.right != right:
+        raise RequestConflictError(
+            f"request_id {existing.request_id!r} is already recorded for another subject or right; "
+            "use a new request_id for a new request"
+        )
+    logger.info("ledger: request %s already recorded (re-run)", existing.request_id)
+    return existing
+
+
+def _system_payload(before: SystemResultRow | None, after: SystemResultRow) -> dict[str, Any]:
+    return {
+        "system": after.system,
+        "action": after.action,
+        "status": after.status,
+        "previous_status": before.status if before else None,
+        "record_count": after.record_count,
+        "outcome": after.outcome,
+        "evidence": after.evidence,
+        "attempts": after.attempts,
+    }

@@ -1,0 +1,1 @@
+"""Alembic migrations of the request ledger (``versions/``); run by :func:`include.dsr.ledger.migrate.upgrade`."""

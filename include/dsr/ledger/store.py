@@ -1,0 +1,201 @@
+"""Low-level ledger access on a SQLAlchemy ``Connection``: the write lock and row I/O.
+
+:class:`include.dsr.ledger.api.Ledger` is the public API; this module holds the statements.
+
+Concurrency. Every ledger write runs in one transaction opened by
+:func:`write_transaction`, which takes the ledger's write lock first; the transaction
+then reads the chain tip, writes, appends its event(s) and commits:
+
+* PostgreSQL: ``pg_advisory_xact_lock(<constant key>)`` as the first statement, at READ
+  COMMITTED. The lock exists even when the event table is empty (``SELECT ... FOR
+  UPDATE`` on the last row has nothing to lock for the genesis event, and after a wait
+  it re-checks the old last row, not the new one); it is released by COMMIT or
+  ROLLBACK, so a crashed task cannot leave it behind. READ COMMITTED gives each later
+  statement a fresh snapshot, so the tip read after the lock includes the previous
+  holder's commit (REPEATABLE READ would not: its snapshot predates the wait).
+* SQLite: ``BEGIN IMMEDIATE``. The connection is switched to driver autocommit so the
+  ``sqlite3`` module does not issue its own deferred ``BEGIN``; IMMEDIATE takes the
+  database's RESERVED lock before the tip is read, a second writer waits (busy
+  timeout) instead of reading a stale tip, and no reader is ever upgraded to a writer,
+  so writers cannot deadlock.
+
+All writes (requests, system rows, events) take the same lock: ledger writes are few
+and short, and one lock also makes the select-then-insert upserts race-free on both
+backends. The ``seq`` primary key and the unique ``dedupe_key`` are the backstop:
+should two writers ever race, one insert fails; the chain never forks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from include.dsr.ledger.chain import canonical_json, event_hash, reject_personal_data
+from include.dsr.ledger.schema import (
+    GENESIS_HASH,
+    EventRow,
+    RequestRow,
+    SystemResultRow,
+    UnknownRequestError,
+    check_mapping,
+    dsr_events,
+    dsr_request_systems,
+    dsr_requests,
+)
+
+#: Key of the PostgreSQL advisory lock that serialises ledger writes.
+WRITE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"fabconnect-dsr:ledger").digest()[:8], "big", signed=True)
+
+SystemKey = tuple[str, str, str]
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction holding the ledger write lock; commits on success, rolls back on error."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            yield from _sqlite_immediate(conn)
+        else:
+            conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+                yield conn
+
+
+def _sqlite_immediate(conn: Connection) -> Iterator[Connection]:
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is not None and dbapi.in_transaction:
+            conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+def fetch_request(conn: Connection, request_id: str) -> RequestRow | None:
+    """The request row, or None."""
+    row = conn.execute(select(dsr_requests).where(dsr_requests.c.request_id == request_id)).mappings().first()
+    return RequestRow.from_mapping(row) if row is not None else None
+
+
+def require_request(conn: Connection, request_id: str) -> RequestRow:
+    """The request row.
+
+    :raises UnknownRequestError: the ledger does not know ``request_id``.
+    """
+    row = fetch_request(conn, request_id)
+    if row is None:
+        raise UnknownRequestError(f"request_id {request_id!r} is not in the ledger: record the request first")
+    return row
+
+
+def update_request(conn: Connection, request_id: str, values: Mapping[str, Any]) -> RequestRow:
+    """Update columns of a request and return the new row."""
+    conn.execute(update(dsr_requests).where(dsr_requests.c.request_id == request_id).values(**values))
+    return require_request(conn, request_id)
+
+
+# -- systems ------------------------------------------------------------------------------
+
+
+def _system_where(key: SystemKey) -> Any:
+    table = dsr_request_systems.c
+    return (table.request_id == key[0]) & (table.system == key[1]) & (table.action == key[2])
+
+
+def fetch_system(conn: Connection, key: SystemKey) -> SystemResultRow | None:
+    """The ``(request_id, system, action)`` row, or None."""
+    row = conn.execute(select(dsr_request_systems).where(_system_where(key))).mappings().first()
+    return SystemResultRow.from_mapping(row) if row is not None else None
+
+
+def save_system(
+    conn: Connection, key: SystemKey, values: Mapping[str, Any]
+) -> tuple[SystemResultRow | None, SystemResultRow]:
+    """Insert the row with ``attempts`` 1, or update it and increment ``attempts``.
+
+    :param values: columns to set; must hold ``status`` and ``updated_at``.
+    :returns: the row before (None when new) and after.
+    """
+    before = fetch_system(conn, key)
+    if before is None:
+        columns = {"evidence": "{}", **values, "created_at": values["updated_at"], "attempts": 1}
+        conn.execute(dsr_request_systems.insert().values(request_id=key[0], system=key[1], action=key[2], **columns))
+    else:
+        statement = update(dsr_request_systems).where(_system_where(key))
+        conn.execute(statement.values(attempts=before.attempts + 1, **values))
+    after = fetch_system(conn, key)
+    assert after is not None
+    return before, after
+
+
+def list_systems(conn: Connection, request_id: str) -> list[SystemResultRow]:
+    """All system rows of a request, ordered by system then action."""
+    table = dsr_request_systems.c
+    query = select(dsr_request_systems).where(table.request_id == request_id).order_by(table.system, table.action)
+    return [SystemResultRow.from_mapping(row) for row in conn.execute(query).mappings()]
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def fetch_event_by_dedupe_key(conn: Connection, dedupe_key: str) -> EventRow | None:
+    """The event stored with ``dedupe_key``, or None."""
+    row = conn.execute(select(dsr_events).where(dsr_events.c.dedupe_key == dedupe_key)).mappings().first()
+    return EventRow.from_mapping(row) if row is not None else None
+
+
+def append_event_row(
+    conn: Connection,
+    created_at: datetime,
+    request_id: str | None,
+    event_type: str,
+    payload: Mapping[str, Any],
+    dedupe_key: str | None = None,
+) -> EventRow:
+    """Append one event at the chain tip; ``conn`` must be in a :func:`write_transaction`.
+
+    :returns: the new event, or the existing one when ``dedupe_key`` is already stored.
+    :raises PersonalDataError: the payload holds an email-like value.
+    """
+    if dedupe_key is not None:
+        existing = fetch_event_by_dedupe_key(conn, dedupe_key)
+        if existing is not None:
+            return existing
+    check_mapping("payload", payload)
+    reject_personal_data(payload, "payload")
+    payload_json = canonical_json(dict(payload))
+    tip_query = select(dsr_events.c.seq, dsr_events.c.hash).order_by(dsr_events.c.seq.desc()).limit(1)
+    tip = conn.execute(tip_query).first()
+    seq, prev_hash = (tip.seq + 1, tip.hash) if tip is not None else (1, GENESIS_HASH)
+    values = {
+        "seq": seq,
+        "request_id": request_id,
+        "event_type": event_type,
+        "payload": payload_json,
+        "created_at": created_at,
+        "prev_hash": prev_hash,
+        "hash": event_hash(prev_hash, seq, request_id, event_type, payload_json, created_at),
+        "dedupe_key": dedupe_key,
+    }
+    conn.execute(dsr_events.insert().values(**values))
+    return EventRow.from_mapping(values)
+
+
+def list_events(conn: Connection, request_id: str | None = None) -> list[EventRow]:
+    """Events in chain order; all of them, or only those of ``request_id``."""
+    query = select(dsr_events).order_by(dsr_events.c.seq)
+    if request_id is not None:
+        query = query.where(dsr_events.c.request_id == request_id)
+    return [EventRow.from_mapping(row) for row in conn.execute(query).mappings()]

@@ -1,0 +1,237 @@
+"""The shape shared by the gathering right DAGs (access, portability).
+
+validate_request -> check_identity -> (record_verification | confirm_identity) ->
+resolve_subject -> gather[*] (internal groups, partners) + plan_manual_partners ->
+confirm_manual_partner[*] -> validate_results -> build_package -> close_request
+
+Task bodies are a few lines that call ``include.dsr.rights`` (intake, gathering); nothing heavy is imported
+when the DAG file is parsed. XCom carries ids, counts and fan-out targets only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.sdk import DAG, Param, task
+
+from include import settings
+from include.dsr.connectors.partner_manual import OPTIONS as MANUAL_OPTIONS
+from include.dsr.core.request import (
+    JURISDICTIONS,
+    REQUEST_ID_PATTERN,
+    RESTRICTION_ACTIONS,
+    VERIFICATION_METHODS,
+)
+from include.dsr.orchestration.deadline_alert import request_deadline_alert
+from include.dsr.orchestration.errors import run_step
+from include.dsr.orchestration.gather import GatherOperator
+
+DEFAULT_ARGS = {
+    "owner": "privacy-ops",
+    "retries": settings.TASK_RETRIES,
+    "retry_delay": timedelta(seconds=settings.TASK_RETRY_DELAY_SECONDS),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(hours=1),
+}
+
+
+def request_params(right: str) -> dict[str, Param]:
+    """The run conf as Params, so the trigger form validates it (the engine re-checks everything)."""
+    params = {
+        "request_id": Param(
+            type="string",
+            pattern=REQUEST_ID_PATTERN,
+            title="Request id",
+            description="Idempotency key of the request, e.g. DSR-2026-0001. Never an email.",
+        ),
+        "subject": Param(
+            {"email": None, "phone": None, "account_id": None},
+            type="object",
+            title="Subject",
+            description="At least one of email, phone, account_id.",
+            properties={
+                "email": {"type": ["null", "string"]},
+                "phone": {"type": ["null", "string"]},
+                "account_id": {"type": ["null", "integer"]},
+            },
+            additionalProperties=False,
+        ),
+        "received_at": Param(
+            None,
+            type=["null", "string"],
+            title="Received at",
+            description="ISO-8601 time the request arrived (the SLA clock starts here); default now.",
+        ),
+        "verification": Param(
+            None,
+            type=["null", "object"],
+            title="Identity verification",
+            description=f"Optional {{method, verified_at}}; method one of {list(VERIFICATION_METHODS)}. "
+            "Without it, ops confirm the identity in a human-in-the-loop task.",
+        ),
+        "jurisdiction": Param("GDPR", enum=list(JURISDICTIONS), title="Jurisdiction"),
+        "dry_run": Param(False, type="boolean", title="Dry run"),
+    }
+    if right == "portability":
+        params["transmit_to"] = Param(
+            None,
+            type=["null", "string"],
+            title="Transmit to",
+            description="Endpoint of the receiving controller (Art. 20(2)); optional.",
+        )
+    if right == "restriction":
+        params["action"] = Param("apply", enum=list(RESTRICTION_ACTIONS), title="Action")
+    return params
+
+
+def _runtime():
+    from include.dsr.rights.runtime import Runtime
+
+    return Runtime.from_airflow()
+
+
+def record_task_failure(context) -> None:
+    """on_failure_callback: the request shows the failure in the ledger (ids and reasons only)."""
+    from include.dsr.core.errors import DSRError
+    from include.dsr.rights import intake
+
+    request_id = (context.get("params") or {}).get("request_id")
+    if not request_id or context["task_instance"].task_id == "validate_request":
+        return  # refused input never reached the ledger (or belongs to another request: reuse)
+    exc = context.get("exception")
+    task_id = context["task_instance"].task_id
+    # Our messages name ids only; foreign exceptions may quote data, so only their type is kept.
+    detail = str(exc) if isinstance(exc, DSRError) or "AirflowFail" in type(exc).__name__ else type(exc).__name__
+    rt = _runtime()
+    if task_id == "confirm_identity":  # ops rejected the identity proof: a refusal, not a failure
+        intake.refuse(rt, request_id, "identity could not be verified", context["dag_run"].conf)
+        return
+    target = getattr(context.get("task"), "target", None)
+    if isinstance(target, dict) and target.get("channel"):
+        from include.dsr.rights import partner_exchange
+
+        partner_exchange.fail(rt, request_id, target["system"], detail)
+    intake.mark_failed(rt, request_id, f"{task_id}: {detail}")
+
+
+def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
+    """Access and portability: gather from every system family, check, package."""
+    with DAG(
+        dag_id=f"dsr_{right}",
+        schedule=None,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        tags=["dsr", "gdpr", *tags],
+        params=request_params(right),
+        default_args={**DEFAULT_ARGS, "on_failure_callback": record_task_failure},
+        doc_md=doc_md,
+        max_active_tasks=8,
+        deadline=request_deadline_alert(),
+    ) as dag:
+
+        @task
+        def validate_request(**context) -> dict:
+            from include.dsr.rights import intake
+
+            rt, conf = _runtime(), context["dag_run"].conf
+            started = run_step(lambda: intake.start_request(rt, conf, right, context["run_id"]))
+            started["acknowledged"] = run_step(lambda: intake.acknowledge(rt, conf, started["request_id"]))
+            return started
+
+        @task.branch
+        def check_identity(started: dict) -> str:
+            return "record_verification" if started["verified"] else "confirm_identity"
+
+        confirm_identity = ApprovalOperator(
+            task_id="confirm_identity",
+            subject="Confirm the identity of the subject of request {{ params.request_id }}",
+            body="Check the proof of identity for this request (identities are in the run's conf). "
+            "Approve to proceed; reject to refuse the request.",
+            fail_on_reject=True,
+        )
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def record_verification(**context) -> dict:
+            from include.dsr.rights import intake
+
+            return run_step(lambda: intake.record_verification(_runtime(), context["dag_run"].conf, right))
+
+        @task
+        def resolve_subject(**context) -> list[dict]:
+            from include.dsr.rights import gathering
+
+            rt, request_id = _runtime(), context["params"]["request_id"]
+            targets = run_step(lambda: gathering.resolve_subject(rt, context["dag_run"].conf, right))
+            rt.staging(request_id).put_json("manual_targets.json", targets["manual"])
+            return targets["gather"]
+
+        @task
+        def plan_manual_partners(**context) -> list[str]:
+            """Instructions for each manual partner (usually none): one HITL task each."""
+            rt, request_id = _runtime(), context["params"]["request_id"]
+            manual = rt.staging(request_id).get_json("manual_targets.json")
+            return [_manual_body(t["system"], right, request_id) for t in manual]
+
+        @task(trigger_rule="none_failed")
+        def validate_results(**context) -> dict:
+            from include.dsr.rights import gathering, manual_partners
+
+            rt, request_id = _runtime(), context["params"]["request_id"]
+            manual_partners.record_replies(rt, request_id, context["ti"])
+            return run_step(lambda: gathering.validate_results(rt, request_id, right))
+
+        @task
+        def build_package(**context) -> dict:
+            from include.dsr.rights import gathering
+
+            conf = context["dag_run"].conf
+            return run_step(
+                lambda: gathering.build_package(
+                    _runtime(), context["params"]["request_id"], right, conf.get("transmit_to")
+                )
+            )
+
+        @task
+        def close_request(**context) -> dict:
+            from include.dsr.rights import gathering
+
+            return run_step(
+                lambda: gathering.close_request(_runtime(), context["params"]["request_id"], context["dag_run"].conf)
+            )
+
+        started = validate_request()
+        branch = check_identity(started)
+        verified = record_verification()
+        branch >> [verified, confirm_identity]
+        confirm_identity >> verified
+        targets = resolve_subject()
+        verified >> targets
+        gathered = GatherOperator.partial(
+            task_id="gather",
+            right=right,
+            max_active_tis_per_dagrun=6,
+            map_index_template=(
+                "{{ task.target['system'] }}{{ ('.' ~ task.target['group']) if task.target.get('group') else '' }}"
+            ),
+        ).expand(target=targets)
+        manual_bodies = plan_manual_partners()
+        targets >> manual_bodies
+        manual = HITLOperator.partial(
+            task_id="confirm_manual_partner",
+            options=MANUAL_OPTIONS,
+            subject="Record a manual partner's answer for request {{ params.request_id }}",
+            params={"record_count": Param(0, type="integer", minimum=0, title="Records the partner reported")},
+        ).expand(body=manual_bodies)
+        checked = validate_results()
+        [gathered, manual] >> checked
+        checked >> build_package() >> close_request()
+    return dag
+
+
+def _manual_body(system_key: str, right: str, request_id: str) -> str:
+    from include.dsr.connectors.partner_manual import ManualPartnerConnector
+    from include.dsr.core.data_map import load_data_map
+
+    system = load_data_map().system(system_key)
+    return ManualPartnerConnector(system).instructions(right, request_id)

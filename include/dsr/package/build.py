@@ -1,0 +1,341 @@
+"""Build the access / portability package of a request from its staging area.
+
+Layout under ``s3://<exports bucket>/<request_id>/``::
+
+    data.json                       {system: {collection: [records]}}
+    csv/<system>/<collection>.csv   one per collection, header row even when empty
+    files/<object key>              copies of the subject's objects (CAD files, ...)
+    report.html                     access only: the Art. 15 report (one self-contained file)
+    schema.json                     portability only: JSON Schema (2020-12) of data.json
+    manifest.json                   counts, status per system, sha256 + size of every other file
+    package.zip                     optional: every file above (manifest included) in one archive
+
+Portability keeps only collections whose data-map ``portability`` is ``provided`` or
+``observed`` (Art. 20: inferred data is out). Building is idempotent: the same keys are
+overwritten and keys under the prefix that this build did not write are deleted. The
+staging area is left alone: the caller clears it once the package is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from include.constants import MAX_PRESIGN_SECONDS
+from include.dsr.connectors.base import REQUEST_ID_COLUMN
+from include.dsr.connectors.staging import Staging
+from include.dsr.core.errors import CheckFailedError, TerminalError
+from include.dsr.core.request import REQUEST_ID_PATTERN
+from include.dsr.package.report import render_access_report, schema_document
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from include.dsr.core.data_map import DataMap
+
+log = logging.getLogger(__name__)
+
+RIGHTS = ("access", "portability")
+PORTABLE = ("provided", "observed")
+MANIFEST, ZIP_NAME = "manifest.json", "package.zip"
+CHUNK = 8 * 1024 * 1024
+JSON_TYPE, CSV_TYPE = "application/json; charset=utf-8", "text/csv; charset=utf-8"
+
+
+@dataclass
+class PackageResult:
+    """What was written. ``url`` is a bearer link to personal data: store it, never log it."""
+
+    prefix: str
+    keys: list[str]
+    manifest_key: str
+    url: str = field(repr=False)
+    expires_at: datetime
+    counts: dict[str, int]  # records per system (the ledger's per-system count)
+    zip_key: str | None = None
+    manifest_sha256: str = ""  # evidence: identifies this exact package
+    collection_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def transmit_body(self, s3: Any, bucket: str) -> dict:
+        """``{"schema", "data", "manifest"}`` of a portability package, for :func:`transmit_package`."""
+        from include.dsr.package.transmit import load_portability_package
+
+        return load_portability_package(s3, bucket, self.prefix)
+
+
+@dataclass
+class _Gathered:
+    frames: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # system -> collection -> rows
+    objects: dict[str, str] = field(default_factory=dict)  # package path -> staged key
+    units: dict[str, dict[str, str]] = field(default_factory=dict)  # system -> unit -> status
+
+
+class _Writer:
+    """Writes files under the package prefix and records key, sha256 and size of each."""
+
+    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+        self.files: dict[str, dict] = {}  # path inside the package -> manifest entry
+
+    def put(self, path: str, body: bytes, content_type: str) -> None:
+        key = self.prefix + path
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        self.files[path] = {
+            "key": key,
+            "path": path,
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "size_bytes": len(body),
+        }
+
+    def copy(self, path: str, source_key: str) -> None:
+        """Server-side copy, then hash the copy as stored (the manifest vouches for those bytes)."""
+        key = self.prefix + path
+        self.s3.copy_object(Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key})
+        digest, size = hashlib.sha256(), 0
+        for chunk in self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].iter_chunks(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        self.files[path] = {"key": key, "path": path, "sha256": digest.hexdigest(), "size_bytes": size}
+
+    def read(self, path: str) -> bytes:
+        return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + path)["Body"].read()
+
+
+def build_package(
+    s3: Any,
+    bucket: str,
+    request_id: str,
+    right: str,
+    data_map: DataMap,
+    request_info: dict,
+    link_seconds: int,
+    zip_password: str | None = None,
+    build_zip: bool = False,
+) -> PackageResult:
+    """Build the package of ``request_id`` from its staging area in ``bucket``.
+
+    :param s3: boto3 S3 client
+    :param bucket: exports bucket holding both ``_staging/<request_id>/`` and the package
+    :param right: ``access`` or ``portability``
+    :param data_map: the loaded data map (descriptions, purposes, portability scope)
+    :param request_info: non-personal facts (``request_id``, ``received_at``, ``due_at``,
+        ``jurisdiction``; ``generated_at`` defaults to now, UTC)
+    :param link_seconds: lifetime of the presigned link; clamped to
+        ``constants.MAX_PRESIGN_SECONDS`` (7 days, the SigV4 maximum). A link signed with
+        temporary credentials also dies when those credentials expire.
+    :param zip_password: build ``package.zip`` AES-256 encrypted with this password
+        (needs ``pyzipper``); implies ``build_zip``
+    :param build_zip: build an unencrypted ``package.zip`` (stdlib)
+    :returns: the keys written and a presigned GET link to the zip if built, else to
+        ``report.html`` (access) or ``data.json`` (portability)
+    :raises TerminalError: unknown right, bad request id or link lifetime, nothing staged,
+        a staged system/collection missing from the data map, ``pyzipper`` missing for a password
+    :raises CheckFailedError: a staged row belongs to another request
+    """
+    if right not in RIGHTS:
+        raise TerminalError(f"right {right!r} has no package; use one of {RIGHTS}")
+    if not isinstance(request_id, str) or not re.match(REQUEST_ID_PATTERN, request_id):
+        raise TerminalError("request_id must be 3-64 characters of letters, digits, '.', '_' or '-'")
+    if link_seconds <= 0:
+        raise TerminalError(f"link_seconds must be positive, got {link_seconds}")
+    zip_module = _zip_module(zip_password) if (build_zip or zip_password) else None
+    seconds = min(int(link_seconds), MAX_PRESIGN_SECONDS)
+    if seconds < link_seconds:
+        log.warning("request %s: link lifetime %ss clamped to %ss", request_id, link_seconds, seconds)
+    generated_at = request_info.get("generated_at") or datetime.now(UTC).isoformat(timespec="seconds")
+    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
+    info = {**request_info, "request_id": request_id, "generated_at": generated_at}
+
+    gathered = _gather(Staging(s3, bucket, request_id), data_map, right)
+    writer = _Writer(s3, bucket, f"{request_id}/")
+    data = {
+        system: {name: _records(frame) for name, frame in colls.items()} for system, colls in gathered.frames.items()
+    }
+    writer.put("data.json", _json(data), JSON_TYPE)
+    for system, colls in gathered.frames.items():
+        for name, frame in colls.items():
+            writer.put(f"csv/{system}/{name}.csv", frame.to_csv(index=False).encode("utf-8"), CSV_TYPE)
+    for path, staged_key in sorted(gathered.objects.items()):
+        writer.copy(path, staged_key)
+    if right == "portability":
+        writer.put("schema.json", _json(schema_document(data_map, gathered.frames, data)), JSON_TYPE)
+    else:
+        html = render_access_report(data_map, data, gathered.frames, info)
+        writer.put("report.html", html.encode("utf-8"), "text/html; charset=utf-8")
+
+    counts = {system: {name: len(frame) for name, frame in colls.items()} for system, colls in gathered.frames.items()}
+    manifest = {
+        "request_id": request_id,
+        "right": right,
+        "generated_at": generated_at,
+        "systems": {
+            system: {"collections": counts.get(system, {}), "status": _status(units), "units": units}
+            for system, units in gathered.units.items()
+        },
+        "files": sorted(writer.files.values(), key=lambda f: f["path"]),
+        "record_count_total": sum(n for colls in counts.values() for n in colls.values()),
+        "link_expires_at": expires_at.isoformat(),
+    }
+    writer.put(MANIFEST, _json(manifest), JSON_TYPE)
+    zip_key = _write_zip(writer, zip_module, zip_password) if zip_module else None
+
+    keys = sorted([f["key"] for f in writer.files.values()] + ([zip_key] if zip_key else []))
+    stale = _delete_stale(s3, bucket, writer.prefix, set(keys))
+    target = zip_key or writer.prefix + ("report.html" if right == "access" else "data.json")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": target}, ExpiresIn=seconds)
+    log.info(
+        "request %s: %s package with %s files, %s records, %s stale keys deleted",
+        request_id,
+        right,
+        len(keys),
+        manifest["record_count_total"],
+        stale,
+    )
+    return PackageResult(
+        writer.prefix,
+        keys,
+        writer.prefix + MANIFEST,
+        url,
+        expires_at,
+        {system: sum(colls.values()) for system, colls in counts.items()},
+        zip_key,
+        writer.files[MANIFEST]["sha256"],
+        counts,
+    )
+
+
+def _gather(staging: Staging, data_map: DataMap, right: str) -> _Gathered:
+    """Load every staged unit, merge units per system, keep what ``right`` allows, in data-map order."""
+    gathered, order = _Gathered(), {s.key: i for i, s in enumerate(data_map.systems)}
+    units = staging.systems()
+    if not units:  # "found nothing" is zero-row frames; no units means no gather (or a cleared staging)
+        raise TerminalError(
+            f"request {staging.request_id}: nothing is staged; run the gather tasks first "
+            "(an existing package is left as it is)"
+        )
+    for unit in units:
+        meta = staging.meta(unit)
+        system_key = str(meta.get("system") or unit).partition(".")[0]
+        if system_key not in order:
+            raise TerminalError(
+                f"staged unit {unit!r} names system {system_key!r}, which the data map does "
+                "not declare; add it to the data map or remove the staged unit"
+            )
+        system, result = data_map.systems[order[system_key]], staging.load(unit)
+        kept = {}
+        for name, frame in result.frames.items():
+            if name not in {c.name for c in system.collections}:
+                raise TerminalError(f"staged collection {system_key}.{name} is not in the data map; declare it")
+            if right == "access" or system.collection(name).portability in PORTABLE:
+                kept[name] = _clean(frame, staging, f"{unit}/{name}", gathered.objects, result.files.get(name, []))
+        if result.frames and not kept:
+            continue  # portability: nothing of this unit may leave
+        gathered.units.setdefault(system_key, {})[unit] = str(meta.get("status", "completed"))
+        gathered.frames.setdefault(system_key, {}).update(kept)
+    gathered.frames = {s: _ordered(data_map, s, gathered.frames[s]) for s in sorted(gathered.frames, key=order.get)}
+    gathered.units = {s: gathered.units[s] for s in gathered.frames}
+    return gathered
+
+
+def _clean(
+    frame: pd.DataFrame, staging: Staging, where: str, objects: dict[str, str], staged_files: list[str]
+) -> pd.DataFrame:
+    """Refuse other requests' rows, drop helper columns, point object rows at ``files/<key>``."""
+    if REQUEST_ID_COLUMN in frame.columns:
+        foreign = int((frame[REQUEST_ID_COLUMN].astype(str) != staging.request_id).sum())
+        if foreign:
+            raise CheckFailedError(
+                f"request {staging.request_id}: {foreign} staged rows of {where} belong to "
+                "another request; a package holds only the subject's rows"
+            )
+        frame = frame.drop(columns=[REQUEST_ID_COLUMN])
+    if {"object_key", "staged_key"} <= set(frame.columns):
+        paths = [f"files/{_safe_path(key)}" for key in frame["object_key"].astype(str)]
+        objects.update(zip(paths, frame["staged_key"].astype(str), strict=True))
+        frame = frame.drop(columns=["staged_key"]).assign(package_file=paths)
+    else:  # no per-row keys: fall back to the unit's list of staged files
+        for staged_key in staged_files:
+            objects[f"files/{_safe_path(staged_key.removeprefix(staging.files_prefix))}"] = staged_key
+    return frame.reset_index(drop=True)
+
+
+def _safe_path(object_key: str) -> str:
+    """An object key as a relative path no unzip tool can turn into ``../`` or ``/``."""
+    path = "/".join(p for p in object_key.replace("\\", "/").split("/") if p not in ("", ".", ".."))
+    if not path:
+        raise TerminalError("a staged object has an empty key; re-run the object-store gather")
+    return path
+
+
+def _ordered(data_map: DataMap, system_key: str, frames: dict) -> dict:
+    names = [c.name for c in data_map.system(system_key).collections]
+    return {name: frames[name] for name in sorted(frames, key=names.index)}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON values: NaN -> null, numpy scalars -> numbers, strings (ISO dates too) as they are."""
+    return json.loads(frame.to_json(orient="records", date_format="iso", force_ascii=False, double_precision=15))
+
+
+def _status(units: dict[str, str]) -> str:
+    statuses = set(units.values())
+    return statuses.pop() if len(statuses) == 1 else "partial"
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+
+
+def _zip_module(password: str | None) -> Any:
+    """``zipfile``, or ``pyzipper`` when a password asks for AES (checked before anything is written)."""
+    if not password:
+        return zipfile
+    try:
+        import pyzipper
+    except ImportError:
+        raise TerminalError(
+            "an encrypted package.zip needs pyzipper: install pyzipper (pip install pyzipper) "
+            "or build the package without zip_password"
+        ) from None
+    return pyzipper
+
+
+def _write_zip(writer: _Writer, module: Any, password: str | None) -> str:
+    """Zip every file written so far (manifest included) into ``package.zip``; returns its key.
+
+    The zip is a container of the package, so the manifest does not list it. Entries are
+    read back from the store one at a time (memory: the largest file) into a temporary file.
+    """
+    with tempfile.TemporaryFile() as tmp:
+        if password:
+            archive = module.AESZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, encryption=module.WZ_AES)
+            archive.setpassword(password.encode("utf-8"))
+        else:
+            archive = module.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED)
+        with archive:
+            for path in sorted(writer.files):
+                archive.writestr(path, writer.read(path))
+        tmp.seek(0)
+        key = writer.prefix + ZIP_NAME
+        writer.s3.upload_fileobj(tmp, writer.bucket, key, ExtraArgs={"ContentType": "application/zip"})
+    return key
+
+
+def _delete_stale(s3: Any, bucket: str, prefix: str, keep: set[str]) -> int:
+    """Delete keys under ``prefix`` that this build did not write (files of an earlier build)."""
+    stale = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+        if o["Key"] not in keep
+    ]
+    for i in range(0, len(stale), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i : i + 1000]], "Quiet": True})
+    return len(stale)

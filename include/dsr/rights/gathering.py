@@ -1,0 +1,225 @@
+"""The steps of an access / portability request after intake, as plain functions of a ``Runtime``.
+
+Fan out to every internal collection group and to the partners that received the
+subject's data, gather, check with Great Expectations, package, close. Each step gives
+the same result when re-run: ledger upserts, staging and package keys are overwritten,
+events carry dedupe keys. Personal data stays in the staging area, never in XCom.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from include.dsr.core.errors import CheckFailedError
+from include.dsr.core.request import parse_request
+from include.dsr.rights import intake
+from include.dsr.rights.runtime import collections_in_scope
+
+if TYPE_CHECKING:
+    from include.dsr.rights.runtime import Runtime
+
+log = logging.getLogger(__name__)
+EXPORT = "export"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def resolve_subject(rt: Runtime, conf: dict, right: str) -> dict:
+    """Resolve the subject, stage the identities and return the fan-out targets (no personal data).
+
+    ``gather``: internal collection groups and automated partners (one mapped task each);
+    ``manual``: partners whose answer ops record in a human-in-the-loop task.
+    """
+    request = parse_request(conf, right)
+    subject = intake.resolve(rt, request)
+    internal, partners, manual = [], [], []
+    for system in rt.data_map.systems:
+        if not collections_in_scope(system, right):
+            continue
+        if system.family == "internal":
+            if system.channel == "database":
+                groups = {c.group or c.name for c in collections_in_scope(system, right)}
+                internal += [{"system": system.key, "group": g} for g in sorted(groups)]
+            else:
+                internal.append({"system": system.key, "group": None})
+        elif system.key in subject.recipients:
+            (manual if system.channel == "manual" else partners).append(
+                {"system": system.key, "channel": system.channel}
+            )
+    for target in internal + partners + manual:
+        rt.ledger.upsert_system_result(request.request_id, unit_name(target), EXPORT, "pending")
+    rt.ledger.append_event(
+        request.request_id, "subject.resolved", subject.summary(), dedupe_key=f"{request.request_id}:subject.resolved"
+    )
+    log.info(
+        "request %s fans out to %s internal units, %s partners, %s manual partners",
+        request.request_id,
+        len(internal),
+        len(partners),
+        len(manual),
+    )
+    return {"gather": internal + partners, "manual": manual}
+
+
+def unit_name(target: dict) -> str:
+    """Ledger / staging name of a fan-out target: ``payflow``, ``fabconnect_app.account``."""
+    return f"{target['system']}.{target['group']}" if target.get("group") else target["system"]
+
+
+def split_unit(unit: str) -> tuple[str, str | None]:
+    system, _, group = unit.partition(".")
+    return system, group or None
+
+
+def unit_collections(rt: Runtime, unit: str, right: str) -> list:
+    """The collections a unit must deliver for this right (a group's, or the whole system's)."""
+    system_key, group = split_unit(unit)
+    return [
+        c
+        for c in collections_in_scope(rt.data_map.system(system_key), right)
+        if group is None or (c.group or c.name) == group
+    ]
+
+
+def gather_internal(rt: Runtime, request_id: str, right: str, target: dict) -> dict:
+    """Export one internal collection group (or the object store) for the subject and stage it."""
+    unit = unit_name(target)
+    subjects = rt.staging(request_id).get_subjects()
+    result = rt.connector(target["system"], request_id).export(subjects, unit_collections(rt, unit, right))
+    return stage_result(rt, request_id, unit, result)
+
+
+def stage_result(rt: Runtime, request_id: str, unit: str, result, evidence: dict | None = None) -> dict:
+    """Stage a connector result and record its counts in the ledger."""
+    meta = rt.staging(request_id).put_result(result, unit=unit)
+    total = sum(meta["counts"].values())
+    rt.ledger.upsert_system_result(
+        request_id,
+        unit,
+        EXPORT,
+        "completed",
+        record_count=total,
+        evidence={"counts": meta["counts"], **(evidence or {})},
+    )
+    return {"unit": unit, "records": total}
+
+
+def validate_results(rt: Runtime, request_id: str, right: str) -> dict:
+    """Great Expectations over every staged unit; fails with a readable reason."""
+    from include.dsr.checks.results import ResultChecker
+
+    staging = rt.staging(request_id)
+    subjects = staging.get_subjects()
+    checker = ResultChecker()
+    staged = set(staging.units())
+    failures, checked = [], 0
+    for row in rt.ledger.system_results(request_id):
+        if row.action != EXPORT or row.status == "skipped":
+            continue
+        system = rt.data_map.system(split_unit(row.system)[0])
+        if system.channel == "manual":
+            continue  # ops recorded the partner's answer; there are no rows to check
+        if row.system not in staged:
+            failures.append(f"{row.system}: no result staged (status {row.status})")
+            continue
+        expected = unit_collections(rt, row.system, right)
+        report = checker.check(
+            system,
+            staging.load(row.system),
+            subjects,
+            expected,
+            ledger_counts=(row.evidence or {}).get("counts"),
+            object_store=system.channel == "object_store",
+        )
+        staging.put_json(f"checks/{row.system}.json", report.to_json())
+        checked += 1
+        if not report.success:
+            failures.append(report.reason)
+    outcome = {"units_checked": checked, "failures": failures}
+    rt.ledger.append_event(request_id, "checks.failed" if failures else "checks.passed", outcome)
+    if failures:
+        raise CheckFailedError(f"request {request_id}: result checks failed: " + "; ".join(failures))
+    return {"request_id": request_id, "units_checked": checked}
+
+
+def build_package(rt: Runtime, request_id: str, right: str, transmit_to: str | None = None) -> dict:
+    """Write the package under ``<request_id>/``, record it in the ledger, transmit if asked."""
+    from include import settings
+    from include.dsr.package.build import build_package as write_package
+
+    row = rt.ledger.get_request(request_id)
+    info = {
+        "request_id": request_id,
+        "received_at": row.received_at.isoformat(),
+        "due_at": row.due_at.isoformat(),
+        "jurisdiction": row.jurisdiction,
+    }
+    password = _zip_password(rt, request_id) if settings.ENCRYPT_PACKAGES else None
+    package = write_package(
+        rt.s3,
+        rt.exports_bucket,
+        request_id,
+        right,
+        rt.data_map,
+        info,
+        settings.PACKAGE_LINK_SECONDS,
+        zip_password=password,
+    )
+    # The presigned link lives in the request row (replaced on a re-run), not in the append-only
+    # event log: it opens the package for up to 7 days.
+    rt.ledger.set_package(request_id, package.url, package.expires_at)
+    payload = {
+        "location": f"s3://{rt.exports_bucket}/{package.prefix}",
+        "files": len(package.keys),
+        "manifest_sha256": package.manifest_sha256,
+        "expires_at": package.expires_at.isoformat(),
+        "records": sum(package.counts.values()),
+    }
+    if transmit_to:
+        from include.dsr.package.transmit import transmit_package
+
+        receipt = transmit_package(transmit_to, package.transmit_body(rt.s3, rt.exports_bucket))
+        payload["transmitted"] = {k: v for k, v in receipt.items() if k != "url"}
+    rt.ledger.append_event(
+        request_id, "package.created", payload, dedupe_key=f"{request_id}:package:{package.manifest_sha256}"
+    )
+    return {"request_id": request_id, "package_prefix": package.prefix, "records": payload["records"]}
+
+
+def _zip_password(rt: Runtime, request_id: str) -> str:
+    """One random password per request, kept beside the exports (never logged, never in XCom);
+    re-runs reuse it so a link already sent keeps matching its password."""
+    import secrets
+
+    key = f"_keys/{request_id}.txt"
+    try:
+        return rt.s3.get_object(Bucket=rt.exports_bucket, Key=key)["Body"].read().decode()
+    except rt.s3.exceptions.NoSuchKey:
+        password = secrets.token_urlsafe(18)
+        rt.s3.put_object(Bucket=rt.exports_bucket, Key=key, Body=password.encode())
+        return password
+
+
+def close_request(rt: Runtime, request_id: str, conf: dict | None = None) -> dict:
+    """Close the request, send the completion notice, clear staging and report the chain head."""
+    from include.dsr.notify.notices import recipient_from_conf
+
+    total = sum(r.record_count or 0 for r in rt.ledger.system_results(request_id) if r.action == EXPORT)
+    recipient = recipient_from_conf(conf or {}, request_id, required=False)
+    if recipient:
+        intake.notices(rt).completion(request_id, recipient, package_url=rt.ledger.get_request(request_id).package_uri)
+    rt.ledger.close_request(request_id, "completed", _now(), f"{total} records delivered")
+    cleared = rt.staging(request_id).clear()
+    report = rt.ledger.verify_chain_or_raise()
+    log.info(
+        "request %s closed: %s records, %s staging objects removed, chain verified to seq %s",
+        request_id,
+        total,
+        cleared,
+        report.last_seq,
+    )
+    return {"request_id": request_id, "records": total, "chain_head": report.last_hash}

@@ -1,0 +1,86 @@
+"""The resources a request needs, built once per process from Airflow connections.
+
+Tests build a ``Runtime`` directly from engines and clients; tasks call ``from_airflow()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from include import constants, settings
+from include.dsr.connectors import connector_class
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from include.dsr.connectors.base import BaseConnector
+    from include.dsr.connectors.staging import Staging
+    from include.dsr.core.data_map import DataMap, System
+    from include.dsr.ledger.api import Ledger
+
+# Which collections each right reads.
+PORTABLE = ("provided", "observed")
+
+
+def collections_in_scope(system: System, right: str) -> list:
+    """Access reads every personal collection; portability only provided and observed data."""
+    personal = [c for c in system.collections if c.personal]
+    if right == "portability":
+        return [c for c in personal if c.portability in PORTABLE]
+    return personal
+
+
+@dataclass
+class Runtime:
+    data_map: DataMap
+    ledger: Ledger
+    app_engine: Engine
+    s3: Any
+    exports_bucket: str = constants.EXPORTS_BUCKET
+    hash_secret: str = settings.ERASURE_HASH_SECRET
+    fingerprint_secret: str = settings.FINGERPRINT_SECRET
+    # Per-system client overrides (tests: partner URLs, S3 clients).
+    overrides: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def from_airflow(cls) -> Runtime:
+        return _airflow_runtime()
+
+    def staging(self, request_id: str) -> Staging:
+        from include.dsr.connectors.staging import Staging
+
+        return Staging(self.s3, self.exports_bucket, request_id)
+
+    def connector(self, system_key: str, request_id: str | None = None) -> BaseConnector:
+        """The connector for a system, wired to this runtime's engine / staging area."""
+        from include.dsr.connectors.object_store import ObjectStoreConnector
+        from include.dsr.connectors.sql_database import SqlDatabaseConnector
+
+        system = self.data_map.system(system_key)
+        extra = self.overrides.get(system_key, {})
+        cls = connector_class(system.channel)
+        if cls is SqlDatabaseConnector:
+            return cls(system, engine=self.app_engine)
+        if cls is ObjectStoreConnector:
+            key_source = SqlDatabaseConnector(self.data_map.system("fabconnect_app"), engine=self.app_engine)
+            staging = self.staging(request_id or "")
+            return cls(system, key_source, self.exports_bucket, staging.files_prefix, s3=extra.get("s3", self.s3))
+        return cls(system, **extra)
+
+
+@lru_cache(maxsize=1)
+def _airflow_runtime() -> Runtime:
+    from include.dsr.connections import engine_for, s3_client, sqlalchemy_url
+    from include.dsr.core.data_map import load_data_map
+    from include.dsr.ledger.api import Ledger
+
+    ledger = Ledger(sqlalchemy_url(constants.CONN_LEDGER))
+    ledger.create_schema()
+    return Runtime(
+        data_map=load_data_map(),
+        ledger=ledger,
+        app_engine=engine_for(constants.CONN_APP_DB),
+        s3=s3_client(constants.CONN_S3),
+    )
