@@ -1,7 +1,8 @@
 """Gather time for one data subject in a ~10k-row vs a 1M+-row platform DB (PostgreSQL).
 
 Measures, for hard cases H01 (email written with other case/spaces elsewhere) and H08 (email
-with SQL metacharacters), ``IdentityResolver.resolve`` alone, ``SqlDatabaseConnector.export``
+with SQL metacharacters), each with email and phone (free-text phone columns looked up by their
+digits key), ``IdentityResolver.resolve`` alone, ``SqlDatabaseConnector.export``
 alone and both (one gather), ``--repeat`` times after 2 warm-ups: median and p95 in ms. EXPLAINs
 the accounts email lookup and two export queries to show the indexes that keep gather time flat
 while the DB grows ~100x. Prints a table and the large/small ratios, writes
@@ -29,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import column, create_engine, func, select, table, text
+from sqlalchemy import column, create_engine, select, table, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,8 @@ from include.demo.people import hard_case_people  # noqa: E402
 from include.demo.world import WorldPaths, build_world  # noqa: E402
 from include.dsr.connectors.sql_database import SqlDatabaseConnector  # noqa: E402
 from include.dsr.core.data_map import load_data_map  # noqa: E402
-from include.dsr.core.pii import normalize_email  # noqa: E402
+from include.dsr.core.identities import normalize_email, normalize_phone  # noqa: E402
+from include.dsr.identity.matching import link_columns, where_any  # noqa: E402
 from include.dsr.identity.resolver import IdentityResolver, SubjectQuery  # noqa: E402
 
 DEFAULT_URL = os.environ.get("DSR_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -137,19 +139,14 @@ def timed(fn, repeat: int) -> dict:
 
 
 def explain(engine, connector: SqlDatabaseConnector, resolved) -> dict[str, list[str]]:
-    """Index nodes Postgres plans for the email lookup and two export queries ([] = none)."""
-    values = connector._values([resolved])
-    email = sorted(resolved.emails)[0]
-    acc = table("accounts", column("id"), column("email"), column("phone"))
-    queries = {
-        "accounts by lower(trim(email))": select(acc.c.id, acc.c.email, acc.c.phone).where(
-            func.lower(func.trim(acc.c.email)).in_([email])
-        )
-    }
-    for name in ("support_tickets", "web_logs"):
+    """Index nodes Postgres plans for the account lookups and export queries the engine issues ([] = none)."""
+    wanted = connector._wanted([resolved])
+    queries = {}
+    for name in ("accounts", "support_tickets", "web_logs", "chatbot_transcripts", "sms_messages"):
         coll = connector.system.collection(name)
         t = table(name, *(column(f) for f in coll.field_names))
-        queries[f"{name} export"] = select(t).where(connector._where(t, connector._keys(coll), values))
+        links = link_columns(coll)
+        queries[f"{name} lookup"] = select(t).where(where_any(t, links, wanted))
     found = {}
     with engine.connect() as conn:
         for label, stmt in queries.items():
@@ -162,12 +159,14 @@ def explain(engine, connector: SqlDatabaseConnector, resolved) -> dict[str, list
 def bench_size(label: str, url: str, repeat: int) -> dict:
     engine = create_engine(url)
     data_map = load_data_map()
-    resolver = IdentityResolver(engine, data_map, settings.ERASURE_HASH_SECRET)
+    resolver = IdentityResolver(engine, data_map, settings.DEMO_ERASURE_HASH_SECRET)
     connector = SqlDatabaseConnector(data_map.system("fabconnect_app"), engine=engine)
     people = {p.key: p for p in hard_case_people()}
     out, first = {}, None
     for case in CASES:
-        query = SubjectQuery(f"bench-{case}", email=normalize_email(people[case].email))
+        query = SubjectQuery(
+            f"bench-{case}", email=normalize_email(people[case].email), phone=normalize_phone(people[case].phone)
+        )
         [resolved] = resolver.resolve([query])
         first = first or resolved
         result = connector.export([resolved])

@@ -12,6 +12,8 @@ partners that still owe a reply.
   dedupe key, so re-runs never send it twice.
 - `publish_snapshot`: writes the figures for the compliance dashboard to
   `s3://fabconnect-dsr-exports/_dashboard/sla.json` (ids, dates and counts only).
+- `purge_metadata`: removes the identities of closed requests (and of runs that never became a
+  request) from the Airflow metadata DB, `DSR_METADATA_PURGE_AFTER_DAYS` after they closed.
 
 No personal data is read: the ledger knows subjects by fingerprint only.
 """
@@ -52,7 +54,13 @@ def dsr_sla_monitor():
 
         return run_step(sla_monitor.publish_figures)
 
-    alert_ops() >> publish_snapshot()
+    @task
+    def purge_metadata() -> dict[str, int]:
+        from include.dsr.orchestration import sla_monitor
+
+        return run_step(sla_monitor.purge_closed_requests)
+
+    alert_ops() >> publish_snapshot() >> purge_metadata()
 
 
 dsr_sla_monitor()

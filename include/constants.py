@@ -4,10 +4,14 @@ DAG_ACCESS = "dsr_access"
 DAG_PORTABILITY = "dsr_portability"
 DAG_ERASURE = "dsr_erasure"
 DAG_RESTRICTION = "dsr_restriction"
+DAG_RECTIFICATION = "dsr_rectification"
+DAG_OBJECTION = "dsr_objection"
 DAG_SLA_MONITOR = "dsr_sla_monitor"
 DAG_RETENTION = "retention_enforcement"
 
 RIGHTS = ("access", "portability", "erasure", "restriction")
+#: The DAGs whose runs carry a subject's identities in their conf.
+RIGHT_DAG_IDS = (DAG_ACCESS, DAG_PORTABILITY, DAG_ERASURE, DAG_RESTRICTION, DAG_RECTIFICATION, DAG_OBJECTION)
 
 CONN_APP_DB = "fabconnect_app"
 CONN_S3 = "fabconnect_s3"

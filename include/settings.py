@@ -29,11 +29,21 @@ PARTNER_BASE_PORT = int(os.environ.get("DSR_PARTNER_BASE_PORT", "18100"))
 AIRFLOW_PORT = int(os.environ.get("DSR_AIRFLOW_PORT", "8080"))
 SMTP_PORT = int(os.environ.get("DSR_SMTP_PORT", "1025"))
 
-# Secret used by the "hash" erasure strategy; the demo value is not a secret.
-ERASURE_HASH_SECRET = os.environ.get("DSR_ERASURE_HASH_SECRET", "demo-not-a-secret")
 
-# Secret of the subject fingerprint kept in the ledger (HMAC of normalised identities).
-FINGERPRINT_SECRET = os.environ.get("DSR_FINGERPRINT_SECRET", "demo-fingerprint-not-a-secret")
+# The embedded demo (make demo, the test suite) sets DSR_DEMO=1: only then are the public demo
+# secrets below accepted. Real secrets come from Airflow Variables (dsr_erasure_hash_secret,
+# dsr_fingerprint_secret), so from a secrets backend where one is configured.
+def demo_mode() -> bool:
+    """True in the embedded demo and the test suite (``DSR_DEMO=1``), read at each call."""
+    return os.environ.get("DSR_DEMO", "").lower() in ("1", "true", "yes")
+
+
+# Public values of the demo world's secrets (airflow_settings.yaml): refused outside the demo.
+DEMO_ERASURE_HASH_SECRET = "demo-not-a-secret"  # noqa: S105 - public on purpose, refused outside the demo
+DEMO_FINGERPRINT_SECRET = "demo-fingerprint-not-a-secret"  # noqa: S105 - public on purpose, refused outside the demo
+# Secrets may also come from the environment (the Variables win).
+ERASURE_HASH_SECRET = os.environ.get("DSR_ERASURE_HASH_SECRET", "")
+FINGERPRINT_SECRET = os.environ.get("DSR_FINGERPRINT_SECRET", "")
 
 # How long one HTTP call to a partner may take before it counts as a stall (seconds).
 PARTNER_HTTP_TIMEOUT = float(os.environ.get("DSR_PARTNER_HTTP_TIMEOUT", "10"))
@@ -50,6 +60,11 @@ PACKAGE_LINK_SECONDS = int(os.environ.get("DSR_PACKAGE_LINK_SECONDS", str(7 * 24
 # Airflow retries of every DSR task (exponential backoff from this first delay).
 TASK_RETRIES = int(os.environ.get("DSR_TASK_RETRIES", "3"))
 TASK_RETRY_DELAY_SECONDS = float(os.environ.get("DSR_TASK_RETRY_DELAY_SECONDS", "20"))
+
+# Days after a request closes until its identities are removed from the Airflow metadata DB
+# (run conf, audit log); 0 removes them when the request closes. Runs that never became a
+# request (refused input, dry runs) are cleared this long after they ended.
+METADATA_PURGE_AFTER_DAYS = float(os.environ.get("DSR_METADATA_PURGE_AFTER_DAYS", "0"))
 
 # Deliver packages as an AES-encrypted package.zip; the password is written to
 # s3://<exports>/_keys/<request_id>.txt, for sending to the subject by another channel.

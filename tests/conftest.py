@@ -50,6 +50,7 @@ os.environ["DSR_S3_PORT"] = str(_PORTS)
 os.environ["DSR_PARTNER_BASE_PORT"] = str(_PORTS + 1)
 os.environ["DSR_SMTP_PORT"] = str(_PORTS + 9)
 os.environ["DSR_AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["DSR_DEMO"] = "1"  # the demo world's public secrets are accepted
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 # Short waits so failure-mode tests finish in seconds (production defaults are minutes).
 # No in-task polling before deferral, so the deferral path is what the e2e tests exercise.
@@ -67,7 +68,13 @@ from include.demo.airflow_env import airflow_environment  # noqa: E402
 
 os.environ.update(airflow_environment(home=_SESSION_DIR / "airflow"))
 
+import logging  # noqa: E402
+
 import pytest  # noqa: E402
+
+# Airflow binds log handlers to the stream pytest was capturing when it was imported; once a test's
+# capture closes, a late record (a simulator thread stopping) would print a "Logging error" trace.
+logging.raiseExceptions = False
 import sqlalchemy as sa  # noqa: E402
 
 POSTGRES_URL_ENV = "DSR_TEST_POSTGRES_URL"

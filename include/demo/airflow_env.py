@@ -85,9 +85,17 @@ def airflow_environment(home: Path = AIRFLOW_HOME, base: dict | None = None) -> 
     )
     for conn_id, conn in demo_connections().items():
         env.setdefault(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    # The purge of closed requests' identities reaches the metadata DB by a connection of its own
+    # (tasks may not use Airflow's session); in the demo it is the embedded SQLite file.
+    env.setdefault("AIRFLOW_CONN_DSR_AIRFLOW_METADATA", metadata_connection(home))
     for name, value in demo_variables().items():
         env.setdefault(f"AIRFLOW_VAR_{name.upper()}", value)
     return env
+
+
+def metadata_connection(home: Path) -> str:
+    """``AIRFLOW_CONN_DSR_AIRFLOW_METADATA`` for the embedded metadata DB under ``home``."""
+    return json.dumps({"conn_type": "sqlite", "host": str(home / "airflow.db")})
 
 
 def write_passwords_file(home: Path = AIRFLOW_HOME) -> None:

@@ -2,9 +2,9 @@
 
 In production this schema belongs to the platform team; the DSR engine only reads it
 through the data map. Columns that erasure may null (names, password hash, payout bank
-details, an order's address link) are nullable on purpose. Every identity column has an index, and email columns have an
-expression index on ``lower(trim(email))`` because that is the exact form every lookup
-uses (DESIGN.md: email match is case-insensitive and trimmed).
+details, an order's address link) are nullable on purpose. Every identity column has an index
+on the key lookups use (:mod:`include.dsr.core.sql_keys`): emails on ``lower(trim(email, <any
+whitespace>))``, free-text phones on their digits, E.164 phones on the column itself.
 """
 
 from __future__ import annotations
@@ -22,14 +22,19 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    func,
 )
+
+from include.dsr.core.sql_keys import email_key, phone_digits_key
 
 metadata = MetaData()
 
 
 def _email_index(table: Table, column: str) -> None:
-    Index(f"ix_{table.name}_{column}_norm", func.lower(func.trim(table.c[column])))
+    Index(f"ix_{table.name}_{column}_norm", email_key(table.c[column]))
+
+
+def _phone_digits_index(table: Table, column: str) -> None:
+    Index(f"ix_{table.name}_{column}_digits", phone_digits_key(table.c[column]))
 
 
 manufacturing_partners = Table(
@@ -59,6 +64,7 @@ accounts = Table(
     Column("last_login_at", DateTime),
 )
 _email_index(accounts, "email")
+_phone_digits_index(accounts, "phone")  # free text: people type their profile phone as they like
 
 addresses = Table(
     "addresses",
@@ -177,6 +183,7 @@ chatbot_transcripts = Table(
     Column("transcript", Text, nullable=False),
 )
 _email_index(chatbot_transcripts, "visitor_email")
+_phone_digits_index(chatbot_transcripts, "visitor_phone")
 
 sms_messages = Table(
     "sms_messages",

@@ -17,7 +17,8 @@ from decimal import Decimal
 from typing import Protocol
 
 from include.demo.people import KIND_CUSTOMER, KIND_PARTNER_USER, KIND_VISITOR, Person
-from include.dsr.core.pii import keyed_hash, normalize_email
+from include.dsr.core.identities import normalize_email
+from include.dsr.core.pii import keyed_hash
 
 APP = "fabconnect_app"
 S3 = "fabconnect_s3"

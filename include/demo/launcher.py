@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from include import settings
 from include.demo.airflow_env import (
@@ -37,23 +38,27 @@ STOP_GRACE_SECONDS = 20
 
 
 class ProcessGroup:
-    """Children started in their own sessions so a stop reaches their grandchildren too."""
+    """Children started in their own sessions so a stop reaches their grandchildren too.
 
-    def __init__(self) -> None:
+    :param log_dir: where each child's output goes (``<name>.log``)
+    """
+
+    def __init__(self, log_dir: Path = LOG_DIR) -> None:
+        self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        out = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.children.append((name, proc))
-        log.info("started %s (pid %s, log %s)", name, proc.pid, LOG_DIR / f"{name}.log")
+        log.info("started %s (pid %s, log %s)", name, proc.pid, self.log_dir / f"{name}.log")
         return proc
 
     def check_alive(self) -> None:
         for name, proc in self.children:
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {LOG_DIR / (name + '.log')}")
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_dir / (name + '.log')}")
 
     def stop(self) -> None:
         for _name, proc in reversed(self.children):
@@ -80,6 +85,16 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _airflow(*args: str) -> list[str]:
     return [sys.executable, "-m", "airflow", *args]
+
+
+def start_airflow(group: ProcessGroup, env: dict[str, str], port: int, timeout: float = 180) -> str:
+    """Start the scheduler, dag-processor, triggerer and api-server; return the API URL once it answers."""
+    for component in AIRFLOW_COMPONENTS:
+        args = ("api-server", "--port", str(port)) if component == "api-server" else (component,)
+        group.start(component, _airflow(*args), env)
+    url = f"http://localhost:{port}"
+    wait_for_http(f"{url}/api/v2/monitor/health", timeout=timeout, alive=group.check_alive)
+    return url
 
 
 def stop_previous() -> bool:
@@ -131,11 +146,7 @@ def up(run_demo_requests: bool = True, hold: bool = True) -> int:
         subprocess.run([sys.executable, "-m", "include.demo.world", "build"], env=env, check=True)
         group.start("partner-simulators", [sys.executable, "-m", "include.demo.services", "partners"], env)
         wait_for_port("127.0.0.1", settings.PARTNER_BASE_PORT, timeout=60, alive=group.check_alive)
-        for component in AIRFLOW_COMPONENTS:
-            args = ("api-server", "--port", str(settings.AIRFLOW_PORT)) if component == "api-server" else (component,)
-            group.start(component, _airflow(*args), env)
-        url = f"http://localhost:{settings.AIRFLOW_PORT}"
-        wait_for_http(f"{url}/api/v2/monitor/health", timeout=180, alive=group.check_alive)
+        url = start_airflow(group, env, settings.AIRFLOW_PORT)
         print(f"\nFabconnect DSR is up: {url}  (login {DEMO_USER} / {DEMO_PASSWORD})", flush=True)
         print(f"Mail sent by the product lands in {settings.DEMO_DIR / 'mail'}/*.eml", flush=True)
         print("Stop with Ctrl-C or `make down`.\n", flush=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import unicodedata
 from dataclasses import dataclass
+from functools import cache
 
 FIRST_NAMES = (
     "Anna",
@@ -203,8 +204,17 @@ def _company(rng: random.Random) -> str:
 
 
 def _phone(rng: random.Random, country: str, serial: int) -> str:
-    # The serial keeps every ordinary phone unique; shared lines are only the hard cases.
-    return f"+{PHONE_PREFIX[country]}{700000000 + serial * 7 + rng.randrange(7)}"
+    # A valid mobile number of the country (its example number with the last six digits
+    # replaced); the serial keeps every ordinary phone unique, shared lines are only the hard cases.
+    national = str(_mobile_example(country))[:-6] + f"{(serial * 7 + rng.randrange(7)) % 10**6:06d}"
+    return f"+{PHONE_PREFIX[country]}{national}"
+
+
+@cache
+def _mobile_example(country: str) -> int:
+    import phonenumbers
+
+    return phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE).national_number
 
 
 def hard_case_people() -> list[Person]:

@@ -43,9 +43,16 @@ class MailDirHandler:
 
 
 class SmtpSink:
-    """An SMTP server on ``host:port`` storing messages under ``mail_dir``; call :meth:`stop`."""
+    """An SMTP server on ``host:port`` storing messages under ``mail_dir``; call :meth:`stop`.
 
-    def __init__(self, port: int | None = None, mail_dir: Path | None = None, host: str = "127.0.0.1") -> None:
+    :param smtputf8: offer the SMTPUTF8 extension (internationalised addresses), as modern
+        servers do; tests switch it off to play an old server.
+    """
+
+    def __init__(
+        self, port: int | None = None, mail_dir: Path | None = None, host: str = "127.0.0.1", smtputf8: bool = True
+    ) -> None:
+        self.smtputf8 = smtputf8
         self.host = host
         self.port = settings.SMTP_PORT if port is None else port
         self.mail_dir = mail_dir or default_mail_dir()
@@ -58,7 +65,11 @@ class SmtpSink:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every recipient at INFO
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         self._controller = Controller(
-            MailDirHandler(self.mail_dir), hostname=self.host, port=self.port, ready_timeout=10
+            MailDirHandler(self.mail_dir),
+            hostname=self.host,
+            port=self.port,
+            ready_timeout=10,
+            enable_SMTPUTF8=self.smtputf8,
         )
         self._controller.start()
         log.info("SMTP sink on %s:%s, mail in %s", self.host, self.port, self.mail_dir)

@@ -222,7 +222,7 @@ def build_world(paths: WorldPaths, subjects: int, seed: int, s3_client=None, pro
     people = generate_people(subjects, seed)
     writer = WorldWriter(paths, engine, s3_client)
     writer.truth.add_people(people)
-    generator = WorldGenerator(writer, seed, settings.ERASURE_HASH_SECRET)
+    generator = WorldGenerator(writer, seed, settings.DEMO_ERASURE_HASH_SECRET)
     bar = None
     if progress:
         from tqdm import tqdm

@@ -38,6 +38,36 @@ def variable(name: str, default: str) -> str:
     return Variable.get(name, default=default)
 
 
+#: Airflow Variables holding the engine's secrets (a secrets backend serves them in production).
+SECRET_VARIABLES = {"erasure_hash": "dsr_erasure_hash_secret", "fingerprint": "dsr_fingerprint_secret"}
+
+
+def secret(name: str) -> str:
+    """One of the engine's secrets (``erasure_hash``, ``fingerprint``).
+
+    From the Airflow Variable in :data:`SECRET_VARIABLES` (``AIRFLOW_VAR_<NAME>``, the metadata DB
+    or a secrets backend), else ``DSR_<NAME>_SECRET`` in the environment. The demo's public values
+    are accepted only in the embedded demo (``DSR_DEMO=1``).
+
+    :raises TerminalError: no secret is configured, or it is a public demo value outside the demo.
+    """
+    from include import settings
+
+    demo = {"erasure_hash": settings.DEMO_ERASURE_HASH_SECRET, "fingerprint": settings.DEMO_FINGERPRINT_SECRET}
+    fallback = {"erasure_hash": settings.ERASURE_HASH_SECRET, "fingerprint": settings.FINGERPRINT_SECRET}
+    name_of = SECRET_VARIABLES[name]
+    value = variable(name_of, "") or fallback[name]
+    if not value and settings.demo_mode():
+        value = demo[name]
+    if not value or (value == demo[name] and not settings.demo_mode()):
+        raise TerminalError(
+            f"the {name.replace('_', ' ')} secret is not configured (or is the public demo value): set the Airflow "
+            f"Variable {name_of} in your secrets backend or as AIRFLOW_VAR_{name_of.upper()}, a long random "
+            "value that never changes (the ledger and the suppression list depend on it)"
+        )
+    return value
+
+
 def sqlalchemy_url(conn_id: str) -> str:
     """SQLAlchemy URL of a ``sqlite`` or ``postgres`` connection.
 

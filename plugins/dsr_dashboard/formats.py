@@ -52,6 +52,7 @@ def summary_dict(report: ComplianceReport) -> dict[str, Any]:
         "at_risk": [open_request_dict(row) for row in report.at_risk],
         "answered": report.answered,
         "closed_by_status": report.closed_by_status,
+        "closed_by_outcome": report.closed_by_outcome,
         "answered_within": {window: report.shares[window].as_json() for window in WINDOWS},
         "median_days_to_close": report.median_days_to_close,
         "volume": [{"month": month.month, "counts": month.counts, "total": month.total} for month in report.volume],

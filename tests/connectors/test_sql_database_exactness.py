@@ -17,7 +17,7 @@ from include.demo.world import WorldPaths, build_world
 from include.dsr.connectors.base import REQUEST_ID_COLUMN
 from include.dsr.connectors.sql_database import SqlDatabaseConnector
 from include.dsr.core.data_map import load_data_map
-from include.dsr.core.pii import normalize_email, normalize_phone
+from include.dsr.core.identities import normalize_email, normalize_phone
 from include.dsr.identity.resolver import IdentityResolver, SubjectQuery
 
 HARD = {p.key: p for p in hard_case_people()}
@@ -69,7 +69,7 @@ def _query(person_key: str, with_phone: bool) -> SubjectQuery:
 )
 def test_export_returns_exactly_the_subjects_rows(world, data_map, person_key, with_phone):
     engine = create_engine(world.app_url)
-    (subject,) = IdentityResolver(engine, data_map, settings.ERASURE_HASH_SECRET).resolve(
+    (subject,) = IdentityResolver(engine, data_map, settings.DEMO_ERASURE_HASH_SECRET).resolve(
         [_query(person_key, with_phone)]
     )
     result = SqlDatabaseConnector(data_map.system("fabconnect_app"), engine=engine).export([subject])
@@ -81,7 +81,7 @@ def test_export_returns_exactly_the_subjects_rows(world, data_map, person_key, w
 def test_a_batch_splits_rows_back_per_subject(world, data_map):
     engine = create_engine(world.app_url)
     batch = [_query(key, False) for key in ("H01", "H03", "H04", "H07")]
-    subjects = IdentityResolver(engine, data_map, settings.ERASURE_HASH_SECRET).resolve(batch)
+    subjects = IdentityResolver(engine, data_map, settings.DEMO_ERASURE_HASH_SECRET).resolve(batch)
     result = SqlDatabaseConnector(data_map.system("fabconnect_app"), engine=engine).export(subjects)
     for query in batch:
         got = {
@@ -95,7 +95,7 @@ def test_a_batch_splits_rows_back_per_subject(world, data_map):
 def test_shared_phone_is_ambiguous_and_links_nobody(world, data_map):
     engine = create_engine(world.app_url)
     shared = normalize_phone(HARD["H05"].phone)
-    (by_phone_only,) = IdentityResolver(engine, data_map, settings.ERASURE_HASH_SECRET).resolve(
+    (by_phone_only,) = IdentityResolver(engine, data_map, settings.DEMO_ERASURE_HASH_SECRET).resolve(
         [SubjectQuery("req-phone", phone=shared)]
     )
     assert not by_phone_only.account_ids
@@ -105,7 +105,7 @@ def test_shared_phone_is_ambiguous_and_links_nobody(world, data_map):
 
 def test_recipients_are_the_partners_that_received_the_subjects_data(world, data_map):
     engine = create_engine(world.app_url)
-    (subject,) = IdentityResolver(engine, data_map, settings.ERASURE_HASH_SECRET).resolve([_query("H01", False)])
+    (subject,) = IdentityResolver(engine, data_map, settings.DEMO_ERASURE_HASH_SECRET).resolve([_query("H01", False)])
     truth = sqlite3.connect(world.ground_truth)
     holders = {
         r[0]
@@ -120,7 +120,7 @@ def test_recipients_are_the_partners_that_received_the_subjects_data(world, data
 
 def test_locate_counts_match_export(world, data_map):
     engine = create_engine(world.app_url)
-    (subject,) = IdentityResolver(engine, data_map, settings.ERASURE_HASH_SECRET).resolve([_query("H08", False)])
+    (subject,) = IdentityResolver(engine, data_map, settings.DEMO_ERASURE_HASH_SECRET).resolve([_query("H08", False)])
     connector = SqlDatabaseConnector(data_map.system("fabconnect_app"), engine=engine)
     counts = connector.locate([subject])
     exported = connector.export([subject]).counts()

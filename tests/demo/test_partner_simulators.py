@@ -19,7 +19,7 @@ from include.demo.partners.api_server import PartnerApiServer
 from include.demo.partners.dropbox_responder import DropboxResponder
 from include.demo.partners.faults import Faults, SimClock
 from include.demo.partners.store import PartnerStore
-from include.dsr.core.pii import normalize_email
+from include.dsr.core.identities import normalize_email
 
 ALICE = "alice.example@example.com"
 ALICE_ROWS = {"order_packages": [1, 4], "support_cases": [2]}

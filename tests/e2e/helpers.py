@@ -14,6 +14,9 @@ from include.dsr.ledger.api import Ledger
 
 HARD = {p.key: p for p in hard_case_people()}
 VERIFIED = {"method": "logged_in_session", "verified_at": "2026-11-20T10:00:00Z"}
+# A session proves the account and its email; a phone in the request is used only when the
+# verification covers it too (ops confirmed every identity).
+VERIFIED_ALL = {"method": "ops_confirmed", "verified_at": "2026-11-20T10:00:00Z"}
 
 
 def conf_for(person_key: str, request_id: str, with_phone: bool = False, **extra) -> dict:
@@ -21,7 +24,8 @@ def conf_for(person_key: str, request_id: str, with_phone: bool = False, **extra
     subject = {"email": person.email_variant or person.email}
     if with_phone:
         subject["phone"] = person.phone
-    return {"request_id": request_id, "subject": subject, "verification": VERIFIED, **extra}
+    verification = VERIFIED_ALL if with_phone else VERIFIED
+    return {"request_id": request_id, "subject": subject, "verification": verification, **extra}
 
 
 @lru_cache(maxsize=1)
@@ -76,3 +80,16 @@ def manual_partners() -> tuple[str, ...]:
 
 def demo_dir_paths() -> WorldPaths:
     return WorldPaths(settings.DEMO_DIR)
+
+
+def people_without_manual_partner(paths: WorldPaths) -> list[str]:
+    """Hard cases none of whose data went to a manual partner (their runs need no human answer)."""
+    manual = manual_partners()
+    conn = sqlite3.connect(paths.ground_truth)
+    with_manual = {
+        key
+        for (key,) in conn.execute(
+            f"SELECT DISTINCT person_key FROM owned_rows WHERE system IN ({','.join('?' * len(manual))})", manual
+        )
+    }
+    return [key for key in sorted(HARD) if key not in with_manual]

@@ -66,3 +66,27 @@ def test_unsupported_connection_type_is_refused_with_the_way_out(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_APP_MYSQL", json.dumps({"conn_type": "mysql", "host": "db"}))
     with pytest.raises(TerminalError, match="sqlalchemy_url"):
         sqlalchemy_url("app_mysql")
+
+
+@pytest.mark.parametrize(
+    ("variable", "demo", "refused"),
+    [
+        pytest.param(None, False, "not configured", id="nothing configured outside the demo"),
+        pytest.param("demo-fingerprint-not-a-secret", False, "public demo value", id="the demo value outside the demo"),
+        pytest.param(None, True, None, id="the demo's own value inside the demo"),
+        pytest.param("a-real-long-random-secret", False, None, id="a real secret"),
+    ],
+)
+def test_secrets_are_refused_unless_real_outside_the_demo(monkeypatch, variable, demo, refused):
+    from include.dsr.connections import secret
+
+    monkeypatch.delenv("AIRFLOW_VAR_DSR_FINGERPRINT_SECRET", raising=False)
+    if variable:
+        monkeypatch.setenv("AIRFLOW_VAR_DSR_FINGERPRINT_SECRET", variable)
+    monkeypatch.setenv("DSR_DEMO", "1" if demo else "0")
+    if refused:
+        with pytest.raises(TerminalError, match="AIRFLOW_VAR_DSR_FINGERPRINT_SECRET") as info:
+            secret("fingerprint")
+        assert refused in str(info.value) or "not configured" in str(info.value)
+    else:
+        assert secret("fingerprint") == (variable or "demo-fingerprint-not-a-secret")

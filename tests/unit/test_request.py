@@ -47,7 +47,7 @@ def test_received_at_defaults_to_now():
             {"request_id": "DSR-3", "subject": {"email": "nope"}}, "access", "malformed email", id="bad email"
         ),
         pytest.param(
-            {"request_id": "DSR-3", "subject": {"phone": "12ab"}}, "access", "malformed phone", id="bad phone"
+            {"request_id": "DSR-3", "subject": {"phone": "12ab"}}, "access", "international format", id="bad phone"
         ),
         pytest.param(
             {"request_id": "DSR-3", "subject": {"account_id": "x"}},

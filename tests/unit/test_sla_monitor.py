@@ -100,5 +100,5 @@ def test_monitor_dag_is_thin_and_hourly():
     assert dag.max_active_runs == 1
     assert {"dsr", "gdpr", "sla"} <= set(dag.tags)
     assert "dsr_sla_monitor" in dag.doc_md
-    assert [t.task_id for t in dag.tasks] == ["alert_ops", "publish_snapshot"]
+    assert [t.task_id for t in dag.tasks] == ["alert_ops", "publish_snapshot", "purge_metadata"]
     assert all(t.retries >= 1 for t in dag.tasks)

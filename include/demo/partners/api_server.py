@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from include.demo.partners.faults import Faults, SimClock
-from include.demo.partners.protocol import RequestBook, RequestConflict, parse_request
+from include.demo.partners.protocol import RequestBook, RequestConflict, leaky_error, parse_request
 from include.demo.partners.store import IDENTITY_TYPES, REQUEST_TYPES, PartnerStore
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _submit(self, partner: PartnerApiServer) -> tuple[int, dict]:
         request = parse_request(self._json_body())
+        if partner.faults.mode == "leak":
+            return 422, {"error": leaky_error(request)}
         found = partner.book.submit(
             request.subject_request_id, request.request_type, request.identities, partner.faults
         )

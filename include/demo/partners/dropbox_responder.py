@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from include.demo.partners.faults import Faults, SimClock, to_iso
-from include.demo.partners.protocol import RequestBook, parse_request
+from include.demo.partners.protocol import RequestBook, leaky_error, parse_request
 from include.demo.partners.store import PartnerStore
 
 log = logging.getLogger(__name__)
@@ -213,6 +213,8 @@ class DropboxResponder:
             request = parse_request(body)
             if request.subject_request_id != request_id:
                 raise ValueError("subject_request_id does not match the inbox file name")
+            if self.faults.mode == "leak":
+                return self._answer(key, version, attempt, self._failed(request_id, body, leaky_error(request)))
             found = self.book.submit(request_id, request.request_type, request.identities, self.faults)
         except ValueError as exc:  # an invalid body, or RequestConflict
             return self._answer(key, version, attempt, self._failed(request_id, body, str(exc)))

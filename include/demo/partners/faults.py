@@ -10,6 +10,8 @@ A simulator behaves according to its current :class:`Faults` mode:
   plus ``late_hours``.
 - ``never``: requests are accepted and never completed.
 - ``lie``: completed results also carry another subject's rows.
+- ``leak``: every request is refused with an error message that quotes the identities it was
+  sent (as careless partners do), so the product must keep such text out of its ledger.
 
 The mode in force when a request is received decides when it completes and whether its
 result lies; later changes do not rewrite requests already received.
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-MODES = ("ok", "fail", "stall", "late", "never", "lie")
+MODES = ("ok", "fail", "stall", "late", "never", "lie", "leak")
 
 # What a partner in ``never`` mode promises, and does not keep: the GDPR month.
 NEVER_PROMISE = timedelta(days=30)

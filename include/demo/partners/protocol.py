@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from include.demo.partners.faults import Faults, SimClock, to_iso
 from include.demo.partners.store import IDENTITY_TYPES, REQUEST_TYPES
-from include.dsr.core.pii import Pii, normalize_email, normalize_phone
+from include.dsr.core.identities import normalize_email, normalize_phone
+from include.dsr.core.pii import Pii
 
 if TYPE_CHECKING:
     from include.demo.partners.store import PartnerStore
@@ -79,6 +80,12 @@ def parse_request(body: Any) -> SubjectRequest:
     return SubjectRequest(
         request_id, body["subject_request_type"], {k: Pii(v) for k, v in identities.items()}, body["submitted_time"]
     )
+
+
+def leaky_error(request: SubjectRequest) -> str:
+    """The ``leak`` fault's refusal: it quotes every identity it was sent, as a careless partner does."""
+    quoted = ", ".join(f"{kind} {value.value}" for kind, value in sorted(request.identities.items()))
+    return f"no data subject matches {quoted} in our records (request {request.subject_request_id})"
 
 
 class RequestConflict(ValueError):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from include.dsr.core.pii import normalize_email, normalize_phone
+from include.dsr.core.identities import normalize_email, normalize_phone
 
 log = logging.getLogger(__name__)
 

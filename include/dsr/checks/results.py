@@ -1,16 +1,27 @@
 """Great Expectations checks of gathered results (GX core, ephemeral context, inside tasks).
 
-For every staged collection of a system:
+Every expectation compares the staged result with something the staging did not produce:
 
-* ``expect_table_columns_to_match_set``: the data map's fields are all there;
-* ``expect_column_values_to_be_in_set`` on ``_belongs_to_subject``: each row is linked to
-  the subject by one of its identity or account-link fields (a partner that returns another
-  subject's rows fails here). The column is a boolean computed from the identities, so GX
-  reports never carry personal values;
-* ``expect_table_row_count_to_equal``: the count matches what the ledger recorded.
+* per unit, ``expect_column_distinct_values_to_equal_set`` over the collections **the source
+  returned** (a partner's answer before it was padded to the data map) against the
+  collections the data map expects: a collection missing from the answer, or one the data
+  map does not know, fails;
+* per collection, ``expect_table_columns_to_match_set`` over the columns **the source returned**
+  (the database cursor's, the keys of a partner's rows) against the data map's fields;
+* ``expect_column_values_to_be_in_set`` on ``_belongs_to_subject``: each row is linked to its
+  subject by an identity or account-link field, compared with the exact, typed rules of
+  :mod:`include.dsr.identity.matching` (an id read back as ``12.0`` is ``12``). The column is
+  a boolean, so GX reports never carry personal values;
+* ``expect_column_unique_value_count_to_be_between`` on the primary key, against **the
+  source's own count** of the subjects' rows (a separate count query): a row lost or
+  duplicated on the way fails;
+* for partners, ``expect_column_pair_values_to_be_equal`` over every answer: the rows a table
+  holds against the count the partner reported for it (``affected``): a partner that adds
+  rows, or drops them, fails.
 
-Per system, ``expect_column_distinct_values_to_equal_set`` over the staged collection names
-proves no collection went silently missing. ``CheckReport.reason`` is the readable failure.
+For the object store the rows are objects: each staged key must be one the subject's rows
+reference and carry a checksum, and their number must equal the number of keys referenced.
+``CheckReport.reason`` is the readable failure.
 """
 
 from __future__ import annotations
@@ -18,10 +29,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN
-from include.dsr.identity.resolver import link_keys
+from include.dsr.identity.matching import link_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,6 +43,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BELONGS = "_belongs_to_subject"
+COLLECTIONS = "expect_column_distinct_values_to_equal_set"
+COLUMNS = "expect_table_columns_to_match_set"
+IN_SET = "expect_column_values_to_be_in_set"
+COUNT = "expect_column_unique_value_count_to_be_between"
+NOT_NULL = "expect_column_values_to_not_be_null"
+PAIR = "expect_column_pair_values_to_be_equal"
+PARTNER_CHANNELS = ("api", "s3_dropbox")
 
 
 @dataclass
@@ -42,6 +60,7 @@ class CheckOutcome:
     unexpected_count: int | None = None
     element_count: int | None = None
     observed: object = None
+    expected: object = None
 
 
 @dataclass
@@ -51,27 +70,39 @@ class CheckReport:
 
     @property
     def success(self) -> bool:
-        return all(o.success for o in self.outcomes)
+        return bool(self.outcomes) and all(o.success for o in self.outcomes)
 
     @property
     def reason(self) -> str:
-        failed = [o for o in self.outcomes if not o.success]
-        parts = []
-        for o in failed:
-            if o.expectation == "expect_column_values_to_be_in_set":
-                parts.append(
-                    f"{self.system}.{o.collection}: {o.unexpected_count} of {o.element_count} rows do not "
-                    "belong to the subject (wrong subject's data)"
-                )
-            elif o.expectation == "expect_table_row_count_to_equal":
-                parts.append(f"{self.system}.{o.collection}: {o.observed} rows staged, ledger says otherwise")
-            elif o.expectation == "expect_table_columns_to_match_set":
-                parts.append(f"{self.system}.{o.collection}: required columns missing (has {o.observed})")
-            else:
-                parts.append(
-                    f"{self.system}: collections differ from the data map, missing or unexpected (got {o.observed})"
-                )
+        if not self.outcomes:
+            return f"{self.system}: nothing was checked"
+        parts = [self._explain(o) for o in self.outcomes if not o.success]
         return "; ".join(parts) or "all checks passed"
+
+    def _explain(self, o: CheckOutcome) -> str:
+        where = f"{self.system}.{o.collection}"
+        if o.expectation == IN_SET and o.collection.endswith("(objects)"):
+            return f"{where}: {o.unexpected_count} staged objects are not referenced by the subject's rows"
+        if o.expectation == IN_SET:
+            return (
+                f"{where}: {o.unexpected_count} of {o.element_count} rows do not belong to the subject "
+                "(wrong subject's data)"
+            )
+        if o.expectation == COUNT:
+            return f"{where}: {o.observed} distinct rows staged, the source counted {o.expected}"
+        if o.expectation == COLUMNS:
+            return f"{where}: the source returned columns {o.observed}, missing some of {o.expected}"
+        if o.expectation == PAIR:
+            return (
+                f"{self.system}: in {o.unexpected_count} of {o.element_count} answers the partner's rows and "
+                "its own reported count disagree"
+            )
+        if o.expectation == NOT_NULL:
+            return f"{where}: {o.unexpected_count} staged objects have no checksum"
+        return (
+            f"{self.system}: the source returned collections {o.observed}, the data map expects {o.expected} "
+            "(missing or unexpected)"
+        )
 
     def to_json(self) -> dict:
         return {
@@ -83,28 +114,26 @@ class CheckReport:
 
 
 def belongs_to_subject(frame: pd.DataFrame, coll: Collection, subjects: dict[str, ResolvedSubject]) -> pd.Series:
-    """Boolean per row: one of its identity / account-link fields holds its subject's identity."""
+    """Boolean per row: one of its link fields holds an identity of the subject named in ``_request_id``."""
     import pandas as pd
 
-    result = pd.Series(False, index=frame.index)
-    for column, identity in link_keys(coll):
-        if column not in frame.columns:
-            continue
-        values = frame[column]
-        if identity == "email":
-            values = values.astype("string").str.strip().str.lower()
-        for request_id, subject in subjects.items():
-            wanted = subject.identity_values(identity)
-            if identity == "account_id":
-                wanted = {str(v) for v in wanted}
-                values = values.astype("string")
-            mine = frame[REQUEST_ID_COLUMN] == request_id
-            result |= mine & values.isin(list(wanted)).fillna(False).astype(bool)
-    return result
+    columns = [c for c in link_columns(coll) if c.name in frame.columns]
+    result = []
+    for _, row in frame.iterrows():
+        subject = subjects.get(str(row[REQUEST_ID_COLUMN]))
+        mine = False
+        if subject is not None:
+            for column in columns:
+                value = column.identity_of(None if pd.isna(row[column.name]) else row[column.name])
+                if value is not None and value in subject.identity_values(column.identity):
+                    mine = True
+                    break
+        result.append(mine)
+    return pd.Series(result, index=frame.index, dtype=bool)
 
 
 class ResultChecker:
-    """Validate one system's staged result against the data map, the subjects and the ledger."""
+    """Validate one unit's staged result against the data map, the subjects and the source's own figures."""
 
     def __init__(self) -> None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -126,61 +155,133 @@ class ResultChecker:
             suite.add_expectation(expectation)
         return batch.validate(suite).results
 
+    def _record(self, report: CheckReport, collection: str, results: list, expected: dict[str, Any]) -> None:
+        for res in results:
+            kind = res.expectation_config.type
+            report.outcomes.append(
+                CheckOutcome(
+                    collection,
+                    kind,
+                    res.success,
+                    unexpected_count=res.result.get("unexpected_count"),
+                    element_count=res.result.get("element_count"),
+                    observed=_safe_observed(res.result.get("observed_value")),
+                    expected=expected.get(kind),
+                )
+            )
+
     def check(
         self,
         system: System,
         result: ExportResult,
         subjects: list[ResolvedSubject],
         expected_collections: list[Collection],
-        ledger_counts: dict[str, int] | None = None,
         object_store: bool = False,
     ) -> CheckReport:
+        """Check one staged unit.
+
+        :param result: the staged result, with what the source returned (``returned_collections``,
+            ``returned_columns``), counted (``source_counts``, a partner's ``answer_counts``) and,
+            for objects, referenced (``referenced_keys``)
+        """
         import pandas as pd
 
         E = self.gx.expectations
         by_id = {s.request_id: s for s in subjects}
         report = CheckReport(system.key)
-        names = pd.DataFrame({"collection": sorted(result.frames)})
-        for res in self._validate(
-            names,
-            [
-                E.ExpectColumnDistinctValuesToEqualSet(
-                    column="collection", value_set=[c.name for c in expected_collections]
-                )
-            ],
-        ):
-            report.outcomes.append(
-                CheckOutcome("*", res.expectation_config.type, res.success, observed=res.result.get("observed_value"))
-            )
+        partner = system.channel in PARTNER_CHANNELS
+        # A partner answers with everything it holds; an internal unit returns what it was asked for.
+        wanted = sorted(c.name for c in (system.collections if partner else expected_collections) if c.personal)
+        returned = pd.DataFrame({"collection": sorted(result.returned_collections)}, dtype="string")
+        self._record(
+            report,
+            "*",
+            self._validate(returned, [E.ExpectColumnDistinctValuesToEqualSet(column="collection", value_set=wanted)]),
+            {COLLECTIONS: wanted},
+        )
+        if partner:
+            self._check_answers(report, result)
         for coll in expected_collections:
             frame = result.frames.get(coll.name)
             if frame is None:
                 continue
-            frame = frame.copy()
-            required = (
-                ["object_key", "sha256", REQUEST_ID_COLUMN] if object_store else [*coll.field_names, REQUEST_ID_COLUMN]
-            )
-            expectations = [E.ExpectTableColumnsToMatchSet(column_set=required, exact_match=False)]
-            if not object_store:
-                frame[BELONGS] = belongs_to_subject(frame, coll, by_id)
-                expectations.append(E.ExpectColumnValuesToBeInSet(column=BELONGS, value_set=[True]))
+            if object_store:
+                self._check_objects(report, coll, frame, set(result.referenced_keys.get(coll.name, [])))
             else:
-                expectations.append(E.ExpectColumnValuesToNotBeNull(column="sha256"))
-            if ledger_counts is not None:
-                expectations.append(E.ExpectTableRowCountToEqual(value=int(ledger_counts.get(coll.name, -1))))
-            for res in self._validate(frame, expectations):
-                report.outcomes.append(
-                    CheckOutcome(
-                        coll.name,
-                        res.expectation_config.type,
-                        res.success,
-                        unexpected_count=res.result.get("unexpected_count"),
-                        element_count=res.result.get("element_count"),
-                        observed=_safe_observed(res.result.get("observed_value")),
-                    )
-                )
+                self._check_rows(report, coll, frame, result, by_id, count_from_source=not partner)
         log.info("checked %s: %s expectations, success=%s", system.key, len(report.outcomes), report.success)
         return report
+
+    def _check_answers(self, report: CheckReport, result: ExportResult) -> None:
+        """Each partner answer's rows per table against the count the partner reported in it."""
+        import pandas as pd
+
+        if not result.answer_counts:
+            return
+        answers = pd.DataFrame.from_records(
+            result.answer_counts, columns=["answer", "collection", "returned", "reported"]
+        )
+        answers["reported"] = answers["reported"].astype("Int64")
+        answers["returned"] = answers["returned"].astype("Int64")
+        results = self._validate(
+            answers, [self.gx.expectations.ExpectColumnPairValuesToBeEqual(column_A="returned", column_B="reported")]
+        )
+        self._record(report, "answers", results, {})
+
+    def _check_rows(
+        self,
+        report: CheckReport,
+        coll: Collection,
+        frame: pd.DataFrame,
+        result: ExportResult,
+        subjects: dict[str, ResolvedSubject],
+        count_from_source: bool = True,
+    ) -> None:
+        import pandas as pd
+
+        E = self.gx.expectations
+        returned = result.returned_columns.get(coll.name)
+        if returned:  # a partner that returned no rows shows no columns: nothing to compare
+            self._record(
+                report,
+                coll.name,
+                self._validate(
+                    pd.DataFrame(columns=returned),
+                    [E.ExpectTableColumnsToMatchSet(column_set=coll.field_names, exact_match=False)],
+                ),
+                {COLUMNS: coll.field_names},
+            )
+        checked = frame.copy()
+        checked[BELONGS] = belongs_to_subject(checked, coll, subjects)
+        expectations = [E.ExpectColumnValuesToBeInSet(column=BELONGS, value_set=[True])]
+        source = result.source_counts.get(coll.name)
+        expected: dict[str, Any] = {}
+        if not count_from_source:
+            pass  # a partner's counts are checked per answer (_check_answers)
+        elif source is None:
+            report.outcomes.append(CheckOutcome(coll.name, COUNT, False, observed=len(frame), expected="no count"))
+        elif coll.primary_key in checked.columns:
+            checked["_row_key"] = checked[coll.primary_key].astype("string")
+            expectations.append(
+                E.ExpectColumnUniqueValueCountToBeBetween(
+                    column="_row_key", min_value=int(source), max_value=int(source)
+                )
+            )
+            expected[COUNT] = int(source)
+        self._record(report, coll.name, self._validate(checked, expectations), expected)
+
+    def _check_objects(self, report: CheckReport, coll: Collection, frame: pd.DataFrame, referenced: set[str]) -> None:
+        E = self.gx.expectations
+        checked = frame.copy()
+        checked["_object_key"] = checked["object_key"].astype("string")
+        expectations = [
+            E.ExpectColumnValuesToNotBeNull(column="sha256"),
+            E.ExpectColumnValuesToBeInSet(column="_object_key", value_set=sorted(referenced)),
+            E.ExpectColumnUniqueValueCountToBeBetween(
+                column="_object_key", min_value=len(referenced), max_value=len(referenced)
+            ),
+        ]
+        self._record(report, f"{coll.name}(objects)", self._validate(checked, expectations), {COUNT: len(referenced)})
 
 
 def _safe_observed(value):

@@ -36,6 +36,16 @@ class ExportResult:
     system: str
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     files: dict[str, list[str]] = field(default_factory=dict)  # collection -> object keys copied
+    # What the source said on its own, for the checks: its count of the subjects' rows per
+    # collection (a separate count query, the partner's reported count) and the columns and
+    # collections it returned before any padding to the data map.
+    source_counts: dict[str, int] = field(default_factory=dict)
+    returned_columns: dict[str, list[str]] = field(default_factory=dict)
+    returned_collections: list[str] = field(default_factory=list)
+    # Partners: per answer and table, the rows returned and the count the partner reported.
+    answer_counts: list[dict] = field(default_factory=list)
+    # Object stores: per collection, the object keys the subjects' database rows reference.
+    referenced_keys: dict[str, list[str]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return {name: len(df) for name, df in self.frames.items()}

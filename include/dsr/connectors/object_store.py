@@ -32,7 +32,7 @@ class ObjectStoreConnector(BaseConnector):
     """
 
     channel: ClassVar[str] = "object_store"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "export"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "locate", "export"})
 
     def __init__(
         self, system: System, key_source: SqlDatabaseConnector, staging_bucket: str, staging_prefix: str, s3: Any = None
@@ -55,20 +55,34 @@ class ObjectStoreConnector(BaseConnector):
     def test_connection(self) -> None:
         self.s3.head_bucket(Bucket=self.bucket)
 
+    def _keys(self, subjects: list[ResolvedSubject], coll: Collection):
+        """The subjects' rows of the collection naming this collection's objects, and the key field."""
+        source_name, _, key_field = (coll.object_key_field or "").partition(".")
+        source = self.key_source.system.collection(source_name)
+        return self.key_source.export(subjects, [source]).frames[source_name], key_field
+
+    def locate(self, subjects: list[ResolvedSubject]) -> dict[str, int]:
+        """Objects per collection the subjects' rows reference (nothing is read from the store)."""
+        counts = {}
+        for coll in self.system.collections:
+            rows, key_field = self._keys(subjects, coll)
+            counts[coll.name] = len({str(k) for k in rows[key_field] if k})
+        return counts
+
     def export(self, subjects: list[ResolvedSubject], collections: list[Collection] | None = None) -> ExportResult:
         import pandas as pd
 
         result = ExportResult(self.system.key)
         for coll in collections or self.system.collections:
-            source_name, _, key_field = coll.object_key_field.partition(".")
-            source = self.key_source.system.collection(source_name)
-            rows = self.key_source.export(subjects, [source]).frames[source_name]
+            rows, key_field = self._keys(subjects, coll)
             records = []
             for key, request_id in rows[[key_field, REQUEST_ID_COLUMN]].itertuples(index=False):
                 if key:
                     records.append({**self._stage(key, request_id), REQUEST_ID_COLUMN: request_id})
             result.frames[coll.name] = pd.DataFrame.from_records(records, columns=[*OBJECT_COLUMNS, REQUEST_ID_COLUMN])
             result.files[coll.name] = [r["staged_key"] for r in records]
+            result.returned_collections.append(coll.name)
+            result.referenced_keys[coll.name] = sorted({str(k) for k in rows[key_field] if k})
         log.info("staged %s objects from %s", sum(len(v) for v in result.files.values()), self.system.key)
         return result
 

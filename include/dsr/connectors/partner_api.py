@@ -2,10 +2,10 @@
 
 The conversation is asynchronous: ``submit`` posts one request per subject (idempotent on
 the partner request id, which is derived from our ``request_id`` and never contains
-personal data), ``poll`` reads their statuses, ``fetch`` reads completed results. 5xx,
-timeouts and connection errors raise ``TransientError`` (Airflow retries with backoff);
-4xx raise ``TerminalError`` with the partner's message. The bearer token is the
-connection's password.
+personal data), ``poll`` reads their statuses, ``answer`` / ``fetch`` read completed results
+(:mod:`include.dsr.connectors.partner`). 5xx, timeouts and connection errors raise
+``TransientError`` (Airflow retries with backoff); 4xx raise ``TerminalError`` with the
+partner's message, redacted. The bearer token is the connection's password.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from include import settings
-from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
+from include.dsr.connectors.base import ExportResult
+from include.dsr.connectors.partner import (
+    COMPLETED,
+    PartnerConnector,
+    identity_sets,
+    partner_refs,
+    partner_text,
+)
 from include.dsr.core.errors import TerminalError, TransientError
 
 if TYPE_CHECKING:
@@ -25,32 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPLETED, FAILED = "completed", "failed"
 
-
-def partner_request_id(request_id: str, request_type: str, index: int = 0) -> str:
-    """Our reference at the partner: no personal data, stable across retries."""
-    suffix = f"-{index + 1}" if index else ""
-    return f"fabconnect-{request_type}-{request_id}{suffix}"
-
-
-def identity_sets(subject: ResolvedSubject) -> list[list[dict[str, str]]]:
-    """Identities sent to a partner, one set per partner request (the protocol takes one email
-    and one phone per request). Emails and unshared phones only, never account ids."""
-    emails, phones = sorted(subject.emails), sorted(subject.phones)
-    sets = []
-    for i in range(max(len(emails), len(phones))):
-        ids = [{"identity_type": "email", "identity_value": emails[i]}] if i < len(emails) else []
-        ids += [{"identity_type": "phone", "identity_value": phones[i]}] if i < len(phones) else []
-        sets.append(ids)
-    return sets
-
-
-def partner_refs(subject: ResolvedSubject, request_type: str) -> list[str]:
-    return [partner_request_id(subject.request_id, request_type, i) for i in range(len(identity_sets(subject)))]
-
-
-class PartnerApiConnector(BaseConnector):
+class PartnerApiConnector(PartnerConnector):
     """:param base_url: / :param token: override the connection (tests)."""
 
     channel: ClassVar[str] = "api"
@@ -130,14 +113,12 @@ class PartnerApiConnector(BaseConnector):
         """Partner request id -> request_status (pending, in_progress, completed, failed)."""
         return {ref: self._call("GET", f"/requests/{ref}")[1]["request_status"] for ref in refs}
 
-    def fetch(self, refs_by_request: dict[str, list[str]]) -> ExportResult:
-        """Read completed results; rows found through several identities are kept once."""
-        tables: dict[str, dict[tuple, dict]] = {}
-        for request_id, refs in refs_by_request.items():
-            for ref in refs:
-                _, body = self._call("GET", f"/requests/{ref}/result")
-                collect_records(tables, request_id, body.get("records"))
-        return frames_for(self.system, tables)
+    def answer(self, ref: str) -> dict:
+        return self._call("GET", f"/requests/{ref}/result")[1]
+
+    def failure(self, ref: str) -> str:
+        body = self._call("GET", f"/requests/{ref}")[1]
+        return partner_text(body.get("error") or body.get("request_status") or "no reason given")
 
     def export(self, subjects: list[ResolvedSubject], collections=None) -> ExportResult:
         """Submit, and return the results if the partner answered at once; else raise ``PartnerPendingError``."""
@@ -161,30 +142,9 @@ class PartnerPendingError(TransientError):
         self.system, self.refs = system, refs
 
 
-def collect_records(tables: dict[str, dict[tuple, dict]], request_id: str, records: dict | None) -> None:
-    """Add a partner answer's ``records`` to ``tables``, once per (request, row id)."""
-    for table, rows in (records or {}).items():
-        for row in rows:
-            tables.setdefault(table, {})[(request_id, row.get("id"))] = {**row, REQUEST_ID_COLUMN: request_id}
-
-
-def frames_for(system: System, tables: dict[str, dict[tuple, dict]]) -> ExportResult:
-    """One frame per data-map collection (empty ones keep their columns); collections the data
-    map does not know stay visible so the checks can flag them."""
-    import pandas as pd
-
-    result = ExportResult(system.key)
-    tables = {name: list(rows.values()) for name, rows in tables.items()}
-    for coll in system.collections:
-        rows = tables.pop(coll.name, [])
-        result.frames[coll.name] = pd.DataFrame.from_records(rows, columns=[*coll.field_names, REQUEST_ID_COLUMN])
-    for unexpected, rows in tables.items():
-        result.frames[unexpected] = pd.DataFrame.from_records(rows)
-    return result
-
-
 def _error_text(resp) -> str:
+    """The partner's error body, redacted: it may quote what we sent."""
     try:
-        return str(resp.json().get("error", resp.text[:200]))
+        return partner_text(resp.json().get("error", resp.text))
     except ValueError:
-        return resp.text[:200]
+        return partner_text(resp.text)

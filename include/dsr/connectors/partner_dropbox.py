@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from include.dsr.connectors.base import BaseConnector, ExportResult
-from include.dsr.connectors.partner_api import (
+from include.dsr.connectors.partner import (
     COMPLETED,
     FAILED,
-    collect_records,
-    frames_for,
+    PENDING,
+    PartnerConnector,
     identity_sets,
     partner_refs,
+    partner_text,
 )
 
 if TYPE_CHECKING:
@@ -30,10 +30,9 @@ if TYPE_CHECKING:
     from include.dsr.identity.resolver import ResolvedSubject
 
 log = logging.getLogger(__name__)
-PENDING = "pending"
 
 
-class PartnerDropboxConnector(BaseConnector):
+class PartnerDropboxConnector(PartnerConnector):
     """:param s3: boto3 client override (tests); by default from the partner's connection."""
 
     channel: ClassVar[str] = "s3_dropbox"
@@ -100,13 +99,8 @@ class PartnerDropboxConnector(BaseConnector):
         return {ref: self._answer(ref)[0] for ref in refs}
 
     def failure(self, ref: str) -> str:
-        """The partner's error text of a failed answer (no personal data in our protocol)."""
         _, answer = self._answer(ref)
-        return str((answer or {}).get("error", "no reason given"))[:200]
+        return partner_text((answer or {}).get("error", "no reason given"))
 
-    def fetch(self, refs_by_request: dict[str, list[str]]) -> ExportResult:
-        tables: dict[str, dict[tuple, dict]] = {}
-        for request_id, refs in refs_by_request.items():
-            for ref in refs:
-                collect_records(tables, request_id, (self._answer(ref)[1] or {}).get("records"))
-        return frames_for(self.system, tables)
+    def answer(self, ref: str) -> dict:
+        return self._answer(ref)[1] or {}

@@ -1,10 +1,12 @@
 """Connector for the platform database (SQLite in the demo, PostgreSQL in production).
 
 One indexed, set-based query per collection and batch: a row belongs to a subject when
-one of its identity fields holds one of the subject's identities (emails compared as
-``lower(trim(col))``, which is what the expression indexes cover) or when it references one
-of the subject's accounts. Tables are addressed through the data map's field lists, so
-no reflection happens at run time and unmapped columns are never read.
+one of its identity fields holds one of the subject's identities or when it references one
+of the subject's accounts. The query selects a superset on the indexed lookup keys and every
+row is then checked exactly (:mod:`include.dsr.identity.matching`), so SQLite and PostgreSQL
+under any collation return the same rows. A second, separate query counts the subjects' rows
+for the checks. Tables are addressed through the data map's field lists, so no reflection
+happens at run time and unmapped columns are never read.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
-from include.dsr.identity.resolver import IN_CHUNK, link_keys
+from include.dsr.identity.matching import IDENTITY_TYPES, LinkColumn, link_columns, matched_identities, where_any
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from include.dsr.core.data_map import Collection, System
     from include.dsr.identity.resolver import ResolvedSubject
@@ -50,61 +52,57 @@ class SqlDatabaseConnector(BaseConnector):
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def _keys(self, coll: Collection) -> list[tuple[str, str]]:
-        return link_keys(coll, self.account_collection)
-
-    def _where(self, table, keys: list[tuple[str, str]], values: dict[str, set]):
-        from sqlalchemy import false, func, or_
-
-        clauses = []
-        for name, identity in keys:
-            wanted = sorted(values[identity], key=str)
-            column = func.lower(func.trim(table.c[name])) if identity == "email" else table.c[name]
-            clauses += [column.in_(wanted[i : i + IN_CHUNK]) for i in range(0, len(wanted), IN_CHUNK)]
-        return or_(*clauses) if clauses else false()
+    def _link_columns(self, coll: Collection) -> list[LinkColumn]:
+        return link_columns(coll, self.account_collection)
 
     @staticmethod
-    def _values(subjects: list[ResolvedSubject]) -> dict[str, set]:
-        merged: dict[str, set] = {"email": set(), "phone": set(), "account_id": set(), "email_hash": set()}
+    def _wanted(subjects: list[ResolvedSubject]) -> dict[str, set]:
+        merged: dict[str, set] = {identity: set() for identity in IDENTITY_TYPES}
         for s in subjects:
             for identity, bucket in merged.items():
                 bucket |= s.identity_values(identity)
         return merged
 
-    def locate(self, subjects: list[ResolvedSubject]) -> dict[str, int]:
-        from sqlalchemy import column, func, select, table
+    def _count(self, conn: Connection, coll: Collection, owners: _Owners) -> int:
+        """The source's own count of the subjects' rows: a separate query, checked exactly."""
+        from sqlalchemy import column, select, table
 
-        values, counts = self._values(subjects), {}
+        links = self._link_columns(coll)
+        names = sorted({coll.primary_key, *(c.name for c in links)})
+        t = table(coll.name, *(column(n) for n in names))
+        rows = conn.execute(select(t).where(where_any(t, links, owners.wanted))).mappings()
+        return sum(1 for row in rows if owners.of(row, links))
+
+    def locate(self, subjects: list[ResolvedSubject]) -> dict[str, int]:
+        owners = _Owners(subjects, self._wanted(subjects))
         with self.engine.connect() as conn:
-            for coll in self.system.collections:
-                keys = self._keys(coll)
-                if not coll.personal or not keys:
-                    continue
-                t = table(coll.name, *(column(name) for name, _ in keys))
-                counts[coll.name] = conn.execute(
-                    select(func.count()).select_from(t).where(self._where(t, keys, values))
-                ).scalar_one()
-        return counts
+            return {
+                coll.name: self._count(conn, coll, owners)
+                for coll in self.system.collections
+                if coll.personal and self._link_columns(coll)
+            }
 
     def export(self, subjects: list[ResolvedSubject], collections: list[Collection] | None = None) -> ExportResult:
         import pandas as pd
         from sqlalchemy import column, select, table
 
-        values = self._values(subjects)
-        owners = _owner_index(subjects)
+        owners = _Owners(subjects, self._wanted(subjects))
         result = ExportResult(self.system.key)
         with self.engine.connect() as conn:
             for coll in collections or [c for c in self.system.collections if c.personal]:
-                keys = self._keys(coll)
+                links = self._link_columns(coll)
                 t = table(coll.name, *(column(f) for f in coll.field_names))
-                rows = conn.execute(select(t).where(self._where(t, keys, values))).mappings().all()
+                cursor = conn.execute(select(t).where(where_any(t, links, owners.wanted)))
+                result.returned_columns[coll.name] = list(cursor.keys())
+                result.returned_collections.append(coll.name)
                 records = []
-                for row in rows:
-                    for request_id in sorted(_owners_of(row, keys, owners)):
+                for row in cursor.mappings():
+                    for request_id in sorted(owners.of(row, links)):
                         records.append({**{k: _plain(v) for k, v in row.items()}, REQUEST_ID_COLUMN: request_id})
                 result.frames[coll.name] = pd.DataFrame.from_records(
                     records, columns=[*coll.field_names, REQUEST_ID_COLUMN]
                 )
+                result.source_counts[coll.name] = self._count(conn, coll, owners)
         log.info(
             "exported %s rows from %s collections of %s for %s subjects",
             sum(result.counts().values()),
@@ -115,25 +113,22 @@ class SqlDatabaseConnector(BaseConnector):
         return result
 
 
-def _owner_index(subjects: list[ResolvedSubject]) -> dict[tuple[str, object], set[str]]:
-    index: dict[tuple[str, object], set[str]] = {}
-    for s in subjects:
-        for identity in ("email", "phone", "account_id", "email_hash"):
-            for value in s.identity_values(identity):
-                index.setdefault((identity, value), set()).add(s.request_id)
-    return index
+class _Owners:
+    """Which subjects of a batch a row belongs to, by the normalised identities in its link columns."""
 
+    def __init__(self, subjects: list[ResolvedSubject], wanted: dict[str, set]) -> None:
+        self.wanted = wanted
+        self.index: dict[tuple[str, object], set[str]] = {}
+        for s in subjects:
+            for identity in IDENTITY_TYPES:
+                for value in s.identity_values(identity):
+                    self.index.setdefault((identity, value), set()).add(s.request_id)
 
-def _owners_of(row, keys: list[tuple[str, str]], owners: dict) -> set[str]:
-    found: set[str] = set()
-    for name, identity in keys:
-        value = row[name]
-        if value is None:
-            continue
-        if identity == "email":
-            value = value.strip().lower()
-        found |= owners.get((identity, value), set())
-    return found
+    def of(self, row, links: list[LinkColumn]) -> set[str]:
+        found: set[str] = set()
+        for pair in matched_identities(row, links):
+            found |= self.index.get(pair, set())
+        return found
 
 
 def _plain(value):

@@ -98,6 +98,14 @@ class Staging:
             "status": status,
             "counts": result.counts(),
             "files": result.files,
+            # What the source itself returned and counted (the checks compare it with the frames).
+            "source": {
+                "counts": result.source_counts,
+                "columns": result.returned_columns,
+                "collections": result.returned_collections,
+                "answers": result.answer_counts,
+                "referenced_keys": result.referenced_keys,
+            },
             **(detail or {}),
         }
         self.put_json(f"systems/{unit}/_meta.json", meta)
@@ -114,7 +122,16 @@ class Staging:
 
     def load(self, unit: str) -> ExportResult:
         meta = self.meta(unit)
-        result = ExportResult(meta["system"], files=meta.get("files", {}))
+        source = meta.get("source", {})
+        result = ExportResult(
+            meta["system"],
+            files=meta.get("files", {}),
+            source_counts=source.get("counts", {}),
+            returned_columns=source.get("columns", {}),
+            returned_collections=source.get("collections", []),
+            answer_counts=source.get("answers", []),
+            referenced_keys=source.get("referenced_keys", {}),
+        )
         for collection in meta["counts"]:
             result.frames[collection] = self._frame(f"systems/{unit}/{collection}.json")
         return result

@@ -31,6 +31,7 @@ Family = Literal["internal", "payment_partner", "manufacturing_partner"]
 Channel = Literal["database", "object_store", "api", "s3_dropbox", "manual"]
 FieldErasure = Literal["delete_row", "null", "hash", "keep"]
 Portability = Literal["provided", "observed", "inferred", "none"]
+PhoneFormat = Literal["e164", "free_text"]
 NOT_PERSONAL = "system.operations"
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
 
@@ -51,10 +52,30 @@ class FieldSpec(_Strict):
     primary_key: bool = Field(False, description="Row identifier used for evidence and erasure.")
     references: list[Reference] = Field(default_factory=list, description="Edges of the identity graph.")
     erasure: FieldErasure | None = Field(None, description="Override of the collection's erasure for this field.")
+    phone_format: PhoneFormat | None = Field(
+        None,
+        description="How a phone identity column stores numbers: 'e164' (normalised, +4915123456789; the "
+        "default) or 'free_text' (as people typed them: national, spaced, punctuated).",
+    )
+    phone_region: str | None = Field(
+        None,
+        description="Region (ISO 3166, e.g. DE) a number stored without country code is read in; "
+        "default the controller's country.",
+    )
 
     @property
     def personal(self) -> bool:
         return self.data_categories != [NOT_PERSONAL]
+
+    @model_validator(mode="after")
+    def _phone_settings_on_phones_only(self) -> FieldSpec:
+        if (self.phone_format or self.phone_region) and self.identity != "phone":
+            raise ValueError(f"field {self.name!r}: phone_format / phone_region apply to 'identity: phone' fields only")
+        if self.phone_region and not re.fullmatch(r"[A-Z]{2}", self.phone_region):
+            raise ValueError(
+                f"field {self.name!r}: phone_region {self.phone_region!r} must be an ISO 3166 code like DE"
+            )
+        return self
 
 
 class SharedWith(_Strict):

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 
 from include.dsr.core.errors import TerminalError
-from include.dsr.core.pii import normalize_email, normalize_phone
+from include.dsr.core.identities import normalize_email, normalize_phone
 
 IDENTITY_KEYS = ("email", "phone", "account_id")
 
@@ -22,9 +22,17 @@ def _normalise_account_id(value: object) -> str | None:
     return text or None
 
 
+def _normalise_phone(value: object) -> str | None:
+    """E.164; a value that is no possible number keeps its digits (two such values still differ)."""
+    if value is None:
+        return None
+    digits = "".join(ch for ch in str(value) if ch.isdigit())
+    return normalize_phone(str(value)) or (f"+{digits}" if digits else None)
+
+
 _NORMALISERS = {
     "email": lambda value: normalize_email(str(value)) if value is not None else None,
-    "phone": lambda value: normalize_phone(str(value)) if value is not None else None,
+    "phone": _normalise_phone,
     "account_id": _normalise_account_id,
 }
 
@@ -32,8 +40,8 @@ _NORMALISERS = {
 def normalise_identities(identities: Mapping[str, object]) -> dict[str, str]:
     """Normalise the identity keys the fingerprint covers, dropping empty ones.
 
-    Email is trimmed and lower-cased, phone keeps a leading ``+`` and digits only,
-    ``account_id`` becomes a trimmed string.
+    Email and phone as :mod:`include.dsr.core.identities` compares them (a phone in E.164,
+    read in the controller's country), ``account_id`` becomes a trimmed string.
 
     :param identities: mapping with at least one of ``email``, ``phone``, ``account_id``.
     :returns: the normalised, non-empty identities.

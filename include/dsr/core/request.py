@@ -10,19 +10,34 @@ form validates too; this module stays the authority.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from include.dsr.core.errors import RequestValidationError
-from include.dsr.core.pii import normalize_email, normalize_phone
+from include.dsr.core.identities import WHITESPACE, normalize_email, normalize_phone
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+?[0-9 ()./-]{6,24}$"
 JURISDICTIONS = ("GDPR", "CCPA")
-VERIFICATION_METHODS = ("logged_in_session", "email_link", "id_document_checked", "ops_confirmed")
+VERIFICATION_METHODS = ("logged_in_session", "email_link", "sms_code", "id_document_checked", "ops_confirmed")
+#: Which identity types each verification method proves are the subject's. Only these link
+#: accounts (include.dsr.identity.resolver); the request's other identities are checked for
+#: conflicts and otherwise ignored. A session proves its account and the account's login email;
+#: a link mailed to an address proves that address; a code texted to a number proves that number;
+#: ops who inspected an ID, or confirmed the identity in the run, vouch for every identity given.
+VERIFICATION_COVERS: dict[str, frozenset[str]] = {
+    "logged_in_session": frozenset({"account_id", "email"}),
+    "email_link": frozenset({"email"}),
+    "sms_code": frozenset({"phone"}),
+    "id_document_checked": frozenset({"account_id", "email", "phone"}),
+    "ops_confirmed": frozenset({"account_id", "email", "phone"}),
+}
+EMAIL_MAX, PHONE_MAX = 254, 32
+ACCOUNT_ID_MAX = 2**63 - 1
 RESTRICTION_ACTIONS = ("apply", "lift")
 CLOCK_SKEW = timedelta(minutes=5)  # received_at a little ahead of our clock is not "the future"
 
@@ -35,12 +50,14 @@ class Subject(BaseModel):
     email: str | None = None
     phone: str | None = None
     account_id: int | None = None
+    #: Region a phone without country code is read in (default: the controller's country).
+    phone_region: str | None = None
 
     def identities(self) -> dict[str, Any]:
-        """Normalised identities as used by every lookup."""
+        """Normalised identities as used by every lookup (email NFC lower-case, phone E.164)."""
         found = {
             "email": normalize_email(self.email),
-            "phone": normalize_phone(self.phone),
+            "phone": normalize_phone(self.phone, self.phone_region),
             "account_id": self.account_id,
         }
         return {k: v for k, v in found.items() if v is not None}
@@ -80,31 +97,78 @@ def _parse_time(value: Any, key: str, problems: list[str]) -> datetime | None:
     return moment.astimezone(UTC)
 
 
+SUBJECT_KEYS = ("email", "phone", "account_id", "phone_region")
+
+
+def _text(raw: Any, key: str, limit: int, problems: list[str]) -> str | None:
+    """A stripped string identity, or None; problems for a wrong type, size or control characters."""
+    if raw is None or (isinstance(raw, str) and not raw.strip(WHITESPACE)):
+        return None
+    if not isinstance(raw, str):
+        problems.append(f"subject.{key}: must be a string")
+        return None
+    text = raw.strip(WHITESPACE)
+    if len(text) > limit:
+        problems.append(f"subject.{key}: longer than {limit} characters")
+        return None
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
+        problems.append(f"subject.{key}: contains control or invisible characters")
+        return None
+    return text
+
+
 def _check_subject(raw: Any, problems: list[str]) -> Subject | None:
     if not isinstance(raw, dict):
         problems.append("subject: must be an object with at least one of email, phone, account_id")
         return None
-    unknown = set(raw) - {"email", "phone", "account_id"}
+    unknown = set(raw) - set(SUBJECT_KEYS)
     if unknown:
-        problems.append(f"subject: unknown keys {sorted(unknown)}; allowed: email, phone, account_id")
-    email, phone, account_id = raw.get("email"), raw.get("phone"), raw.get("account_id")
-    email = email.strip() if isinstance(email, str) and email.strip() else None
-    phone = phone.strip() if isinstance(phone, str) and phone.strip() else None
+        problems.append(f"subject: unknown keys {sorted(map(str, unknown))}; allowed: {', '.join(SUBJECT_KEYS)}")
+    email = _text(raw.get("email"), "email", EMAIL_MAX, problems)
+    phone = _text(raw.get("phone"), "phone", PHONE_MAX, problems)
+    region = raw.get("phone_region")
+    if region is not None and (not isinstance(region, str) or region.upper() not in _phone_regions()):
+        problems.append("subject.phone_region: must be a two-letter country code such as DE or FR")
+        region = None
+    region = region.upper() if isinstance(region, str) else None
+    account_id = raw.get("account_id")
     if email is None and phone is None and account_id in (None, ""):
         problems.append("subject: give at least one identity (email, phone or account_id)")
     if email is not None and not re.match(EMAIL_PATTERN, email):
         problems.append("subject.email: malformed email address")
-    if phone is not None and (not re.match(PHONE_PATTERN, phone) or len(normalize_phone(phone) or "") < 8):
-        problems.append("subject.phone: malformed phone number (use international format, e.g. +49 30 1234567)")
-    if account_id not in (None, ""):
+    if phone is not None and (not re.match(PHONE_PATTERN, phone) or normalize_phone(phone, region) is None):
+        problems.append(
+            "subject.phone: not a phone number that can be read; give it in international format, "
+            "e.g. +49 30 1234567 (or set subject.phone_region for a national number)"
+        )
+    if account_id in (None, ""):
+        account_id = None
+    elif isinstance(account_id, bool) or not isinstance(account_id, int | str):
+        problems.append("subject.account_id: must be an integer account id")
+        account_id = None
+    else:
         try:
             account_id = int(account_id)
-        except (TypeError, ValueError):
+        except ValueError:
             problems.append("subject.account_id: must be an integer account id")
             account_id = None
-    else:
-        account_id = None
-    return Subject(email=email, phone=phone, account_id=account_id)
+        if account_id is not None and not 0 < account_id <= ACCOUNT_ID_MAX:
+            problems.append("subject.account_id: must be a positive integer account id")
+            account_id = None
+    return Subject(email=email, phone=phone, account_id=account_id, phone_region=region)
+
+
+def _phone_regions() -> frozenset[str]:
+    import phonenumbers
+
+    return frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+def verified_types(request: DSRRequest) -> frozenset[str]:
+    """The identity types of the request its verification proves (all of them when ops confirm)."""
+    if request.verification is None:
+        return VERIFICATION_COVERS["ops_confirmed"]
+    return VERIFICATION_COVERS[request.verification.method]
 
 
 def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRRequest:
@@ -135,6 +199,14 @@ def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRReq
         )
         if method in VERIFICATION_METHODS and verified_at:
             verification = Verification(method=method, verified_at=verified_at)
+            covered = VERIFICATION_COVERS[method]
+            given = set(subject.identities()) if subject else set()
+            if given and not given & covered:
+                problems.append(
+                    f"verification.method: {method} proves {', '.join(sorted(covered))}, and the subject gives "
+                    f"only {', '.join(sorted(given))}; give a verified identity, or let ops confirm the identity "
+                    "(leave verification out)"
+                )
     jurisdiction = conf.get("jurisdiction") or "GDPR"
     if jurisdiction not in JURISDICTIONS:
         problems.append(f"jurisdiction: must be one of {list(JURISDICTIONS)}")

@@ -173,10 +173,14 @@ def _without_links(payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 def _response(events: list[EventRow], row: RequestRow) -> dict[str, Any]:
     packages = [e.payload for e in events if e.event_type == "package.created" and "location" in e.payload]
     package = {k: v for k, v in packages[-1].items() if k not in LINK_KEYS} if packages else None
+    # Recipients that refused or never answered, as the completion notice told the subject.
+    completions = [e.payload for e in events if e.event_type == "notice.sent" and e.payload.get("kind") == "completion"]
     return {
         "status": row.status,
         "closed_at": _iso(row.closed_at),
+        "outcome": row.outcome,
         "outcome_summary": row.outcome_summary,
+        "exceptions": completions[-1].get("exceptions") or [] if completions else [],
         "package": package,
         "package_link_expires_at": _iso(row.package_url_expires_at),
     }

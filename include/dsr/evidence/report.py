@@ -170,7 +170,9 @@ def render_markdown(bundle: dict[str, Any]) -> str:
             [
                 ("status", response["status"]),
                 ("response date (closed)", response["closed_at"]),
-                ("outcome", response["outcome_summary"]),
+                ("outcome", response.get("outcome")),
+                ("outcome summary", response["outcome_summary"]),
+                ("recipients that did not confirm", ", ".join(response.get("exceptions") or []) or None),
                 ("package location", package.get("location")),
                 ("package files", package.get("files")),
                 ("manifest sha256", package.get("manifest_sha256")),

@@ -1,11 +1,20 @@
 """Resolve data subjects across the identity graph of the data map, a batch at a time.
 
-Exact matching rules (DESIGN.md):
+Exact matching rules (DESIGN.md; the comparisons are :mod:`include.dsr.identity.matching`'s):
 
-* emails match case-insensitively after trimming; a different email never matches;
-* an account is linked by its email, its id, or a phone that belongs to exactly one account;
-* a phone shared by several accounts (a company line) links nobody: rows keyed only by
-  that phone are not gathered for anyone, and the phone is not sent to partners;
+* emails match after trimming any whitespace, NFC and lower-casing; phones as E.164; a
+  different email or number never matches;
+* **only a verified identity links accounts.** A request's verification covers some identity
+  types (:data:`include.dsr.core.request.VERIFICATION_COVERS`); the first verified one the
+  request gives (account id, then email, then phone) is the *anchor* and links the accounts
+  it belongs to;
+* every other identity of the request must belong to those same accounts, or to no account.
+  One that belongs to another account is a **conflict**: nothing is merged, the subject
+  carries the conflicting identity types (never values) and the caller stops before gathering;
+* identities the verification does not cover are checked for conflicts but never used to
+  find data (``ignored``);
+* a phone shared by several accounts (a company line) links nobody: rows keyed only by that
+  phone are not gathered for anyone, and the phone is not sent to partners;
 * a linked account contributes its own email and (unshared) phone to the subject;
 * recipients come from the ``shared_with`` declarations (orders -> manufacturing partner,
   payment methods -> processor, payout accounts -> card program), for linked accounts only.
@@ -20,29 +29,56 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from include.dsr.core.pii import keyed_hash, normalize_email, normalize_phone
+from include.dsr.core.pii import keyed_hash
+from include.dsr.identity.matching import LinkColumn, chunks, where_any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
     from include.dsr.core.data_map import DataMap, System
 
-IN_CHUNK = 500  # values per IN (...) list: far below SQLite's variable limit
+#: Order in which a request's verified identities are taken as the anchor.
+ANCHOR_ORDER = ("account_id", "email", "phone")
+ALL_TYPES = frozenset(ANCHOR_ORDER)
 
 
 @dataclass(frozen=True)
 class SubjectQuery:
-    """One subject of a batch as the request gave it (normalised identities)."""
+    """One subject of a batch as the request gave it (normalised identities).
+
+    :param verified: identity types the request's verification covers (all, when ops confirm).
+    """
 
     request_id: str
     email: str | None = None
     phone: str | None = None
     account_id: int | None = None
+    verified: frozenset[str] = ALL_TYPES
+
+    def given(self) -> dict[str, Any]:
+        """identity type -> value, for the identities the request gives."""
+        values = {"account_id": self.account_id, "email": self.email, "phone": self.phone}
+        return {kind: value for kind, value in values.items() if value is not None}
+
+    def anchor(self) -> str | None:
+        """The verified identity type that links accounts, or None when none is given."""
+        given = self.given()
+        return next((kind for kind in ANCHOR_ORDER if kind in given and kind in self.verified), None)
+
+    def only_anchor(self) -> SubjectQuery:
+        """This query with the anchor identity alone (ops chose "verified identity only")."""
+        anchor = self.anchor()
+        kept = {kind: value for kind, value in self.given().items() if kind == anchor}
+        return SubjectQuery(self.request_id, verified=frozenset(kept), **kept)
 
 
 @dataclass
 class ResolvedSubject:
-    """Everything that identifies one subject. Holds personal data: stage it, never log it."""
+    """Everything that identifies one subject. Holds personal data: stage it, never log it.
+
+    ``conflicts`` names identity types (never values) of the request that belong to another
+    account than the anchor's; ``ignored`` the types the verification does not cover.
+    """
 
     request_id: str
     emails: set[str] = field(default_factory=set)
@@ -51,6 +87,8 @@ class ResolvedSubject:
     email_hashes: set[str] = field(default_factory=set)
     ambiguous_phones: set[str] = field(default_factory=set)
     recipients: set[str] = field(default_factory=set)
+    conflicts: set[str] = field(default_factory=set)
+    ignored: set[str] = field(default_factory=set)
 
     def identity_values(self, identity: str) -> set[Any]:
         values: dict[str, set[Any]] = {
@@ -80,25 +118,18 @@ class ResolvedSubject:
             "phones": len(self.phones),
             "ambiguous_phones": len(self.ambiguous_phones),
             "recipients": sorted(self.recipients),
+            "conflicting_identity_types": sorted(self.conflicts),
+            "unverified_identity_types_ignored": sorted(self.ignored),
         }
 
 
-def link_keys(coll, account_collection: str = "accounts") -> list[tuple[str, str]]:
-    """(field, identity type) pairs through which a row of ``coll`` belongs to a subject:
-    its identity fields, and fields referencing the account collection's id."""
-    keys = [(f.name, f.identity) for f in coll.fields if f.identity]
-    keys += [
-        (f.name, "account_id")
-        for f in coll.fields
-        if not f.identity and any(r.collection == account_collection for r in f.references)
-    ]
-    return keys
+@dataclass
+class _Accounts:
+    """The accounts a batch's identities point at: normalised identity -> account ids."""
 
-
-def _chunks(values, size: int = IN_CHUNK):
-    values = list(values)
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
+    by: dict[tuple[str, Any], set[int]] = field(default_factory=lambda: defaultdict(set))
+    email_of: dict[int, str] = field(default_factory=dict)
+    phone_of: dict[int, str] = field(default_factory=dict)
 
 
 class IdentityResolver:
@@ -118,70 +149,106 @@ class IdentityResolver:
         self.system: System = data_map.system(self.system_key)
         self.hash_secret = hash_secret
         accounts = self.system.collection(self.account_collection)
-        ids = accounts.identities
-        self.id_col, self.email_col, self.phone_col = ids["account_id"], ids["email"], ids["phone"]
+        self.columns = {
+            f.identity: LinkColumn(f.name, f.identity, f.phone_format or "e164", f.phone_region)
+            for f in accounts.fields
+            if f.identity in ANCHOR_ORDER
+        }
+        self.id_col = self.columns["account_id"].name
 
     def resolve(self, batch: list[SubjectQuery]) -> list[ResolvedSubject]:
-        resolved = {q.request_id: ResolvedSubject(q.request_id) for q in batch}
         with self.engine.connect() as conn:
-            request_phones = {q.phone for q in batch if q.phone}
-            by_email = self._accounts(conn, self.email_col, {q.email for q in batch if q.email}, lower=True)
-            by_id = self._accounts(conn, self.id_col, {q.account_id for q in batch if q.account_id is not None})
-            all_phones = request_phones | {a["phone"] for a in [*by_email, *by_id] if a["phone"]}
-            shared = self._shared_phones(conn, all_phones)
-            by_phone = self._accounts(conn, self.phone_col, request_phones - shared)
-            for q in batch:
-                subject = resolved[q.request_id]
-                linked = (
-                    [a for a in by_email if a["email"] == q.email]
-                    + [a for a in by_id if a["id"] == q.account_id]
-                    + [a for a in by_phone if a["phone"] == q.phone]
-                )
-                subject.emails |= {q.email} if q.email else set()
-                if q.phone:
-                    (subject.ambiguous_phones if q.phone in shared else subject.phones).add(q.phone)
-                for account in linked:
-                    subject.account_ids.add(account["id"])
-                    subject.emails.add(account["email"])
-                    if account["phone"]:
-                        (subject.ambiguous_phones if account["phone"] in shared else subject.phones).add(
-                            account["phone"]
-                        )
-                subject.email_hashes = {keyed_hash(e, self.hash_secret) for e in subject.emails}
-            self._recipients(conn, list(resolved.values()))
-        return [resolved[q.request_id] for q in batch]
+            wanted: dict[str, set[Any]] = defaultdict(set)
+            for query in batch:
+                for kind, value in query.given().items():
+                    wanted[kind].add(value)
+            found = self._find(conn, wanted)
+            in_play = {p for query in batch if query.phone for p in [query.phone]} | set(found.phone_of.values())
+            shared = self._shared_phones(conn, in_play)
+            resolved = [self._resolve_one(query, found, shared) for query in batch]
+            self._recipients(conn, [s for s in resolved if not s.conflicts])
+        return resolved
 
-    def _accounts(self, conn: Connection, column: str, values: set, lower: bool = False) -> list[dict]:
-        from sqlalchemy import column as col
-        from sqlalchemy import func, select, table
+    def _resolve_one(self, query: SubjectQuery, found: _Accounts, shared: set[str]) -> ResolvedSubject:
+        subject = ResolvedSubject(query.request_id)
+        given = query.given()
 
-        if not values:
-            return []
-        t = table(self.account_collection, col(self.id_col), col(self.email_col), col(self.phone_col))
-        key = func.lower(func.trim(t.c[column])) if lower else t.c[column]
-        found = []
-        for chunk in _chunks(values):
-            for row in conn.execute(
-                select(t.c[self.id_col], t.c[self.email_col], t.c[self.phone_col]).where(key.in_(chunk))
-            ):
-                found.append({"id": row[0], "email": normalize_email(row[1]), "phone": normalize_phone(row[2])})
+        def accounts_of(kind: str, value: Any) -> set[int]:
+            if kind == "phone" and value in shared:
+                return set()  # a company line links nobody
+            return found.by.get((kind, value), set())
+
+        anchor = query.anchor()
+        linked = accounts_of(anchor, given[anchor]) if anchor else set()
+        for kind, value in given.items():
+            if kind == anchor:
+                continue
+            theirs = accounts_of(kind, value)
+            if theirs and not theirs <= linked:
+                subject.conflicts.add(kind)
+            if kind not in query.verified:
+                subject.ignored.add(kind)
+        if subject.conflicts:
+            return subject  # nothing is merged; the caller stops before gathering
+        for kind, value in given.items():
+            if kind in query.verified:
+                self._add(subject, kind, value, shared)
+        for account_id in linked:
+            subject.account_ids.add(account_id)
+            if account_id in found.email_of:
+                subject.emails.add(found.email_of[account_id])
+            if account_id in found.phone_of:
+                self._add(subject, "phone", found.phone_of[account_id], shared)
+        subject.email_hashes = {keyed_hash(e, self.hash_secret) for e in subject.emails}
+        return subject
+
+    @staticmethod
+    def _add(subject: ResolvedSubject, kind: str, value: Any, shared: set[str]) -> None:
+        if kind == "phone":
+            (subject.ambiguous_phones if value in shared else subject.phones).add(value)
+        elif kind == "email":
+            subject.emails.add(value)
+        elif kind == "account_id":
+            pass  # an account id links through ``linked``; one that exists nowhere adds nothing
+
+    def _find(self, conn: Connection, wanted: dict[str, set[Any]]) -> _Accounts:
+        """Accounts holding any wanted identity, with their own normalised email and phone."""
+        from sqlalchemy import column, select, table
+
+        names = {c.name for c in self.columns.values()}
+        t = table(self.account_collection, *(column(n) for n in names))
+        found = _Accounts()
+        condition = where_any(t, list(self.columns.values()), wanted)
+        for row in conn.execute(select(t).where(condition)).mappings():
+            account_id = self.columns["account_id"].identity_of(row[self.id_col])
+            if account_id is None:
+                continue
+            for kind, link in self.columns.items():
+                value = link.identity_of(row[link.name])
+                if value is None:
+                    continue
+                if kind == "email":
+                    found.email_of[account_id] = value
+                elif kind == "phone":
+                    found.phone_of[account_id] = value
+                if value in wanted.get(kind, set()):
+                    found.by[(kind, value)].add(account_id)
         return found
 
     def _shared_phones(self, conn: Connection, phones: set[str]) -> set[str]:
-        from sqlalchemy import column as col
-        from sqlalchemy import func, select, table
+        """Phones (E.164) that more than one account holds, however each account wrote it."""
+        from sqlalchemy import column, select, table
 
-        t = table(self.account_collection, col(self.id_col), col(self.phone_col))
-        shared = set()
-        for chunk in _chunks(phones):
-            query = (
-                select(t.c[self.phone_col])
-                .where(t.c[self.phone_col].in_(chunk))
-                .group_by(t.c[self.phone_col])
-                .having(func.count() > 1)
-            )
-            shared |= {row[0] for row in conn.execute(query)}
-        return shared
+        if not phones or "phone" not in self.columns:
+            return set()
+        link = self.columns["phone"]
+        t = table(self.account_collection, column(self.id_col), column(link.name))
+        holders: dict[str, set[Any]] = defaultdict(set)
+        for row in conn.execute(select(t).where(where_any(t, [link], {"phone": phones}))).mappings():
+            number = link.identity_of(row[link.name])
+            if number in phones:
+                holders[number].add(row[self.id_col])
+        return {number for number, ids in holders.items() if len(ids) > 1}
 
     def _recipients(self, conn: Connection, subjects: list[ResolvedSubject]) -> None:
         """Partner systems that received rows of each subject's accounts (``shared_with``)."""
@@ -199,7 +266,7 @@ class IdentityResolver:
             )
             t = table(coll.name, col(link), col(coll.shared_with.field))
             values: dict[object, set[int]] = defaultdict(set)
-            for chunk in _chunks(owner):
+            for chunk in chunks(owner):
                 for account_id, value in conn.execute(
                     select(t.c[link], t.c[coll.shared_with.field]).where(t.c[link].in_(chunk)).distinct()
                 ):

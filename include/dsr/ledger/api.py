@@ -37,6 +37,7 @@ from include.dsr.ledger.chain import (
 from include.dsr.ledger.schema import (
     CLOSING_STATUSES,
     JURISDICTIONS,
+    REQUEST_OUTCOMES,
     REQUEST_STATUSES,
     RIGHTS,
     SYSTEM_ACTIONS,
@@ -235,23 +236,29 @@ class Ledger:
                 conn, request_id, "request.status_changed", payload, status=status, outcome_summary=summary
             )
 
-    def close_request(self, request_id: str, status: str, closed_at: datetime, outcome_summary: str) -> RequestRow:
+    def close_request(
+        self, request_id: str, status: str, closed_at: datetime, outcome_summary: str, outcome: str | None = None
+    ) -> RequestRow:
         """Close a request (answered, refused or given up); appends ``request.closed``.
 
         Closing again with the same status returns the row unchanged; another closing
         status is recorded as a new close (e.g. ``failed`` then ``completed`` after a resume).
 
         :param status: one of ``completed``, ``refused``, ``failed``.
+        :param outcome: one of :data:`REQUEST_OUTCOMES`; default ``refused`` / ``failed`` for those
+            statuses and ``data_provided`` for ``completed``.
         :raises UnknownRequestError: no such request.
         """
         check_choice("closing status", status, CLOSING_STATUSES)
+        outcome = outcome or {"completed": "data_provided"}.get(status, status)
+        check_choice("outcome", outcome, REQUEST_OUTCOMES)
         check_aware("closed_at", closed_at)
         check_text("outcome_summary", outcome_summary, _TEXT_MAX)
         with store.write_transaction(self._engine) as conn:
             current = store.require_request(conn, request_id)
-            if current.closed_at is not None and current.status == status:
+            if current.closed_at is not None and current.status == status and current.outcome == outcome:
                 return current
-            values = {"status": status, "closed_at": closed_at, "outcome_summary": outcome_summary}
+            values = {"status": status, "closed_at": closed_at, "outcome_summary": outcome_summary, "outcome": outcome}
             row = self._change(conn, request_id, "request.closed", values, **values)
         logger.info("ledger: request %s closed as %s", request_id, status)
         return row
@@ -275,6 +282,26 @@ class Ledger:
             payload = {"link_sha256": link_sha256, "expires_at": expires_at}
             values = {"package_uri": package_uri, "package_url_expires_at": expires_at}
             return self._change(conn, request_id, "package.link_issued", payload, **values)
+
+    def mark_metadata_purged(self, request_id: str, purged_at: datetime, changed: Mapping[str, int]) -> RequestRow:
+        """Record that the Airflow metadata DB no longer holds the request's identities.
+
+        Appends ``metadata.purged`` with the rows changed per table (counts only) the first time,
+        and again whenever a later purge changed rows (a re-run's conf).
+        """
+        check_aware("purged_at", purged_at)
+        check_mapping("changed", changed)
+        with store.write_transaction(self._engine) as conn:
+            current = store.require_request(conn, request_id)
+            if current.metadata_purged_at is not None and not any(changed.values()):
+                return current
+            return self._change(
+                conn,
+                request_id,
+                "metadata.purged",
+                {"purged_at": purged_at, "rows_changed": dict(changed)},
+                metadata_purged_at=purged_at,
+            )
 
     def extend(self, request_id: str, extended_due_at: datetime, reason: str) -> RequestRow:
         """Record an extension of the deadline; appends ``request.extended``.

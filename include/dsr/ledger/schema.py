@@ -43,6 +43,10 @@ REQUEST_STATUSES = (
 )
 #: Statuses :meth:`Ledger.close_request` accepts.
 CLOSING_STATUSES = ("completed", "refused", "failed")
+#: What a closed request's answer was: data handed over; a valid answer that no personal data was
+#: found (Art. 15); done, but with exceptions the subject is told of (a partner that refused or never
+#: answered); refused (Art. 12(4)); given up.
+REQUEST_OUTCOMES = ("data_provided", "no_personal_data_found", "completed_with_exceptions", "refused", "failed")
 SYSTEM_ACTIONS = ("locate", "export", "erase", "restrict", "lift", "notify", "rectify")
 SYSTEM_STATUSES = ("pending", "waiting", "completed", "failed", "skipped")
 
@@ -117,6 +121,10 @@ dsr_requests = Table(
     Column("outcome_summary", Text, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # What the answer was (REQUEST_OUTCOMES), beside how the request closed (status).
+    Column("outcome", String(40), nullable=True),
+    # When the Airflow metadata DB was cleared of this request's identities (see orchestration.metadata_purge).
+    Column("metadata_purged_at", UTCDateTime(), nullable=True),
     Index("ix_dsr_requests_status", "status"),
     Index("ix_dsr_requests_subject_fingerprint", "subject_fingerprint"),
 )
@@ -175,6 +183,8 @@ class RequestRow:
     outcome_summary: str | None
     created_at: datetime
     updated_at: datetime
+    outcome: str | None = None
+    metadata_purged_at: datetime | None = None
 
     @property
     def effective_due_at(self) -> datetime:

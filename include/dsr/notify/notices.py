@@ -166,17 +166,34 @@ class Notices:
         )
 
     def completion(
-        self, request_id: str, recipient: str, package_url: str | None = None, expires_at: datetime | None = None
+        self,
+        request_id: str,
+        recipient: str,
+        package_url: str | None = None,
+        expires_at: datetime | None = None,
+        outcome: str = "data_provided",
+        exceptions: Sequence[str] = (),
     ) -> EventRow:
-        """Tell the subject the request is done, with the package link when there is one."""
-        values = {"package_url": package_url, "expires": format_day(expires_at) if expires_at else None}
-        return self._to_subject(
-            request_id,
-            "completion",
-            recipient,
-            values,
-            {"with_package": bool(package_url), "link_expires_at": expires_at},
-        )
+        """Tell the subject the request is done: with the package link when there is one, that no
+        personal data was found (a valid answer), or which recipients did not confirm.
+
+        :param outcome: the ledger's outcome (``data_provided``, ``no_personal_data_found``,
+            ``completed_with_exceptions``)
+        :param exceptions: names of the recipients that refused or did not answer
+        """
+        values = {
+            "package_url": package_url,
+            "expires": format_day(expires_at) if expires_at else None,
+            "no_data": outcome == "no_personal_data_found",
+            "exceptions": list(exceptions),
+        }
+        facts = {
+            "with_package": bool(package_url),
+            "link_expires_at": expires_at,
+            "outcome": outcome,
+            "exceptions": list(exceptions),
+        }
+        return self._to_subject(request_id, "completion", recipient, values, facts)
 
     def refusal(self, request_id: str, recipient: str, reasons: Sequence[str], partial: bool = False) -> EventRow:
         """Tell the subject what is refused and why, and their right to complain (Art. 12(4))."""

@@ -26,6 +26,7 @@ from include.dsr.core.request import (
 from include.dsr.orchestration.deadline_alert import request_deadline_alert
 from include.dsr.orchestration.errors import run_step
 from include.dsr.orchestration.gather import GatherOperator
+from include.dsr.rights.intake import DECISION_OPTIONS, DEFAULT_CONFLICT_REASON
 
 DEFAULT_ARGS = {
     "owner": "privacy-ops",
@@ -92,20 +93,35 @@ def _runtime():
 
 
 def record_task_failure(context) -> None:
-    """on_failure_callback: the request shows the failure in the ledger (ids and reasons only)."""
+    """on_failure_callback: the request shows the failure in the ledger (ids and reasons only).
+
+    A failure of ``validate_request`` after the request was recorded (the acknowledgement could
+    not be sent, say) marks it failed too: no request stays ``in_progress`` with no outcome.
+    Refused input never reached the ledger, and a ``request_id`` that belongs to another
+    subject is left alone.
+    """
     from include.dsr.core.errors import DSRError
+    from include.dsr.core.pii import redact
     from include.dsr.rights import intake
 
+    conf = context["dag_run"].conf or {}
     request_id = (context.get("params") or {}).get("request_id")
-    if not request_id or context["task_instance"].task_id == "validate_request":
-        return  # refused input never reached the ledger (or belongs to another request: reuse)
-    exc = context.get("exception")
     task_id = context["task_instance"].task_id
+    if not request_id:
+        return
+    exc = context.get("exception")
     # Our messages name ids only; foreign exceptions may quote data, so only their type is kept.
     detail = str(exc) if isinstance(exc, DSRError) or "AirflowFail" in type(exc).__name__ else type(exc).__name__
+    detail = redact(detail, limit=400)
     rt = _runtime()
+    right = context["dag"].dag_id.removeprefix("dsr_")
+    if intake.owns_ledger_row(rt, conf, right) is None:
+        return  # refused before recording, a dry run, or another subject's request id
     if task_id == "confirm_identity":  # ops rejected the identity proof: a refusal, not a failure
-        intake.refuse(rt, request_id, "identity could not be verified", context["dag_run"].conf)
+        from include.dsr.orchestration.metadata_purge import purge_closed_request
+
+        intake.refuse(rt, request_id, "identity could not be verified", conf)
+        purge_closed_request(rt.ledger, request_id)
         return
     target = getattr(context.get("task"), "target", None)
     if isinstance(target, dict) and target.get("channel"):
@@ -115,8 +131,104 @@ def record_task_failure(context) -> None:
     intake.mark_failed(rt, request_id, f"{task_id}: {detail}")
 
 
+def intake_tasks(right: str, proceed: str, dry_run: str) -> list:
+    """The intake every right shares, added to the DAG being built; returns the tasks ``proceed`` follows.
+
+    validate_request -> check_identity -> (record_verification | confirm_identity -> record_verification
+    | ``dry_run``) -> resolve_subject -> route_identity -> (``proceed`` | decide_identity ->
+    apply_identity_decision -> ``proceed`` or end, refused). ``proceed`` needs the trigger rule
+    ``none_failed_min_one_success``; both it and ``dry_run`` are the caller's tasks.
+    """
+
+    @task
+    def validate_request(**context) -> dict:
+        from include.dsr.rights import intake
+
+        rt, conf = _runtime(), context["dag_run"].conf
+        started = run_step(lambda: intake.start_request(rt, conf, right, context["run_id"]))
+        if not started["dry_run"]:
+            started["acknowledged"] = run_step(lambda: intake.acknowledge(rt, conf, started["request_id"]))
+        return started
+
+    @task.branch
+    def check_identity(started: dict) -> str:
+        if started["dry_run"]:
+            return dry_run
+        return "record_verification" if started["verified"] else "confirm_identity"
+
+    confirm_identity = ApprovalOperator(
+        task_id="confirm_identity",
+        subject="Confirm the identity of the subject of request {{ params.request_id }}",
+        body="Check the proof of identity for this request (identities are in the run's conf). "
+        "Approve to proceed; reject to refuse the request.",
+        fail_on_reject=True,
+    )
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def record_verification(**context) -> dict:
+        from include.dsr.rights import intake
+
+        return run_step(lambda: intake.record_verification(_runtime(), context["dag_run"].conf, right))
+
+    @task
+    def resolve_subject(**context) -> dict:
+        from include.dsr.rights import intake
+
+        return run_step(lambda: intake.resolve(_runtime(), context["dag_run"].conf, right))
+
+    @task.branch
+    def route_identity(resolved: dict) -> str:
+        return "decide_identity" if resolved["route"] == "conflict" else proceed
+
+    decide_identity = HITLOperator(
+        task_id="decide_identity",
+        options=DECISION_OPTIONS,
+        subject="Identity conflict in request {{ params.request_id }}: decide how to go on",
+        body="{{ ti.xcom_pull(task_ids='resolve_subject') | conflict_body }}",
+        params={
+            "reason": Param(
+                DEFAULT_CONFLICT_REASON,
+                type="string",
+                maxLength=500,
+                title="Reason sent to the subject (if you refuse)",
+                description="Plain words; the subject reads it with the right to complain.",
+            )
+        },
+    )
+
+    @task.branch
+    def apply_identity_decision(**context) -> list[str]:
+        from include.dsr.orchestration.metadata_purge import purge_closed_request
+        from include.dsr.rights import intake
+
+        rt, reply = _runtime(), context["ti"].xcom_pull(task_ids="decide_identity")
+        done = run_step(lambda: intake.apply_identity_decision(rt, context["dag_run"].conf, right, reply))
+        if done["route"] == "refused":
+            purge_closed_request(rt.ledger, done["request_id"])
+            return []
+        return [proceed]
+
+    started = validate_request()
+    branch = check_identity(started)
+    verified = record_verification()
+    branch >> [verified, confirm_identity]
+    confirm_identity >> verified
+    resolved = resolve_subject()
+    verified >> resolved
+    routed = route_identity(resolved)
+    decided = apply_identity_decision()
+    routed >> decide_identity >> decided
+    return [branch, routed, decided]
+
+
+def _conflict_body(resolved: dict | None) -> str:
+    from include.dsr.rights.intake import conflict_body
+
+    return conflict_body(resolved or {})
+
+
 def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
-    """Access and portability: gather from every system family, check, package."""
+    """Access and portability: intake, then gather from every system family, check, package."""
     with DAG(
         dag_id=f"dsr_{right}",
         schedule=None,
@@ -128,43 +240,21 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         doc_md=doc_md,
         max_active_tasks=8,
         deadline=request_deadline_alert(),
+        user_defined_filters={"conflict_body": _conflict_body},
     ) as dag:
 
-        @task
-        def validate_request(**context) -> dict:
-            from include.dsr.rights import intake
-
-            rt, conf = _runtime(), context["dag_run"].conf
-            started = run_step(lambda: intake.start_request(rt, conf, right, context["run_id"]))
-            started["acknowledged"] = run_step(lambda: intake.acknowledge(rt, conf, started["request_id"]))
-            return started
-
-        @task.branch
-        def check_identity(started: dict) -> str:
-            return "record_verification" if started["verified"] else "confirm_identity"
-
-        confirm_identity = ApprovalOperator(
-            task_id="confirm_identity",
-            subject="Confirm the identity of the subject of request {{ params.request_id }}",
-            body="Check the proof of identity for this request (identities are in the run's conf). "
-            "Approve to proceed; reject to refuse the request.",
-            fail_on_reject=True,
-        )
-
         @task(trigger_rule="none_failed_min_one_success")
-        def record_verification(**context) -> dict:
-            from include.dsr.rights import intake
-
-            return run_step(lambda: intake.record_verification(_runtime(), context["dag_run"].conf, right))
-
-        @task
-        def resolve_subject(**context) -> list[dict]:
+        def plan_fan_out(**context) -> list[dict]:
             from include.dsr.rights import gathering
 
             rt, request_id = _runtime(), context["params"]["request_id"]
-            targets = run_step(lambda: gathering.resolve_subject(rt, context["dag_run"].conf, right))
-            rt.staging(request_id).put_json("manual_targets.json", targets["manual"])
-            return targets["gather"]
+            return run_step(lambda: gathering.plan_fan_out(rt, request_id, right))["gather"]
+
+        @task
+        def report_dry_run(**context) -> dict:
+            from include.dsr.rights import gathering
+
+            return run_step(lambda: gathering.dry_run_report(_runtime(), context["dag_run"].conf, right))
 
         @task
         def plan_manual_partners(**context) -> list[str]:
@@ -173,7 +263,9 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
             manual = rt.staging(request_id).get_json("manual_targets.json")
             return [_manual_body(t["system"], right, request_id) for t in manual]
 
-        @task(trigger_rule="none_failed")
+        # Runs when a gather succeeded and nothing failed (manual partners may be none: skipped);
+        # skipped with them when the request was refused or was a dry run.
+        @task(trigger_rule="none_failed_min_one_success")
         def validate_results(**context) -> dict:
             from include.dsr.rights import gathering, manual_partners
 
@@ -194,19 +286,18 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
 
         @task
         def close_request(**context) -> dict:
+            from include.dsr.orchestration.metadata_purge import purge_closed_request
             from include.dsr.rights import gathering
 
-            return run_step(
-                lambda: gathering.close_request(_runtime(), context["params"]["request_id"], context["dag_run"].conf)
-            )
+            rt, request_id = _runtime(), context["params"]["request_id"]
+            closed = run_step(lambda: gathering.close_request(rt, request_id, context["dag_run"].conf))
+            purge_closed_request(rt.ledger, request_id)
+            return closed
 
-        started = validate_request()
-        branch = check_identity(started)
-        verified = record_verification()
-        branch >> [verified, confirm_identity]
-        confirm_identity >> verified
-        targets = resolve_subject()
-        verified >> targets
+        joins = intake_tasks(right, proceed="plan_fan_out", dry_run="report_dry_run")
+        targets = plan_fan_out()
+        joins[1:] >> targets
+        joins[0] >> report_dry_run()
         gathered = GatherOperator.partial(
             task_id="gather",
             right=right,

@@ -147,4 +147,7 @@ class GatherOperator(BaseOperator):
             partner_exchange.fail(rt, request_id, system, reason)
             raise AirflowFailException(reason)
         # A failed answer or a partner that kept erroring: let Airflow retry (the retry re-submits).
-        raise TransientError(f"partner {system} answered {status} for request {request_id}: {event.get('message', '')}")
+        why = partner_exchange.failure_reasons(rt, system, refs) if status == "failed" else event.get("message", "")
+        reason = partner_exchange.clean(rt, request_id, f"partner {system} answered {status}: {why}")
+        partner_exchange.not_answering(rt, request_id, system, reason)
+        raise TransientError(f"request {request_id}: {reason}")

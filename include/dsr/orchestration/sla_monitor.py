@@ -37,3 +37,11 @@ def publish_figures(now: datetime | None = None) -> str:
 def partner_system_keys(rt: Any) -> frozenset[str]:
     """Partner system keys of the runtime's data map."""
     return frozenset(s.key for s in rt.data_map.partners())
+
+
+def purge_closed_requests() -> dict[str, int]:
+    """Remove closed requests' identities from the Airflow metadata DB (see :mod:`.metadata_purge`)."""
+    from include.dsr.orchestration.metadata_purge import sweep_closed_requests
+    from include.dsr.rights.runtime import Runtime
+
+    return sweep_closed_requests(Runtime.from_airflow().ledger)

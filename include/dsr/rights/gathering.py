@@ -8,6 +8,7 @@ events carry dedupe keys. Personal data stays in the staging area, never in XCom
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -28,15 +29,32 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def resolve_subject(rt: Runtime, conf: dict, right: str) -> dict:
-    """Resolve the subject, stage the identities and return the fan-out targets (no personal data).
+def plan_fan_out(rt: Runtime, request_id: str, right: str) -> dict:
+    """The fan-out targets of the resolved subject (no personal data), recorded as pending.
 
     ``gather``: internal collection groups and automated partners (one mapped task each);
     ``manual``: partners whose answer ops record in a human-in-the-loop task.
     """
-    request = parse_request(conf, right)
-    subject = intake.resolve(rt, request)
-    internal, partners, manual = [], [], []
+    subject = rt.staging(request_id).get_subjects()[0]
+    targets = fan_out_targets(rt, right, subject.recipients)
+    for target in targets["gather"] + targets["manual"]:
+        rt.ledger.upsert_system_result(request_id, unit_name(target), EXPORT, "pending")
+    rt.staging(request_id).put_json("manual_targets.json", targets["manual"])
+    log.info(
+        "request %s fans out to %s units (%s partners) and %s manual partners",
+        request_id,
+        len(targets["gather"]),
+        len([t for t in targets["gather"] if t.get("channel")]),
+        len(targets["manual"]),
+    )
+    return targets
+
+
+def fan_out_targets(rt: Runtime, right: str, recipients: set[str]) -> dict[str, list[dict]]:
+    """Every internal collection group in scope, and the partners among ``recipients``."""
+    internal: list[dict] = []
+    partners: list[dict] = []
+    manual: list[dict] = []
     for system in rt.data_map.systems:
         if not collections_in_scope(system, right):
             continue
@@ -46,23 +64,56 @@ def resolve_subject(rt: Runtime, conf: dict, right: str) -> dict:
                 internal += [{"system": system.key, "group": g} for g in sorted(groups)]
             else:
                 internal.append({"system": system.key, "group": None})
-        elif system.key in subject.recipients:
+        elif system.key in recipients:
             (manual if system.channel == "manual" else partners).append(
                 {"system": system.key, "channel": system.channel}
             )
-    for target in internal + partners + manual:
-        rt.ledger.upsert_system_result(request.request_id, unit_name(target), EXPORT, "pending")
-    rt.ledger.append_event(
-        request.request_id, "subject.resolved", subject.summary(), dedupe_key=f"{request.request_id}:subject.resolved"
-    )
-    log.info(
-        "request %s fans out to %s internal units, %s partners, %s manual partners",
-        request.request_id,
-        len(internal),
-        len(partners),
-        len(manual),
-    )
     return {"gather": internal + partners, "manual": manual}
+
+
+def dry_run_report(rt: Runtime, conf: dict, right: str) -> dict:
+    """What the request would do, touching nothing: counts per system, the partners that would be asked.
+
+    Nothing is recorded as a request, no package is built, no notice and no partner request is
+    sent. The report (counts and system names only) is kept at
+    ``s3://<exports>/_dry_runs/<request_id>/report.json`` and noted in the ledger's event log.
+    """
+    request = parse_request(conf, right)
+    subject = intake.resolve_query(rt, intake.subject_query(request))
+    report: dict = {
+        "request_id": request.request_id,
+        "right": right,
+        "dry_run": True,
+        "generated_at": _now().isoformat(timespec="seconds"),
+    }
+    if subject.conflicts:
+        report.update(
+            would="stop for ops: identities belong to different people",
+            conflicting_identity_types=sorted(subject.conflicts),
+        )
+    else:
+        targets = fan_out_targets(rt, right, subject.recipients)
+        counts: dict[str, dict[str, int]] = {}
+        for system in rt.data_map.systems:
+            if system.family == "internal" and collections_in_scope(system, right):
+                located = rt.connector(system.key, request.request_id).locate([subject])
+                scope = {c.name for c in collections_in_scope(system, right)}
+                counts[system.key] = {name: n for name, n in located.items() if name in scope}
+        report.update(
+            would="gather, check and package",
+            records=counts,
+            record_count_total=sum(n for per in counts.values() for n in per.values()),
+            partners_that_would_be_asked=sorted(t["system"] for t in targets["gather"] if t.get("channel")),
+            manual_partners_that_would_be_asked=sorted(t["system"] for t in targets["manual"]),
+            unverified_identity_types_ignored=sorted(subject.ignored),
+        )
+    key = f"_dry_runs/{request.request_id}/report.json"
+    rt.s3.put_object(
+        Bucket=rt.exports_bucket, Key=key, Body=json.dumps(report, indent=1).encode(), ContentType="application/json"
+    )
+    rt.ledger.append_event(None, "dry_run.reported", {**report, "report_key": key})
+    log.info("request %s: dry run reported (%s)", request.request_id, report["would"])
+    return {k: v for k, v in report.items() if k != "generated_at"}
 
 
 def unit_name(target: dict) -> str:
@@ -132,7 +183,6 @@ def validate_results(rt: Runtime, request_id: str, right: str) -> dict:
             staging.load(row.system),
             subjects,
             expected,
-            ledger_counts=(row.evidence or {}).get("counts"),
             object_store=system.channel == "object_store",
         )
         staging.put_json(f"checks/{row.system}.json", report.to_json())
@@ -205,21 +255,47 @@ def _zip_password(rt: Runtime, request_id: str) -> str:
 
 
 def close_request(rt: Runtime, request_id: str, conf: dict | None = None) -> dict:
-    """Close the request, send the completion notice, clear staging and report the chain head."""
+    """Close the request with its outcome, send the completion notice, clear staging, verify the chain.
+
+    Outcomes: ``no_personal_data_found`` (nothing in any system: a valid Art. 15 answer),
+    ``completed_with_exceptions`` (a manual partner refused or did not answer: the subject is
+    told which), else ``data_provided``.
+    """
     from include.dsr.notify.notices import recipient_from_conf
 
-    total = sum(r.record_count or 0 for r in rt.ledger.system_results(request_id) if r.action == EXPORT)
+    results = [r for r in rt.ledger.system_results(request_id) if r.action == EXPORT]
+    total = sum(r.record_count or 0 for r in results)
+    exceptions = sorted(r.system for r in results if r.status in ("failed", "skipped"))
+    if exceptions:
+        outcome = "completed_with_exceptions"
+        summary = f"{total} records delivered; not confirmed by {', '.join(exceptions)}"
+    elif total == 0:
+        outcome, summary = "no_personal_data_found", "no personal data found"
+    else:
+        outcome, summary = "data_provided", f"{total} records delivered"
     recipient = recipient_from_conf(conf or {}, request_id, required=False)
     if recipient:
-        intake.notices(rt).completion(request_id, recipient, package_url=rt.ledger.get_request(request_id).package_uri)
-    rt.ledger.close_request(request_id, "completed", _now(), f"{total} records delivered")
+        intake.notices(rt).completion(
+            request_id,
+            recipient,
+            package_url=rt.ledger.get_request(request_id).package_uri,
+            outcome=outcome,
+            exceptions=[_recipient_name(rt, key) for key in exceptions],
+        )
+    rt.ledger.close_request(request_id, "completed", _now(), summary, outcome=outcome)
     cleared = rt.staging(request_id).clear()
     report = rt.ledger.verify_chain_or_raise()
     log.info(
-        "request %s closed: %s records, %s staging objects removed, chain verified to seq %s",
+        "request %s closed (%s): %s records, %s staging objects removed, chain verified to seq %s",
         request_id,
+        outcome,
         total,
         cleared,
         report.last_seq,
     )
-    return {"request_id": request_id, "records": total, "chain_head": report.last_hash}
+    return {"request_id": request_id, "records": total, "outcome": outcome, "chain_head": report.last_hash}
+
+
+def _recipient_name(rt: Runtime, system_key: str) -> str:
+    system = rt.data_map.system(split_unit(system_key)[0])
+    return system.recipient.legal_name if system.recipient else system.name

@@ -1,23 +1,30 @@
-"""Intake shared by every right: validate the conf, record the request, verify, resolve.
+"""Intake shared by every right: validate the conf, record the request, verify, resolve, decide conflicts.
 
 Each step is a transaction that gives the same result when re-run: the ledger upserts and
 events carry dedupe keys. Steps return small dicts of ids and counts (what goes to XCom);
 the resolved identities go to the request's staging area, never to XCom or logs.
+
+Resolution follows :mod:`include.dsr.identity.resolver`: only the identity the verification
+covers links accounts. When another identity of the request belongs to someone else, the
+request stops before anything is gathered (:data:`CONFLICT`): the ledger records which
+identity types disagree (counts, never values) and ops decide in a human-in-the-loop task
+(:func:`apply_identity_decision`): go on with the verified identity alone, or refuse with a
+reason that the subject is sent.
+
+A dry run (``dry_run: true``) records nothing: it validates, resolves in memory and reports.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from include.dsr.core.errors import TerminalError
 from include.dsr.core.fingerprint import subject_fingerprint
-from include.dsr.core.request import DSRRequest, parse_request
-from include.dsr.identity.resolver import (
-    IdentityResolver,
-    ResolvedSubject,
-    SubjectQuery,
-)
+from include.dsr.core.pii import redact
+from include.dsr.core.request import DSRRequest, parse_request, verified_types
+from include.dsr.identity.resolver import IdentityResolver, ResolvedSubject, SubjectQuery
 from include.dsr.sla import deadlines
 
 if TYPE_CHECKING:
@@ -25,32 +32,64 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PROCEED, CONFLICT = "proceed", "conflict"
+#: The two answers ops can give when a request's identities belong to different people.
+PROCEED_VERIFIED_ONLY = "Proceed with the verified identity only"
+REFUSE_CONFLICT = "Refuse the request"
+DECISION_OPTIONS = [PROCEED_VERIFIED_ONLY, REFUSE_CONFLICT]
+DEFAULT_CONFLICT_REASON = (
+    "The identities given in your request belong to different people, so we could not establish "
+    "that all of them are yours."
+)
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 def start_request(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = None) -> dict:
-    """Validate the conf and record the request with its due date (idempotent per request_id)."""
+    """Validate the conf and record the request with its due date (idempotent per request_id).
+
+    A dry run is validated only: it is not recorded, and later steps report instead of acting.
+    """
     request = parse_request(conf, right)
+    started = {
+        "request_id": request.request_id,
+        "verified": request.verification is not None,
+        "dry_run": request.dry_run,
+    }
+    if request.dry_run:
+        log.info("request %s (%s) is a dry run: nothing is recorded", request.request_id, right)
+        return started
     fingerprint = subject_fingerprint(request.subject.identities(), rt.fingerprint_secret)
     due = deadlines.due_at(request.received_at, request.jurisdiction)
     row = rt.ledger.record_request(
         request.request_id, right, request.jurisdiction, fingerprint, request.received_at, due, dag_run_id=dag_run_id
     )
-    rt.ledger.set_status(request.request_id, "verifying" if request.verification is None else "in_progress")
+    if row.is_open:
+        rt.ledger.set_status(request.request_id, "verifying" if request.verification is None else "in_progress")
     log.info("request %s (%s) recorded, due %s", request.request_id, right, row.due_at.isoformat())
-    return {
-        "request_id": request.request_id,
-        "due_at": row.due_at.isoformat(),
-        "verified": request.verification is not None,
-    }
+    return {**started, "due_at": row.due_at.isoformat()}
+
+
+def owns_ledger_row(rt: Runtime, conf: dict, right: str) -> str | None:
+    """The request id of ``conf`` if the ledger row with that id is this conf's request, else None
+    (the conf was refused before recording, or its id belongs to another subject or right)."""
+    try:
+        request = parse_request(conf, right)
+    except TerminalError:
+        return None
+    row = rt.ledger.get_request(request.request_id)
+    if row is None or request.dry_run:
+        return None
+    fingerprint = subject_fingerprint(request.subject.identities(), rt.fingerprint_secret)
+    return request.request_id if (row.subject_fingerprint, row.right) == (fingerprint, right) else None
 
 
 def notices(rt: Runtime):
     from include.dsr.notify.notices import Notices
 
-    return Notices(rt.ledger)
+    return Notices(rt.ledger, controller=rt.data_map.controller)
 
 
 def acknowledge(rt: Runtime, conf: dict, request_id: str) -> bool:
@@ -70,6 +109,7 @@ def record_verification(rt: Runtime, conf: dict, right: str, confirmed_by: str |
         payload = {"method": request.verification.method, "verified_at": request.verification.verified_at.isoformat()}
     else:
         payload = {"method": "ops_confirmed", "verified_at": _now().isoformat(), "confirmed_by": confirmed_by or "ops"}
+    payload["covers"] = sorted(verified_types(request))
     rt.ledger.append_event(
         request.request_id, "identity.verified", payload, dedupe_key=f"{request.request_id}:identity.verified"
     )
@@ -79,13 +119,109 @@ def record_verification(rt: Runtime, conf: dict, right: str, confirmed_by: str |
 
 def subject_query(request: DSRRequest) -> SubjectQuery:
     ids = request.subject.identities()
-    return SubjectQuery(request.request_id, ids.get("email"), ids.get("phone"), ids.get("account_id"))
+    return SubjectQuery(
+        request.request_id, ids.get("email"), ids.get("phone"), ids.get("account_id"), verified_types(request)
+    )
+
+
+def resolve_query(rt: Runtime, query: SubjectQuery) -> ResolvedSubject:
+    """Resolve one subject through the identity graph (nothing is staged or recorded)."""
+    (subject,) = IdentityResolver(rt.app_engine, rt.data_map, rt.hash_secret).resolve([query])
+    return subject
+
+
+def resolve(rt: Runtime, conf: dict, right: str) -> dict:
+    """Resolve the subject and stage its identities; on a conflict stop for ops.
+
+    :returns: ``{"route": "proceed" | "conflict", ...}`` with counts only.
+    """
+    request = parse_request(conf, right)
+    subject = resolve_query(rt, subject_query(request))
+    summary = subject.summary()
+    if subject.conflicts:
+        facts = {"conflicting_identity_types": sorted(subject.conflicts), "verified": sorted(verified_types(request))}
+        rt.ledger.append_event(
+            request.request_id, "identity.conflict", facts, dedupe_key=f"{request.request_id}:identity.conflict"
+        )
+        rt.ledger.set_status(
+            request.request_id,
+            "verifying",
+            outcome_summary="identities of the request belong to different people: waiting for ops to decide",
+        )
+        log.warning(
+            "request %s: identity conflict on %s; nothing gathered, ops decide",
+            request.request_id,
+            sorted(subject.conflicts),
+        )
+        return {"request_id": request.request_id, "route": CONFLICT, **facts}
+    return _stage_resolved(rt, request.request_id, subject, summary)
+
+
+def _stage_resolved(rt: Runtime, request_id: str, subject: ResolvedSubject, summary: dict) -> dict:
+    rt.staging(request_id).put_subjects([subject])
+    rt.ledger.append_event(request_id, "subject.resolved", summary, dedupe_key=f"{request_id}:subject.resolved")
+    return {
+        "request_id": request_id,
+        "route": PROCEED,
+        "accounts": summary["accounts"],
+        "nothing_found": not subject.found,
+    }
+
+
+def conflict_body(facts: dict) -> str:
+    """Markdown for the ops decision task (identity types only, never values)."""
+    return (
+        "The identities of this request do not belong to one person: "
+        f"**{', '.join(facts.get('conflicting_identity_types', []))}** point(s) to another account than the "
+        f"verified identity (verification covers {', '.join(facts.get('verified', []))}). Nothing has been "
+        "gathered or changed. The identities are in this run's conf.\n\n"
+        f"- **{PROCEED_VERIFIED_ONLY}**: the request goes on with the verified identity alone; the other "
+        "identities are dropped.\n"
+        f"- **{REFUSE_CONFLICT}**: the subject is told why (the reason below) and of the right to complain."
+    )
+
+
+def apply_identity_decision(rt: Runtime, conf: dict, right: str, reply: dict[str, Any] | None) -> dict:
+    """Carry out ops' answer to a conflict: re-resolve with the verified identity alone, or refuse.
+
+    :param reply: the HITL task's result (``chosen_options``, ``params_input``, ``responded_by_user``)
+    :raises TerminalError: no answer was recorded, or the verified identity alone still conflicts
+    """
+    request = parse_request(conf, right)
+    choice = ((reply or {}).get("chosen_options") or [None])[0]
+    by = ((reply or {}).get("responded_by_user") or {}).get("name") or "ops"
+    if choice not in DECISION_OPTIONS:
+        raise TerminalError(
+            f"request {request.request_id}: no decision on the identity conflict was recorded; "
+            f"answer the decide_identity task with one of {DECISION_OPTIONS}"
+        )
+    if choice == REFUSE_CONFLICT:
+        reason = redact(((reply or {}).get("params_input") or {}).get("reason") or DEFAULT_CONFLICT_REASON, limit=500)
+        rt.ledger.append_event(
+            request.request_id,
+            "identity.decided",
+            {"decision": "refuse", "by": by},
+            dedupe_key=f"{request.request_id}:identity.decided",
+        )
+        refuse(rt, request.request_id, reason, conf)
+        return {"request_id": request.request_id, "route": "refused"}
+    subject = resolve_query(rt, subject_query(request).only_anchor())
+    if subject.conflicts:  # cannot happen with one identity; refuse to guess if it ever does
+        raise TerminalError(f"request {request.request_id}: the verified identity alone still conflicts")
+    rt.ledger.append_event(
+        request.request_id,
+        "identity.decided",
+        {"decision": "verified_identity_only", "by": by},
+        dedupe_key=f"{request.request_id}:identity.decided",
+    )
+    rt.ledger.set_status(request.request_id, "in_progress", outcome_summary="going on with the verified identity only")
+    return _stage_resolved(rt, request.request_id, subject, subject.summary())
 
 
 def mark_failed(rt: Runtime, request_id: str, reason: str) -> None:
     """Record a task's final failure on the request (the reason names ids, never identities)."""
     if rt.ledger.get_request(request_id) is not None:
-        rt.ledger.set_status(request_id, "failed", outcome_summary=reason[:500])
+        rt.ledger.set_status(request_id, "failed", outcome_summary=redact(reason, limit=500))
 
 
 def refuse(rt: Runtime, request_id: str, reason: str, conf: dict | None = None) -> None:
@@ -95,12 +231,4 @@ def refuse(rt: Runtime, request_id: str, reason: str, conf: dict | None = None) 
     recipient = recipient_from_conf(conf or {}, request_id, required=False)
     if recipient:
         notices(rt).refusal(request_id, recipient, [reason])
-    rt.ledger.close_request(request_id, "refused", _now(), reason)
-
-
-def resolve(rt: Runtime, request: DSRRequest) -> ResolvedSubject:
-    """Resolve the request's subject through the identity graph and stage the identities."""
-    resolver = IdentityResolver(rt.app_engine, rt.data_map, rt.hash_secret)
-    (subject,) = resolver.resolve([subject_query(request)])
-    rt.staging(request.request_id).put_subjects([subject])
-    return subject
+    rt.ledger.close_request(request_id, "refused", _now(), reason, outcome="refused")

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from include.dsr.connectors.partner_api import COMPLETED, FAILED
+from include.dsr.connectors.partner import COMPLETED, FAILED
 from include.dsr.core.errors import TransientError
+from include.dsr.core.pii import redact
 from include.dsr.rights.gathering import EXPORT, stage_result
 
 if TYPE_CHECKING:
@@ -100,10 +101,34 @@ def collect(rt: Runtime, request_id: str, system_key: str, refs: dict[str, list[
 
 
 def fail(rt: Runtime, request_id: str, system_key: str, reason: str) -> None:
-    rt.ledger.upsert_system_result(request_id, system_key, EXPORT, "failed", outcome=reason[:500])
+    rt.ledger.upsert_system_result(request_id, system_key, EXPORT, "failed", outcome=clean(rt, request_id, reason))
 
 
 def not_answering(rt: Runtime, request_id: str, system_key: str, reason: str) -> None:
     """The partner failed transiently: visible as waiting, with the reason, until a retry works."""
-    rt.ledger.upsert_system_result(request_id, system_key, EXPORT, "waiting", outcome=reason[:500])
+    rt.ledger.upsert_system_result(request_id, system_key, EXPORT, "waiting", outcome=clean(rt, request_id, reason))
     rt.ledger.set_status(request_id, "waiting_on_partner")
+
+
+def failure_reasons(rt: Runtime, system_key: str, refs: dict[str, list[str]]) -> str:
+    """Why a partner's answers failed, in its own words (redacted), for the ledger."""
+    connector = rt.connector(system_key)
+    try:
+        statuses = connector.poll(flat(refs))
+        return "; ".join(connector.failure(ref) for ref, status in statuses.items() if status == FAILED)
+    except TransientError:
+        return "the partner's reason could not be read"
+    finally:
+        connector.close()
+
+
+def clean(rt: Runtime, request_id: str, text: str) -> str:
+    """Text bound for the ledger about a partner exchange: the subject's identities (every form
+    known) and anything email- or phone-like removed, cut to 500 characters."""
+    identities: list[str] = []
+    try:
+        for subject in rt.staging(request_id).get_subjects():
+            identities += [*subject.emails, *subject.phones, *(p.lstrip("+") for p in subject.phones)]
+    except Exception as exc:  # no staged subject (yet): the generic patterns still apply
+        log.debug("no staged subject to redact with for request %s (%s)", request_id, type(exc).__name__)
+    return redact(text, identities, limit=500)

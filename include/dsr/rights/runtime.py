@@ -39,8 +39,9 @@ class Runtime:
     app_engine: Engine
     s3: Any
     exports_bucket: str = constants.EXPORTS_BUCKET
-    hash_secret: str = settings.ERASURE_HASH_SECRET
-    fingerprint_secret: str = settings.FINGERPRINT_SECRET
+    # Keys of the keyed hashes and of the ledger's subject fingerprint (connections.secret()).
+    hash_secret: str = settings.DEMO_ERASURE_HASH_SECRET
+    fingerprint_secret: str = settings.DEMO_FINGERPRINT_SECRET
     # Per-system client overrides (tests: partner URLs, S3 clients).
     overrides: dict[str, dict] = field(default_factory=dict)
 
@@ -72,10 +73,12 @@ class Runtime:
 
 @lru_cache(maxsize=1)
 def _airflow_runtime() -> Runtime:
-    from include.dsr.connections import engine_for, s3_client, sqlalchemy_url
+    from include.dsr.connections import engine_for, s3_client, secret, sqlalchemy_url
     from include.dsr.core.data_map import load_data_map
     from include.dsr.ledger.api import Ledger
 
+    # Secrets first: a task without real secrets must stop before it touches anything.
+    hash_secret, fingerprint_secret = secret("erasure_hash"), secret("fingerprint")
     ledger = Ledger(sqlalchemy_url(constants.CONN_LEDGER))
     ledger.create_schema()
     return Runtime(
@@ -83,4 +86,6 @@ def _airflow_runtime() -> Runtime:
         ledger=ledger,
         app_engine=engine_for(constants.CONN_APP_DB),
         s3=s3_client(constants.CONN_S3),
+        hash_secret=hash_secret,
+        fingerprint_secret=fingerprint_secret,
     )

@@ -34,13 +34,14 @@ _SECONDS_PER_DAY = 86400
 class Outcome:
     """The columns of a request (``dsr_requests``) that decide whether it was answered in time."""
 
-    COLUMNS: ClassVar[tuple[str, ...]] = ("jurisdiction", "status", "received_at", "due_at", "closed_at")
+    COLUMNS: ClassVar[tuple[str, ...]] = ("jurisdiction", "status", "received_at", "due_at", "closed_at", "outcome")
 
     jurisdiction: str
     status: str
     received_at: datetime
     due_at: datetime
     closed_at: datetime | None
+    outcome: str | None = None
 
     @classmethod
     def from_mapping(cls, row: Mapping[Any, Any]) -> Outcome:

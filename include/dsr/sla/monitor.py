@@ -84,6 +84,7 @@ def snapshot(report: ComplianceReport) -> dict[str, Any]:
         "open": [row.as_json() for row in report.open_requests],
         "answered": report.answered,
         "closed_by_status": report.closed_by_status,
+        "closed_by_outcome": report.closed_by_outcome,
         "answered_within": {window: report.shares[window].as_json() for window in WINDOWS},
         "median_days_to_close": report.median_days_to_close,
     }

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -131,6 +131,8 @@ class ComplianceReport:
     answered: int
     median_days_to_close: float | None
     closed_by_status: dict[str, int]
+    #: Closed requests by what the answer was (data provided, no personal data found, with exceptions, ...).
+    closed_by_outcome: dict[str, int] = field(default_factory=dict)
 
     @property
     def breached(self) -> list[OpenRequest]:
@@ -236,6 +238,7 @@ def compliance_report(
         answered=sum(row.answered for row in outcomes),
         median_days_to_close=median_days_to_close(outcomes),
         closed_by_status=dict(Counter(row.status for row in outcomes if row.closed_at is not None)),
+        closed_by_outcome=dict(Counter(row.outcome or row.status for row in outcomes if row.closed_at is not None)),
     )
 
 

@@ -1,0 +1,120 @@
+"""What every asynchronous partner channel shares (``api``, ``s3_dropbox``), client side of OpenDSR 0.1.
+
+A request to a partner is one or more *partner requests* (the protocol takes one email and
+one phone each), named by :func:`partner_request_id` from our ``request_id``: no personal
+data, stable across retries. A :class:`PartnerConnector` submits them, polls their status and
+reads each completed answer (``records`` per table and the partner's own ``affected`` count
+per table). :class:`Answers` folds the answers of a batch into an :class:`ExportResult`
+that keeps what the partner actually returned (tables, columns, counts) next to the frames
+padded to the data map, so the checks compare the two. Text a partner sends (error bodies,
+``error`` fields) is redacted before anyone sees it.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
+from include.dsr.core.pii import redact
+
+if TYPE_CHECKING:
+    from include.dsr.core.data_map import System
+    from include.dsr.identity.resolver import ResolvedSubject
+
+COMPLETED, FAILED, PENDING = "completed", "failed", "pending"
+
+
+def partner_request_id(request_id: str, request_type: str, index: int = 0) -> str:
+    """Our reference at the partner: no personal data, stable across retries."""
+    suffix = f"-{index + 1}" if index else ""
+    return f"fabconnect-{request_type}-{request_id}{suffix}"
+
+
+def identity_sets(subject: ResolvedSubject) -> list[list[dict[str, str]]]:
+    """Identities sent to a partner, one set per partner request (the protocol takes one email
+    and one phone per request). Emails and unshared phones only, never account ids."""
+    emails, phones = sorted(subject.emails), sorted(subject.phones)
+    sets = []
+    for i in range(max(len(emails), len(phones))):
+        ids = [{"identity_type": "email", "identity_value": emails[i]}] if i < len(emails) else []
+        ids += [{"identity_type": "phone", "identity_value": phones[i]}] if i < len(phones) else []
+        sets.append(ids)
+    return sets
+
+
+def partner_refs(subject: ResolvedSubject, request_type: str) -> list[str]:
+    return [partner_request_id(subject.request_id, request_type, i) for i in range(len(identity_sets(subject)))]
+
+
+def partner_text(text: object) -> str:
+    """A partner's free text, fit for logs and the ledger: identities and control characters out, short."""
+    return redact(text)
+
+
+class Answers:
+    """The completed answers of a batch, folded into one result per data-map collection."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[tuple, dict]] = {}
+        self.columns: dict[str, set[str]] = defaultdict(set)
+        self.tables: set[str] = set()
+        self.counts: list[dict[str, Any]] = []
+
+    def add(self, request_id: str, ref: str, answer: dict | None) -> None:
+        """One partner request's answer; a row found through several identities is kept once."""
+        records = (answer or {}).get("records") or {}
+        reported = (answer or {}).get("affected") or {}
+        for table, rows in records.items():
+            self.tables.add(table)
+            self.counts.append(
+                {"answer": ref, "collection": table, "returned": len(rows), "reported": reported.get(table)}
+            )
+            for row in rows:
+                self.columns[table] |= set(row)
+                self.rows.setdefault(table, {})[(request_id, row.get("id"))] = {**row, REQUEST_ID_COLUMN: request_id}
+
+    def result(self, system: System) -> ExportResult:
+        """One frame per data-map collection (empty ones keep their columns); tables the data map
+        does not know stay visible so the checks can flag them."""
+        import pandas as pd
+
+        result = ExportResult(system.key, returned_collections=sorted(self.tables), answer_counts=self.counts)
+        rows = {name: list(found.values()) for name, found in self.rows.items()}
+        for coll in system.collections:
+            found = rows.pop(coll.name, [])
+            result.frames[coll.name] = pd.DataFrame.from_records(found, columns=[*coll.field_names, REQUEST_ID_COLUMN])
+            if self.columns.get(coll.name):
+                result.returned_columns[coll.name] = sorted(self.columns[coll.name])
+        for unexpected, found in rows.items():
+            result.frames[unexpected] = pd.DataFrame.from_records(found)
+        return result
+
+
+class PartnerConnector(BaseConnector):
+    """A partner reached asynchronously: submit, poll, read each answer."""
+
+    @abstractmethod
+    def submit(self, subjects: list[ResolvedSubject], request_type: str) -> dict[str, list[str]]:
+        """Send (idempotently) the subjects' requests; returns our request_id -> partner request ids."""
+
+    @abstractmethod
+    def poll(self, refs: list[str]) -> dict[str, str]:
+        """Partner request id -> ``pending``, ``completed`` or ``failed``."""
+
+    @abstractmethod
+    def answer(self, ref: str) -> dict:
+        """The completed answer of one partner request (``records``, ``affected``)."""
+
+    @abstractmethod
+    def failure(self, ref: str) -> str:
+        """Why a failed partner request failed, redacted (:func:`partner_text`)."""
+
+    def fetch(self, refs_by_request: dict[str, list[str]]) -> ExportResult:
+        """Read every completed answer of the batch into one result."""
+        answers = Answers()
+        for request_id, refs in refs_by_request.items():
+            for ref in refs:
+                answers.add(request_id, ref, self.answer(ref))
+        return answers.result(self.system)

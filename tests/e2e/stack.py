@@ -1,0 +1,82 @@
+"""A running Airflow for the tests that need more than ``dag.test()``: the scheduler, dag-processor,
+triggerer and api-server as ``make demo`` starts them, in their own home and metadata DB.
+
+``dag.test()`` writes no audit log, runs no scheduler, triggerer or API: whatever depends on
+those (the REST trigger's audit row, the deadline callback, a deferral resumed by the
+triggerer) is tested against this stack. It shares the test session's demo world (the
+connections in the environment), so a run it executes reads and writes the same platform DB,
+object store, partner simulators and ledger as the ``dag.test()`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from include.demo.airflow_env import DEMO_PASSWORD, DEMO_USER, metadata_connection, write_passwords_file
+from include.demo.launcher import ProcessGroup, start_airflow
+from include.dsr.cli.airflow_api import AirflowApi
+from tests.e2e.api_server import free_port
+
+#: Seconds the stack gets to start (four Airflow processes on a two-core machine).
+START_TIMEOUT = 300
+
+
+@dataclass
+class Stack:
+    home: Path
+    url: str
+    env: dict[str, str]
+    api: AirflowApi
+
+    @property
+    def metadata_db(self) -> Path:
+        return self.home / "airflow.db"
+
+    @property
+    def task_logs(self) -> Path:
+        return self.home / "logs"
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict:
+        """Poll the API until the run has finished; returns the run."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api.get_run(dag_id, run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(1)
+        raise TimeoutError(f"run {run_id} of {dag_id} not finished after {timeout}s")
+
+
+@contextmanager
+def running_stack(home: Path) -> Iterator[Stack]:
+    """Migrate a fresh metadata DB in ``home`` and run the four Airflow components until exit."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+        "AIRFLOW_CONN_DSR_AIRFLOW_METADATA": metadata_connection(home),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    write_passwords_file(home)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    group = ProcessGroup(log_dir=home / "process-logs")
+    try:
+        url = start_airflow(group, env, port, timeout=START_TIMEOUT)
+        api = AirflowApi(url, username=DEMO_USER, password=DEMO_PASSWORD, timeout=30)
+        yield Stack(home, url, env, api)
+    finally:
+        group.stop()
