@@ -54,3 +54,82 @@ def run_smtp_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     monkeypatch.setenv("AIRFLOW_CONN_DSR_SMTP", smtp_connection(server.port))
     yield server
     server.stop()
+
+
+class TcpProxy:
+    """A TCP forwarder to ``target`` that can be cut: while ``down``, connections are refused
+    (accepted and closed at once) and open ones are dropped. Stands in for a server that goes away."""
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        import socket
+        import threading
+
+        self.target = (host, target_port)
+        self.down = False
+        self._server = socket.create_server((host, 0))
+        self.port = self._server.getsockname()[1]
+        self._open: set = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.target[0]}:{self.port}"
+
+    def cut(self) -> None:
+        self.down = True
+        with self._lock:
+            for sock in list(self._open):
+                _close(sock)
+            self._open.clear()
+
+    def restore(self) -> None:
+        self.down = False
+
+    def stop(self) -> None:
+        self.cut()
+        _close(self._server)
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.down:
+                _close(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._open |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                if self.down:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source)
+            _close(sink)
+
+
+def _close(sock) -> None:
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

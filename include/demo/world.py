@@ -15,6 +15,7 @@ against it. Rows are written in bulk, in foreign-key order, a few thousand at a 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sqlite3
@@ -173,7 +174,10 @@ class WorldWriter:
         from concurrent.futures import ThreadPoolExecutor
 
         def put(item: tuple[str, bytes]) -> None:
-            self.s3.put_object(Bucket=constants.PLATFORM_BUCKET, Key=item[0], Body=item[1])
+            key, body = item
+            if _is_revised(key):  # an earlier draft stays in the versioned bucket: erasure must find it
+                self.s3.put_object(Bucket=constants.PLATFORM_BUCKET, Key=key, Body=b"draft of " + body[:64])
+            self.s3.put_object(Bucket=constants.PLATFORM_BUCKET, Key=key, Body=body)
 
         if self.objects:
             with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
@@ -191,18 +195,42 @@ def _fresh_schema(engine: Engine) -> None:
     app_schema.metadata.create_all(engine)
 
 
+def _advance_sequences(engine: Engine) -> None:
+    """Rows were written with explicit ids: move PostgreSQL's id sequences past them, so the
+    platform's own inserts (a suppression entry, a new ticket) get fresh ids."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        for table in app_schema.metadata.sorted_tables:
+            if "id" not in table.c:
+                continue
+            conn.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # our own table names
+                f"COALESCE((SELECT max(id) FROM {table.name}), 0) + 1, false) "
+                f"WHERE pg_get_serial_sequence('{table.name}', 'id') IS NOT NULL"
+            )
+
+
+def _is_revised(key: str) -> bool:
+    """About one specification in five was uploaded twice (a draft, then the final file)."""
+    return key.startswith("specs/") and hashlib.sha256(key.encode()).digest()[0] < 52
+
+
 def _fresh_buckets(s3) -> None:
+    """Empty buckets (every version); the platform bucket is versioned, as uploads usually are."""
     buckets = [constants.PLATFORM_BUCKET, constants.EXPORTS_BUCKET]
     buckets += [dropbox_bucket(p.slug) for p in PARTNERS if p.channel == constants.CHANNEL_S3_DROPBOX]
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in buckets:
         if bucket in existing:
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+                items = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+                keys = [{"Key": o["Key"], "VersionId": o["VersionId"]} for o in items]
                 if keys:
-                    s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+                    s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
         else:
             s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=constants.PLATFORM_BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
 
 def build_world(paths: WorldPaths, subjects: int, seed: int, s3_client=None, progress: bool = False) -> dict:
@@ -232,6 +260,7 @@ def build_world(paths: WorldPaths, subjects: int, seed: int, s3_client=None, pro
     if bar:
         bar.close()
     writer.close()
+    _advance_sequences(engine)
     engine.dispose()
     manifest = {
         "seed": seed,

@@ -43,6 +43,10 @@ ACCOUNTS = [
     (8, "straße@example.de", None),
     (9, "strasse@example.de", None),
     (10, "ŁUKASZ@PRZYKŁAD.PL", "(+48) 22-100-00-07"),
+    (11, "ΟΔΥΣΣΕΑΣ@EXAMPLE.GR", None),  # Python lowers the last Σ to ς, glibc to σ, SQLite keeps Σ
+    (12, "İPEK@ÖRNEK.TR", None),  # İ lowers to two characters (i + combining dot), or to i
+    (13, "MAR\u212a@example.com", None),  # the Kelvin sign, which lowers to an ASCII k
+    (14, "Zoe\u0308@EXÄMPLE.ORG", "+49\u00a0151\u2013111 222 33"),  # one letter decomposed, one not; en dash
 ]
 TICKETS = [
     # id, account_id, contact_email as stored
@@ -54,7 +58,12 @@ TICKETS = [
     (6, None, "STRASSE@example.de"),
 ]
 SMS = [(1, "+491512345678"), (2, "+491519876543"), (3, "+4930 1234567")]
-CHATS = [(1, None, "0151 234 5678"), (2, None, "+49 (0)151 987 65 43"), (3, "ŁUKASZ@PRZYKŁAD.PL ", None)]
+CHATS = [
+    (1, None, "0151 234 5678"),
+    (2, None, "+49 (0)151 987 65 43"),
+    (3, "ŁUKASZ@PRZYKŁAD.PL ", None),
+    (4, None, "[0151]\u2011111\u202f222\u221233"),  # non-breaking hyphen, narrow no-break space, minus sign
+]
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -179,6 +188,10 @@ def _rows(engine, subject) -> dict[str, set[int]]:
         pytest.param("straße@example.de", {8}, set(), id="ß is not ss"),
         pytest.param("STRASSE@EXAMPLE.DE", {9}, {6}, id="ss is not ß"),
         pytest.param("łukasz@przykład.pl", {10}, set(), id="letters without decomposition (Ł)"),
+        pytest.param("Οδυσσεας@example.gr", {11}, set(), id="capital sigma stored, final sigma asked"),
+        pytest.param("İPEK@ÖRNEK.TR", {12}, set(), id="dotted capital I (two-character lower case)"),
+        pytest.param("mark@example.com", {13}, set(), id="Kelvin sign stored for k"),
+        pytest.param("zoë@exämple.org", {14}, set(), id="composed and decomposed in one address"),
         pytest.param("nobody@example.com", set(), set(), id="an unknown address finds nothing"),
     ],
 )
@@ -197,6 +210,7 @@ def test_emails_match_exactly_on_every_backend(platform, written, accounts, tick
         pytest.param("01519876543", None, {3}, {2}, {2}, id="national digits, stored with a slash"),
         pytest.param("22 100 00 07", "PL", {10}, set(), {3}, id="national format of another region"),
         pytest.param("030 1234567", None, set(), set(), set(), id="a number two accounts hold links nobody"),
+        pytest.param("0151 111 22233", None, {14}, set(), {4}, id="Unicode dashes, brackets, narrow spaces"),
     ],
 )
 def test_phones_compare_as_e164_on_every_backend(platform, written, region, accounts, sms, chats):
@@ -254,6 +268,20 @@ def test_a_shared_line_written_two_ways_is_ambiguous(platform):
             {"phone"},
             id="verified address of nobody, phone of an account: conflict",
         ),
+        pytest.param(
+            {"email": "änne.müller@example.de", "phone": "+49301234567"},
+            {"email", "phone"},
+            {"phone"},
+            set(),
+            id="another company's shared line: conflict",
+        ),
+        pytest.param(
+            {"email": "line.two@example.com", "phone": "+49301234567"},
+            {"email", "phone"},
+            set(),
+            set(),
+            id="the subject's own shared line: no conflict",
+        ),
     ],
 )
 def test_only_the_verified_identity_links_accounts(platform, identities, verified, conflicts, ignored):
@@ -285,3 +313,44 @@ def test_every_lookup_stays_on_an_index(platform):
                 assert "Index" in plan or "USING" in plan, where
                 assert "Seq Scan" not in plan, where
                 assert f"SCAN {coll.name}" not in plan, where
+
+
+SESSION = {"verified": frozenset({"account_id", "email"}), "bound_to_anchor": frozenset({"email"})}
+
+
+@pytest.mark.parametrize(
+    ("email", "ignored", "emails"),
+    [
+        pytest.param("änne.müller@example.de", set(), {"änne.müller@example.de"}, id="the account's login email"),
+        pytest.param("nobody@example.com", {"email"}, {"änne.müller@example.de"}, id="an email of no account"),
+    ],
+)
+def test_a_session_proves_only_its_own_accounts_email(platform, email, ignored, emails):
+    """A logged-in session with account 1 and an email typed in: only account 1's own counts."""
+    subject = _resolve(platform, account_id=1, email=email, **SESSION)
+    assert subject.conflicts == set()
+    assert subject.ignored == ignored
+    assert subject.emails == emails  # the typed-in address finds no visitor's chats or tickets
+
+
+def test_two_requests_of_one_account_in_a_batch_both_get_its_recipients(platform):
+    with platform.begin() as conn:
+        conn.execute(
+            app_schema.payment_methods.insert(),
+            [
+                {
+                    "id": 1,
+                    "account_id": 1,
+                    "processor": "paystream",
+                    "processor_token": "tok-1",
+                    "brand": "visa",
+                    "last4": "4242",
+                    "exp_month": 1,
+                    "exp_year": 2030,
+                },
+            ],
+        )
+    queries = [SubjectQuery("req-a", account_id=1), SubjectQuery("req-b", email="änne.müller@example.de")]
+    first, second = IdentityResolver(platform, load_data_map(), SECRET).resolve(queries)
+    assert first.account_ids == second.account_ids == {1}
+    assert first.recipients == second.recipients == {"paystream"}

@@ -12,7 +12,9 @@ from include import settings
 
 DAGS_DIR = settings.PROJECT_ROOT / "dags"
 DAG_FILES = sorted(DAGS_DIR.glob("*.py"))
-RIGHT_DAGS = {"dsr_access", "dsr_portability"}
+RIGHT_DAGS = {"dsr_access", "dsr_portability", "dsr_erasure"}
+#: Human steps: a retry would ask ops again, or turn a rejection into a fresh prompt.
+HUMAN_TASKS = {"confirm_identity", "decide_identity", "confirm_manual_partner"}
 HEAVY_MODULES = ("pandas", "great_expectations", "boto3", "botocore", "sqlalchemy.orm", "jinja2.sandbox")
 
 
@@ -41,7 +43,10 @@ def test_right_dags_follow_the_house_rules(dagbag, dag_id):
     assert dag_id in dag.doc_md
     assert {"request_id", "subject", "received_at", "verification", "jurisdiction", "dry_run"} <= set(dag.params)
     for task in dag.tasks:
-        assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+        if task.task_id in HUMAN_TASKS:
+            assert task.retries == 0, f"{dag_id}.{task.task_id} is a human step and must not retry"
+        else:
+            assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
         assert task.on_failure_callback, f"{dag_id}.{task.task_id} does not record failures in the ledger"
 
 

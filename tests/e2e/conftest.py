@@ -79,3 +79,15 @@ def run_dag(dag_id: str, conf: dict, approve: str = "confirm_identity|confirm_ma
     """Run a DAG to the end in-process; HITL tasks matching ``approve`` are marked successful."""
     with deadline_pruning_fix():  # apache/airflow#73428, see tests/e2e/dag_test_fix.py
         return load_dag(dag_id).test(run_conf=conf, mark_success_pattern=approve)
+
+
+def rebuild_world(world: DemoWorld) -> None:
+    """Build the session's demo world again (same seed) and restart its partner simulators, for
+    modules that change data (erasure): the modules after them see the world as it was."""
+    from include.demo.services import start_partner_simulators
+
+    for sim in world.simulators.values():
+        sim.stop()
+    build_world(world.paths, subjects=E2E_SUBJECTS, seed=settings.DEMO_SEED, s3_client=world.s3)
+    world.simulators.clear()
+    world.simulators.update({sim.slug: sim for sim in start_partner_simulators(world.paths, world.endpoint)})

@@ -303,5 +303,5 @@ def test_a_partner_quoting_identities_in_its_errors_leaves_none_in_the_ledger(
     texts += [e.payload_json for e in ledger().events(request_id)]
     blob = " ".join(texts).lower()
     assert "[redacted]" in blob  # the partner's words reached the ledger, cleaned
-    for identity in (person.email.lower(), person.phone, person.phone.lstrip("+")):
+    for identity in (person.email.lower(), person.phone, person.phone.lstrip("+"), person.full_name.lower()):
         assert identity not in blob

@@ -9,7 +9,7 @@ import pytest
 
 from include.dsr.core.errors import TerminalError, TransientError
 from include.dsr.notify.mail import Mail, SmtpHookTransport
-from include.dsr.notify.notices import Notices, recipient_from_conf, render
+from include.dsr.notify.notices import Notices, answer_address, recipient_from_conf, render
 from include.dsr.sla import deadlines as sla
 from include.dsr.sla import rules as sla_rules
 from tests.support import free_port, smtp_connection
@@ -168,6 +168,23 @@ def test_recipient_from_conf_refuses_without_quoting(conf, message):
 def test_recipient_from_conf():
     assert recipient_from_conf({"subject": {"email": f"  {SUBJECT_EMAIL} "}}, "REQ-1") == SUBJECT_EMAIL
     assert recipient_from_conf({"subject": {"phone": "+49 30 1234567"}}, "REQ-1", required=False) is None
+
+
+@pytest.mark.parametrize(
+    ("typed", "verified", "answer"),
+    [
+        pytest.param("Maria@Example.com", {"maria@example.com"}, "Maria@Example.com", id="typed and verified"),
+        pytest.param(
+            "someone.else@example.com", {"maria@example.com"}, "maria@example.com", id="typed, not the subject's"
+        ),
+        pytest.param(None, {"maria@example.com"}, "maria@example.com", id="phone request, account email verified"),
+        pytest.param("someone.else@example.com", set(), None, id="nothing verified: another channel"),
+        pytest.param("x@example.com", {"a@example.com", "b@example.com"}, None, id="two verified, neither typed"),
+    ],
+)
+def test_the_answer_goes_only_to_a_verified_address(typed, verified, answer):
+    conf = {"subject": {"email": typed}} if typed else {"subject": {"phone": "+4915112345678"}}
+    assert answer_address(conf, "REQ-1", verified) == answer
 
 
 def test_refusal_needs_reasons(notices):

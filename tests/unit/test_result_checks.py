@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from include.dsr.checks.results import COLLECTIONS, COLUMNS, COUNT, IN_SET, NOT_NULL, PAIR, ResultChecker
+from include.dsr.checks.results import COLLECTIONS, COLUMNS, COUNT, IN_SET, NOT_NULL, PAIR, UNIQUE, ResultChecker
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, ExportResult
 from include.dsr.core.data_map import load_data_map
 from include.dsr.identity.resolver import ResolvedSubject
@@ -64,7 +64,7 @@ GOOD_ROWS = [
 def test_a_correct_internal_result_passes_every_check(checker, data_map):
     report = _check(checker, data_map, _internal(_tickets(GOOD_ROWS)))
     assert report.success, report.reason
-    assert {o.expectation for o in report.outcomes} == {COLLECTIONS, COLUMNS, IN_SET, COUNT}
+    assert {o.expectation for o in report.outcomes} == {COLLECTIONS, COLUMNS, IN_SET, COUNT, UNIQUE}
 
 
 def test_a_collection_the_source_did_not_return_fails(checker, data_map):
@@ -82,7 +82,14 @@ def test_a_column_the_source_did_not_return_fails(checker, data_map):
     result = _internal(_tickets(GOOD_ROWS), returned_columns={"support_tickets": ["id", "account_id"]})
     report = _check(checker, data_map, result)
     assert _failed(report) == {COLUMNS}
-    assert "missing some of" in report.reason
+    assert "differ from the data map's" in report.reason
+
+
+def test_a_column_the_data_map_does_not_list_fails(checker, data_map):
+    """A table that grew a column nobody mapped (the source's columns are reflected)."""
+    columns = ["id", "account_id", "contact_email", "subject", "body", "created_at", "status", "agent_notes"]
+    result = _internal(_tickets(GOOD_ROWS), returned_columns={"support_tickets": columns})
+    assert _failed(_check(checker, data_map, result)) == {COLUMNS}
 
 
 def test_a_row_of_another_subject_fails(checker, data_map):
@@ -104,9 +111,19 @@ def test_a_row_lost_on_the_way_fails_against_the_source_count(checker, data_map)
     assert "the source counted 2" in report.reason
 
 
-def test_a_row_staged_twice_is_still_one_row(checker, data_map):
+def test_a_row_staged_twice_for_one_request_fails(checker, data_map):
     result = _internal(_tickets([GOOD_ROWS[0], GOOD_ROWS[0]]), source_counts={"support_tickets": 1})
-    assert _check(checker, data_map, result).success
+    report = _check(checker, data_map, result)
+    assert _failed(report) == {UNIQUE}
+    assert "staged more than once" in report.reason
+
+
+def test_a_collection_without_its_primary_key_fails(checker, data_map):
+    result = _internal(_tickets(GOOD_ROWS))
+    result.frames = {"support_tickets": _tickets(GOOD_ROWS).drop(columns=["id"])}
+    report = _check(checker, data_map, result)
+    assert COUNT in _failed(report)
+    assert "no primary key" in str([o.observed for o in report.outcomes])
 
 
 def test_no_count_from_the_source_fails(checker, data_map):
@@ -164,10 +181,23 @@ def test_a_partner_whose_rows_and_count_disagree_fails(checker, data_map, report
     assert "its own reported count disagree" in report.reason
 
 
-def test_a_partner_that_left_out_a_table_fails(checker, data_map):
+def test_a_partner_may_leave_out_a_table_it_holds_nothing_in(checker, data_map):
     result = _partner(PARTNER_ROWS, _answers(1)[:1], tables=["customers"])
     report = _check(checker, data_map, result, system="payflow", collections=("customers", "cards", "charges"))
+    assert report.success, report.reason
+
+
+def test_a_partner_answering_with_a_table_the_data_map_does_not_know_fails(checker, data_map):
+    result = _partner(PARTNER_ROWS, _answers(1), tables=["customers", "cards", "charges", "risk_scores"])
+    report = _check(checker, data_map, result, system="payflow", collections=("customers", "cards", "charges"))
     assert _failed(report) == {COLLECTIONS}
+
+
+def test_a_partner_sending_a_column_it_did_not_agree_to_fails(checker, data_map):
+    result = _partner(PARTNER_ROWS, _answers(1))
+    result.returned_columns = {"customers": ["id", "email", "phone", "name", "company", "date_of_birth"]}
+    report = _check(checker, data_map, result, system="payflow", collections=("customers", "cards", "charges"))
+    assert _failed(report) == {COLUMNS}
 
 
 def _objects(keys: list[str], sha: list[str | None], referenced: list[str]) -> ExportResult:

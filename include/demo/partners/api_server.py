@@ -236,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _submit(self, partner: PartnerApiServer) -> tuple[int, dict]:
         request = parse_request(self._json_body())
         if partner.faults.mode == "leak":
-            return 422, {"error": leaky_error(request)}
+            return 422, {"error": leaky_error(request, partner.book.store)}
         found = partner.book.submit(
             request.subject_request_id, request.request_type, request.identities, partner.faults
         )

@@ -214,7 +214,9 @@ class DropboxResponder:
             if request.subject_request_id != request_id:
                 raise ValueError("subject_request_id does not match the inbox file name")
             if self.faults.mode == "leak":
-                return self._answer(key, version, attempt, self._failed(request_id, body, leaky_error(request)))
+                return self._answer(
+                    key, version, attempt, self._failed(request_id, body, leaky_error(request, self.book.store))
+                )
             found = self.book.submit(request_id, request.request_type, request.identities, self.faults)
         except ValueError as exc:  # an invalid body, or RequestConflict
             return self._answer(key, version, attempt, self._failed(request_id, body, str(exc)))

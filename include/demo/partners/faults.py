@@ -10,6 +10,8 @@ A simulator behaves according to its current :class:`Faults` mode:
   plus ``late_hours``.
 - ``never``: requests are accepted and never completed.
 - ``lie``: completed results also carry another subject's rows.
+- ``keep``: an erasure is answered as done, with the counts of what it would delete, and nothing
+  is deleted (a partner that claims erasure but keeps the rows).
 - ``leak``: every request is refused with an error message that quotes the identities it was
   sent (as careless partners do), so the product must keep such text out of its ledger.
 
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-MODES = ("ok", "fail", "stall", "late", "never", "lie", "leak")
+MODES = ("ok", "fail", "stall", "late", "never", "lie", "keep", "leak")
 
 # What a partner in ``never`` mode promises, and does not keep: the GDPR month.
 NEVER_PROMISE = timedelta(days=30)

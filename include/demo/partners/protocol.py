@@ -82,10 +82,22 @@ def parse_request(body: Any) -> SubjectRequest:
     )
 
 
-def leaky_error(request: SubjectRequest) -> str:
-    """The ``leak`` fault's refusal: it quotes every identity it was sent, as a careless partner does."""
+def leaky_error(request: SubjectRequest, store: PartnerStore | None = None) -> str:
+    """The ``leak`` fault's refusal: it quotes every identity it was sent and the name it holds
+    for them, as a careless partner does."""
     quoted = ", ".join(f"{kind} {value.value}" for kind, value in sorted(request.identities.items()))
-    return f"no data subject matches {quoted} in our records (request {request.subject_request_id})"
+    names = set()
+    if store is not None:
+        found = store.find({kind: value.value for kind, value in request.identities.items()})
+        names = {
+            str(value)
+            for rows in found.values()
+            for row in rows
+            for column, value in row.items()
+            if value and (column == "name" or column.endswith("_name"))
+        }
+    held = f" (we hold records of {', '.join(sorted(names))})" if names else ""
+    return f"no data subject matches {quoted} in our records{held} (request {request.subject_request_id})"
 
 
 class RequestConflict(ValueError):
@@ -201,7 +213,11 @@ class RequestBook:
 
     def _complete(self, row: dict) -> dict:
         identities = json.loads(row["identities"])
-        records, affected = self.store.apply(row["request_type"], identities)
+        if row["fault"] == "keep" and row["request_type"] == "erasure":
+            found = self.store.find(identities)  # says what it would delete, deletes nothing
+            records, affected = {}, {table: len(rows) for table, rows in found.items()}
+        else:
+            records, affected = self.store.apply(row["request_type"], identities)
         if row["fault"] == "lie":
             for table, rows in self.store.other_subject_rows(identities).items():
                 records.setdefault(table, []).extend(rows)

@@ -4,17 +4,18 @@ Every expectation compares the staged result with something the staging did not 
 
 * per unit, ``expect_column_distinct_values_to_equal_set`` over the collections **the source
   returned** (a partner's answer before it was padded to the data map) against the
-  collections the data map expects: a collection missing from the answer, or one the data
-  map does not know, fails;
-* per collection, ``expect_table_columns_to_match_set`` over the columns **the source returned**
-  (the database cursor's, the keys of a partner's rows) against the data map's fields;
+  collections the data map expects: for an internal unit a missing or unknown collection fails;
+  a partner may leave out a table it holds nothing in, never add one the data map does not know;
+* per collection, ``expect_table_columns_to_match_set`` (exact) over the columns **the source
+  has** (the table's, reflected from the database; the keys of a partner's rows) against the
+  data map's fields: a column nobody mapped fails, and so does one the source lost;
 * ``expect_column_values_to_be_in_set`` on ``_belongs_to_subject``: each row is linked to its
   subject by an identity or account-link field, compared with the exact, typed rules of
   :mod:`include.dsr.identity.matching` (an id read back as ``12.0`` is ``12``). The column is
   a boolean, so GX reports never carry personal values;
 * ``expect_column_unique_value_count_to_be_between`` on the primary key, against **the
-  source's own count** of the subjects' rows (a separate count query): a row lost or
-  duplicated on the way fails;
+  source's own count** of the subjects' rows (a separate count query, same snapshot): a row lost
+  on the way fails, and ``expect_compound_columns_to_be_unique`` on (key, request) one staged twice;
 * for partners, ``expect_column_pair_values_to_be_equal`` over every answer: the rows a table
   holds against the count the partner reported for it (``affected``): a partner that adds
   rows, or drops them, fails.
@@ -27,10 +28,10 @@ reference and carry a checksum, and their number must equal the number of keys r
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from include.dsr.checks.gx import CheckOutcome, GxRunner, safe_observed
 from include.dsr.connectors.base import REQUEST_ID_COLUMN
 from include.dsr.identity.matching import link_columns
 
@@ -49,18 +50,8 @@ IN_SET = "expect_column_values_to_be_in_set"
 COUNT = "expect_column_unique_value_count_to_be_between"
 NOT_NULL = "expect_column_values_to_not_be_null"
 PAIR = "expect_column_pair_values_to_be_equal"
+UNIQUE = "expect_compound_columns_to_be_unique"
 PARTNER_CHANNELS = ("api", "s3_dropbox")
-
-
-@dataclass
-class CheckOutcome:
-    collection: str
-    expectation: str
-    success: bool
-    unexpected_count: int | None = None
-    element_count: int | None = None
-    observed: object = None
-    expected: object = None
 
 
 @dataclass
@@ -91,7 +82,9 @@ class CheckReport:
         if o.expectation == COUNT:
             return f"{where}: {o.observed} distinct rows staged, the source counted {o.expected}"
         if o.expectation == COLUMNS:
-            return f"{where}: the source returned columns {o.observed}, missing some of {o.expected}"
+            return f"{where}: the source's columns {o.observed} differ from the data map's {o.expected}"
+        if o.expectation == UNIQUE:
+            return f"{where}: {o.unexpected_count} rows staged more than once for one request"
         if o.expectation == PAIR:
             return (
                 f"{self.system}: in {o.unexpected_count} of {o.element_count} answers the partner's rows and "
@@ -132,41 +125,29 @@ def belongs_to_subject(frame: pd.DataFrame, coll: Collection, subjects: dict[str
     return pd.Series(result, index=frame.index, dtype=bool)
 
 
-class ResultChecker:
+class ResultChecker(GxRunner):
     """Validate one unit's staged result against the data map, the subjects and the source's own figures."""
 
     def __init__(self) -> None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        self.gx = gx
-        self.context = gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        self.source = self.context.data_sources.add_pandas("dsr_results")
-        self._assets = 0
+        super().__init__("dsr_results")
 
     def _validate(self, frame: pd.DataFrame, expectations: list) -> list:
-        self._assets += 1
-        asset = self.source.add_dataframe_asset(name=f"asset_{self._assets}")
-        batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
-        suite = self.gx.ExpectationSuite(name=f"suite_{self._assets}")
-        for expectation in expectations:
-            suite.add_expectation(expectation)
-        return batch.validate(suite).results
+        return self.validate(frame, expectations)
 
-    def _record(self, report: CheckReport, collection: str, results: list, expected: dict[str, Any]) -> None:
+    def _record(
+        self, report: CheckReport, collection: str, results: list, expected: dict[str, Any], kind: str | None = None
+    ) -> None:
         for res in results:
-            kind = res.expectation_config.type
+            recorded = kind or res.expectation_config.type
             report.outcomes.append(
                 CheckOutcome(
                     collection,
-                    kind,
+                    recorded,
                     res.success,
                     unexpected_count=res.result.get("unexpected_count"),
                     element_count=res.result.get("element_count"),
-                    observed=_safe_observed(res.result.get("observed_value")),
-                    expected=expected.get(kind),
+                    observed=safe_observed(res.result.get("observed_value")),
+                    expected=expected.get(recorded),
                 )
             )
 
@@ -193,12 +174,15 @@ class ResultChecker:
         # A partner answers with everything it holds; an internal unit returns what it was asked for.
         wanted = sorted(c.name for c in (system.collections if partner else expected_collections) if c.personal)
         returned = pd.DataFrame({"collection": sorted(result.returned_collections)}, dtype="string")
-        self._record(
-            report,
-            "*",
-            self._validate(returned, [E.ExpectColumnDistinctValuesToEqualSet(column="collection", value_set=wanted)]),
-            {COLLECTIONS: wanted},
+        # An internal unit is asked for each collection and returns each; a partner may leave out a
+        # table it holds nothing in, but never answers with one the data map does not know.
+        collections_check = (
+            E.ExpectColumnValuesToBeInSet(column="collection", value_set=wanted)
+            if partner
+            else E.ExpectColumnDistinctValuesToEqualSet(column="collection", value_set=wanted)
         )
+        # recorded under one kind whichever expectation ran: one explanation in the report
+        self._record(report, "*", self._validate(returned, [collections_check]), {COLLECTIONS: wanted}, COLLECTIONS)
         if partner:
             self._check_answers(report, result)
         for coll in expected_collections:
@@ -242,12 +226,14 @@ class ResultChecker:
         E = self.gx.expectations
         returned = result.returned_columns.get(coll.name)
         if returned:  # a partner that returned no rows shows no columns: nothing to compare
+            # Exact: a column the data map does not list (a table changed under it, a partner
+            # sending more than agreed) is personal data no one mapped.
             self._record(
                 report,
                 coll.name,
                 self._validate(
                     pd.DataFrame(columns=returned),
-                    [E.ExpectTableColumnsToMatchSet(column_set=coll.field_names, exact_match=False)],
+                    [E.ExpectTableColumnsToMatchSet(column_set=coll.field_names, exact_match=True)],
                 ),
                 {COLUMNS: coll.field_names},
             )
@@ -262,12 +248,18 @@ class ResultChecker:
             report.outcomes.append(CheckOutcome(coll.name, COUNT, False, observed=len(frame), expected="no count"))
         elif coll.primary_key in checked.columns:
             checked["_row_key"] = checked[coll.primary_key].astype("string")
-            expectations.append(
+            expectations += [
                 E.ExpectColumnUniqueValueCountToBeBetween(
                     column="_row_key", min_value=int(source), max_value=int(source)
-                )
-            )
+                ),
+                # a row staged twice for one request would not change the distinct count
+                E.ExpectCompoundColumnsToBeUnique(column_list=["_row_key", REQUEST_ID_COLUMN]),
+            ]
             expected[COUNT] = int(source)
+        else:
+            report.outcomes.append(
+                CheckOutcome(coll.name, COUNT, False, observed="no primary key", expected=int(source))
+            )
         self._record(report, coll.name, self._validate(checked, expectations), expected)
 
     def _check_objects(self, report: CheckReport, coll: Collection, frame: pd.DataFrame, referenced: set[str]) -> None:
@@ -282,10 +274,3 @@ class ResultChecker:
             ),
         ]
         self._record(report, f"{coll.name}(objects)", self._validate(checked, expectations), {COUNT: len(referenced)})
-
-
-def _safe_observed(value):
-    """Observed values are counts or column names, never row values; keep them small."""
-    if isinstance(value, list):
-        return [str(v) for v in value][:50]
-    return value

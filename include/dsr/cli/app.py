@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from include.dsr.cli import extend, records, status, submit
+from include.dsr.cli import extend, records, status, submit, wave
 from include.dsr.cli.context import CliError, default_api_url
 from include.dsr.core.errors import DSRError, RequestValidationError
 
@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   dsr status DSR-20261125-1a2b3c
   dsr list --open
   dsr extend DSR-20261125-1a2b3c --reason "complex request across 6 partners"
+  dsr wave erasure requests.jsonl --wave-id WAVE-2026-12-01
   dsr ledger verify
   dsr evidence DSR-20261125-1a2b3c --out evidence/
 """
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_parser(commands, api_options)
     status.add_parsers(commands, api_options)
     extend.add_parser(commands, api_options)
+    wave.add_parser(commands, api_options)
     records.add_parsers(commands)
     return parser
 

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
+from include.dsr.core.errors import TransientError
 
 if TYPE_CHECKING:
     from include.dsr.connectors.sql_database import SqlDatabaseConnector
@@ -32,7 +33,7 @@ class ObjectStoreConnector(BaseConnector):
     """
 
     channel: ClassVar[str] = "object_store"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "locate", "export"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "locate", "export", "erase"})
 
     def __init__(
         self, system: System, key_source: SqlDatabaseConnector, staging_bucket: str, staging_prefix: str, s3: Any = None
@@ -86,6 +87,18 @@ class ObjectStoreConnector(BaseConnector):
         log.info("staged %s objects from %s", sum(len(v) for v in result.files.values()), self.system.key)
         return result
 
+    def keys_of(self, subjects: list[ResolvedSubject]) -> dict[str, list[str]]:
+        """Per collection, the object keys the subjects' database rows reference."""
+        found = {}
+        for coll in self.system.collections:
+            rows, key_field = self._keys(subjects, coll)
+            found[coll.name] = sorted({str(k) for k in rows[key_field] if k})
+        return found
+
+    def erase_keys(self, keys: list[str]) -> dict[str, int]:
+        """Delete every version of each key (and its delete markers); idempotent."""
+        return delete_versions(self.s3, self.bucket, keys)
+
     def _stage(self, key: str, request_id: str) -> dict:
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         staged_key = f"{self.staging_prefix.format(request_id=request_id)}{key}"
@@ -96,3 +109,51 @@ class ObjectStoreConnector(BaseConnector):
             "sha256": hashlib.sha256(body).hexdigest(),
             "staged_key": staged_key,
         }
+
+
+#: Above this many exact keys, one listing of the whole bucket is cheaper than a listing per key.
+LIST_WHOLE_BUCKET_ABOVE = 200
+
+
+def list_versions(s3: Any, bucket: str, keys: list[str] | None = None, prefix: str | None = None) -> list[dict]:
+    """Every version and delete marker (``Key``, ``VersionId``) of ``keys`` (exact) or under ``prefix``.
+
+    A bucket without versioning lists each object once (version ``null``).
+    """
+    wanted = set(keys or [])
+    if prefix is not None:
+        starts: list[str] = [prefix]
+    elif len(wanted) > LIST_WHOLE_BUCKET_ABOVE:
+        starts = [""]
+    else:
+        starts = sorted(wanted)
+    found: dict[tuple[str, str], dict] = {}
+    for start in starts:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=start):
+            for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if prefix is not None or item["Key"] in wanted:
+                    found[(item["Key"], item["VersionId"])] = {"Key": item["Key"], "VersionId": item["VersionId"]}
+    return list(found.values())
+
+
+def versions_left(s3: Any, bucket: str, keys: list[str] | None = None, prefix: str | None = None) -> dict[str, int]:
+    """Key -> how many versions and delete markers are left of it."""
+    left: dict[str, int] = {}
+    for item in list_versions(s3, bucket, keys, prefix):
+        left[item["Key"]] = left.get(item["Key"], 0) + 1
+    return left
+
+
+def delete_versions(s3: Any, bucket: str, keys: list[str] | None = None, prefix: str | None = None) -> dict[str, int]:
+    """Delete every version and delete marker of ``keys`` (exact) or of everything under ``prefix``,
+    in batches of 1,000; returns ``{"objects", "versions"}`` deleted. A key some version of which
+    the store refused to delete raises (a batch delete answers 200 even then)."""
+    batch = list_versions(s3, bucket, keys, prefix)
+    for i in range(0, len(batch), 1000):
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch[i : i + 1000], "Quiet": True})
+        if answer.get("Errors"):
+            codes = sorted({e.get("Code", "?") for e in answer["Errors"]})
+            raise TransientError(f"{len(answer['Errors'])} object versions in {bucket} were not deleted ({codes})")
+    objects = len({item["Key"] for item in batch})
+    log.info("deleted %s versions of %s objects from %s", len(batch), objects, bucket)
+    return {"objects": objects, "versions": len(batch)}

@@ -26,10 +26,14 @@ if TYPE_CHECKING:
 COMPLETED, FAILED, PENDING = "completed", "failed", "pending"
 
 
-def partner_request_id(request_id: str, request_type: str, index: int = 0) -> str:
-    """Our reference at the partner: no personal data, stable across retries."""
+def partner_request_id(request_id: str, request_type: str, index: int = 0, label: str | None = None) -> str:
+    """Our reference at the partner: no personal data, stable across retries.
+
+    :param label: names the purpose when it is not the request type (``verify``: the read that
+        checks an erasure)
+    """
     suffix = f"-{index + 1}" if index else ""
-    return f"fabconnect-{request_type}-{request_id}{suffix}"
+    return f"fabconnect-{label or request_type}-{request_id}{suffix}"
 
 
 def identity_sets(subject: ResolvedSubject) -> list[list[dict[str, str]]]:
@@ -44,8 +48,8 @@ def identity_sets(subject: ResolvedSubject) -> list[list[dict[str, str]]]:
     return sets
 
 
-def partner_refs(subject: ResolvedSubject, request_type: str) -> list[str]:
-    return [partner_request_id(subject.request_id, request_type, i) for i in range(len(identity_sets(subject)))]
+def partner_refs(subject: ResolvedSubject, request_type: str, label: str | None = None) -> list[str]:
+    return [partner_request_id(subject.request_id, request_type, i, label) for i in range(len(identity_sets(subject)))]
 
 
 def partner_text(text: object) -> str:
@@ -96,8 +100,13 @@ class PartnerConnector(BaseConnector):
     """A partner reached asynchronously: submit, poll, read each answer."""
 
     @abstractmethod
-    def submit(self, subjects: list[ResolvedSubject], request_type: str) -> dict[str, list[str]]:
-        """Send (idempotently) the subjects' requests; returns our request_id -> partner request ids."""
+    def submit(
+        self, subjects: list[ResolvedSubject], request_type: str, label: str | None = None
+    ) -> dict[str, list[str]]:
+        """Send (idempotently) the subjects' requests; returns our request_id -> partner request ids.
+
+        :param label: see :func:`partner_request_id`
+        """
 
     @abstractmethod
     def poll(self, refs: list[str]) -> dict[str, str]:

@@ -90,11 +90,13 @@ class PartnerApiConnector(PartnerConnector):
         if body.get("api_version") != "0.1":
             raise TerminalError(f"partner {self.system.key} speaks API version {body.get('api_version')!r}, not 0.1")
 
-    def submit(self, subjects: list[ResolvedSubject], request_type: str) -> dict[str, list[str]]:
+    def submit(
+        self, subjects: list[ResolvedSubject], request_type: str, label: str | None = None
+    ) -> dict[str, list[str]]:
         """Post the subjects' requests (idempotent); returns our request_id -> partner request ids."""
         refs: dict[str, list[str]] = {}
         for subject in subjects:
-            refs[subject.request_id] = partner_refs(subject, request_type)
+            refs[subject.request_id] = partner_refs(subject, request_type, label)
             for ref, identities in zip(refs[subject.request_id], identity_sets(subject), strict=True):
                 self._call(
                     "POST",

@@ -71,12 +71,14 @@ class PartnerDropboxConnector(PartnerConnector):
             return FAILED, answer
         return PENDING, None
 
-    def submit(self, subjects: list[ResolvedSubject], request_type: str) -> dict[str, list[str]]:
+    def submit(
+        self, subjects: list[ResolvedSubject], request_type: str, label: str | None = None
+    ) -> dict[str, list[str]]:
         """Write inbox files (a failed attempt is re-written with ``attempt + 1``)."""
         refs: dict[str, list[str]] = {}
         written = 0
         for subject in subjects:
-            refs[subject.request_id] = partner_refs(subject, request_type)
+            refs[subject.request_id] = partner_refs(subject, request_type, label)
             for ref, identities in zip(refs[subject.request_id], identity_sets(subject), strict=True):
                 status, answer = self._answer(ref)
                 existing = self._read(f"{self.inbox}{ref}.json")

@@ -33,7 +33,7 @@ FieldErasure = Literal["delete_row", "null", "hash", "keep"]
 Portability = Literal["provided", "observed", "inferred", "none"]
 PhoneFormat = Literal["e164", "free_text"]
 NOT_PERSONAL = "system.operations"
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
+DURATION_PATTERN = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
 
 
 class _Strict(BaseModel):
@@ -99,13 +99,13 @@ class Retention(_Strict):
     @field_validator("period")
     @classmethod
     def _iso_duration(cls, value: str) -> str:
-        if not _DURATION.match(value) or value == "P":
+        if not DURATION_PATTERN.match(value) or value == "P":
             raise ValueError(f"period {value!r} is not an ISO-8601 duration like P10Y, P18M or P30D")
         return value
 
     @property
     def days(self) -> int:
-        match = _DURATION.match(self.period)
+        match = DURATION_PATTERN.match(self.period)
         assert match is not None  # checked by _iso_duration on load
         years, months, days = (int(g or 0) for g in match.groups())
         return years * 365 + months * 30 + days

@@ -19,7 +19,6 @@ against the forms a person writes (:func:`phone_digit_candidates`), then parsed 
 
 from __future__ import annotations
 
-import itertools
 import unicodedata
 from functools import lru_cache
 
@@ -32,8 +31,15 @@ WHITESPACE = (
 )
 #: Beyond this many key forms an address is looked up without the index (and checked exactly).
 MAX_EMAIL_CANDIDATES = 512
-# Characters people put between the digits of a phone number; the digits key drops them.
-PHONE_PUNCTUATION = " -()/.+\t\xa0"
+# Characters people put between the digits of a phone number; the digits key drops them: the
+# spaces of typing and typesetting (no-break, thin, narrow, figure, ideographic, zero-width),
+# line breaks, the dashes from hyphen to minus sign, brackets, slashes, dots and plus. One set
+# for every backend (SQLite's parser allows about 30 nested replace() calls, so it stays short).
+# A stored number with other characters between its digits (fullwidth digits, a "tel:" prefix,
+# an extension after the number) is not found by a lookup.
+PHONE_SPACES = "\t\n\r \xa0\u2007\u2009\u200a\u202f\u3000\u200b\u2060\ufeff"
+PHONE_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2212\uff0d"
+PHONE_PUNCTUATION = PHONE_SPACES + PHONE_DASHES + "()[]/.+"
 
 
 def normalize_email(email: str | None) -> str | None:
@@ -45,50 +51,93 @@ def normalize_email(email: str | None) -> str | None:
     return text or None
 
 
+def _fold_ascii(text: str) -> str:
+    """What every database's ``lower()`` does at least: ASCII letters folded, the rest kept."""
+    return "".join(c.lower() if c.isascii() else c for c in text)
+
+
+def _database_lowers(char: str) -> set[str]:
+    """Every ``lower()`` a supported database may give one stored character: kept (SQLite, a
+    ``C`` collation), the simple one-character mapping (glibc) or the full mapping (ICU, with
+    the final-sigma rule)."""
+    full = char.lower()
+    forms = {char, full, full[0]}  # U+0130: full "i̇", simple "i"
+    if char == "\u03a3":  # capital sigma: final ς where ICU sees the end of a word
+        forms.add("\u03c2")
+    return forms
+
+
 @lru_cache(maxsize=1)
-def _upper_forms() -> dict[str, frozenset[str]]:
-    """lower-case character -> the single characters whose NFC lower-case form it is,
-    e.g. ``ä`` <- ``Ä``, ``ß`` <- ``ẞ``, ``ω`` <- ``Ω`` and the Ohm sign."""
+def _stored_forms() -> dict[str, frozenset[str]]:
+    """A piece of a normalised address (one character, or two for ``i̇``) -> every key a stored
+    character that :func:`normalize_email` turns into that piece can have in the database.
+
+    ``ä`` <- ``Ä``; ``ß`` <- ``ẞ``; ``k`` <- the Kelvin sign; ``ω`` <- the Ohm sign; ``ς`` <-
+    ``Σ`` stored as ``Σ``, ``σ`` or ``ς``; ``i̇`` <- ``İ`` stored as ``İ``, ``i`` or ``i̇``.
+    """
     forms: dict[str, set[str]] = {}
-    for code in range(0x80, 0x110000):
+    for code in range(0x41, 0x110000):
         char = chr(code)
-        if unicodedata.category(char) not in ("Lu", "Lt", "Ll", "So"):  # letters, and signs such as Ω
+        if 0xD800 <= code <= 0xDFFF:
             continue
-        target = unicodedata.normalize("NFC", char).lower()
-        if len(target) == 1 and target != char:
-            forms.setdefault(target, set()).add(char)
-    return {target: frozenset(chars) for target, chars in forms.items()}
+        targets = {unicodedata.normalize("NFC", unicodedata.normalize("NFC", char).lower())}
+        if char == "\u03a3":
+            targets.add("\u03c2")  # Python lowers a word-final capital sigma to ς
+        for target in targets:
+            if target != char and len(target) <= 2:
+                forms.setdefault(target, set()).update(_database_lowers(char))
+    return {target: frozenset(keys) for target, keys in forms.items()}
+
+
+def _piece_options(piece: str) -> set[str]:
+    """Keys one piece of a normalised address can have: the piece itself or a stored character
+    that lowers to it, each composed (NFC) or decomposed (NFD, the database folding its ASCII)."""
+    options = {piece} | set(_stored_forms().get(piece, ()))
+    return {_fold_ascii(o) for o in options} | {_fold_ascii(unicodedata.normalize("NFD", o)) for o in options}
 
 
 def email_key_candidates(email: str) -> set[str] | None:
     """Every value ``lower(trim(column, WHITESPACE))`` can have, on any supported database and
     collation, for a stored address whose :func:`normalize_email` is ``email``.
 
+    The address is read as pieces (characters, and the two-character lower case of ``İ``); each
+    piece may be stored in any case form, composed or decomposed, independently of the others.
+
     :param email: an address already normalised with :func:`normalize_email`.
     :returns: the candidate keys, or None when there would be more than
         :data:`MAX_EMAIL_CANDIDATES` (look such an address up without the index).
     """
-    upper = _upper_forms()
-    choices: list[list[str]] = []
-    for char in email:
-        # Every collation folds ASCII itself. Non-ASCII stand-ins for ASCII letters (the Kelvin
-        # sign for k) are not searched: they would double the forms per letter for data no one stores.
-        options = {char} if char.isascii() else {char} | set(upper.get(char, ()))
-        choices.append(sorted(options))
-    count = 1
-    for choice in choices:
-        count *= len(choice)
-    if count * 2 > MAX_EMAIL_CANDIDATES:
+    stored = _stored_forms()
+    # ways[i]: the keys of email[i:], built from the end; None once there are too many.
+    ways: list[set[str] | None] = [set() for _ in range(len(email))] + [{""}]
+    for i in range(len(email) - 1, -1, -1):
+        found: set[str] = set()
+        for size in (1, 2):
+            piece = email[i : i + size]
+            if len(piece) < size or (size == 2 and piece not in stored):
+                continue
+            rest = ways[i + size]
+            if rest is None:
+                ways[i] = None
+                break
+            options = _piece_options(piece)
+            if len(options) * len(rest) + len(found) > MAX_EMAIL_CANDIDATES:
+                ways[i] = None
+                break
+            found |= {o + r for o in options for r in rest}
+        else:
+            ways[i] = found
+            continue
         return None
-    keys: set[str] = set()
-    for combination in itertools.product(*choices):
-        key = "".join(combination)
-        keys.add(key)
-        keys.add(unicodedata.normalize("NFD", key))  # stored decomposed: lower() keeps it decomposed
-    return keys
+    return ways[0]
 
 
 # -- phones -------------------------------------------------------------------------------
+
+
+# phonenumbers reads ASCII spaces, hyphens and round brackets between digits, not every form
+# of them: the others are mapped onto those first (the same characters the digits key drops).
+PHONE_TYPING = str.maketrans({**dict.fromkeys(WHITESPACE, " "), **dict.fromkeys(PHONE_DASHES, "-"), "[": "(", "]": ")"})
 
 
 def parse_phone(raw: str | None, region: str | None = None):
@@ -97,7 +146,7 @@ def parse_phone(raw: str | None, region: str | None = None):
 
     if raw is None:
         return None
-    text = raw.strip(WHITESPACE)
+    text = raw.strip(WHITESPACE).translate(PHONE_TYPING)
     if not text:
         return None
     try:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from include.dsr.core.errors import RequestValidationError
-from include.dsr.core.identities import WHITESPACE, normalize_email, normalize_phone
+from include.dsr.core.identities import PHONE_TYPING, WHITESPACE, normalize_email, normalize_phone
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -36,6 +36,9 @@ VERIFICATION_COVERS: dict[str, frozenset[str]] = {
     "id_document_checked": frozenset({"account_id", "email", "phone"}),
     "ops_confirmed": frozenset({"account_id", "email", "phone"}),
 }
+#: Types a method proves only as the verified account's own: a logged-in session knows its
+#: account's login email, not whatever email the form was given alongside the account id.
+VERIFICATION_BOUND_TO_ACCOUNT: dict[str, frozenset[str]] = {"logged_in_session": frozenset({"email"})}
 EMAIL_MAX, PHONE_MAX = 254, 32
 ACCOUNT_ID_MAX = 2**63 - 1
 RESTRICTION_ACTIONS = ("apply", "lift")
@@ -136,7 +139,8 @@ def _check_subject(raw: Any, problems: list[str]) -> Subject | None:
         problems.append("subject: give at least one identity (email, phone or account_id)")
     if email is not None and not re.match(EMAIL_PATTERN, email):
         problems.append("subject.email: malformed email address")
-    if phone is not None and (not re.match(PHONE_PATTERN, phone) or normalize_phone(phone, region) is None):
+    typed = phone.translate(PHONE_TYPING) if phone is not None else None  # other dashes and spaces too
+    if typed is not None and (not re.match(PHONE_PATTERN, typed) or normalize_phone(phone, region) is None):
         problems.append(
             "subject.phone: not a phone number that can be read; give it in international format, "
             "e.g. +49 30 1234567 (or set subject.phone_region for a national number)"
@@ -235,3 +239,55 @@ def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRReq
         transmit_to=transmit_to,
         action=action,
     )
+
+
+# -- waves --------------------------------------------------------------------------------
+
+#: The rights whose DAG takes a wave of requests in one run.
+WAVE_RIGHTS = ("erasure",)
+WAVE_KEY_PATTERN = r"^_waves/[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.jsonl$"
+#: Keys a wave's run conf may carry besides ``wave``: the DAG's params with their defaults (the
+#: trigger form sends them all); identities belong in the wave's file, never in the conf.
+WAVE_CONF_KEYS = COMMON_KEYS | {"wave"}
+
+
+class WaveRequest(BaseModel):
+    """A run conf naming a wave: ``request_id`` is the wave's id, ``wave`` its file's key."""
+
+    model_config = ConfigDict(frozen=True)
+    wave_id: str
+    key: str
+    right: str
+    dry_run: bool = False
+
+
+def is_wave(conf: dict | None) -> bool:
+    return bool((conf or {}).get("wave"))
+
+
+def parse_wave(conf: dict, right: str) -> WaveRequest:
+    """Validate the run conf of a wave; raise ``RequestValidationError`` listing every problem."""
+    problems = []
+    unknown = set(conf) - WAVE_CONF_KEYS
+    if unknown:
+        problems.append(f"unknown keys {sorted(unknown)} for a wave; allowed: {sorted(WAVE_CONF_KEYS)}")
+    wave_id = conf.get("request_id")
+    if not isinstance(wave_id, str) or not re.match(REQUEST_ID_PATTERN, wave_id):
+        problems.append("request_id: the wave's id, 3-64 characters of letters, digits, '.', '_' or '-'")
+    key = conf.get("wave")
+    if not isinstance(key, str) or not re.match(WAVE_KEY_PATTERN, key):
+        problems.append("wave: the key of a JSON Lines file in the exports bucket, e.g. _waves/WAVE-2026-12-01.jsonl")
+    subject = conf.get("subject") or {}
+    if not isinstance(subject, dict) or any(v not in (None, "") for v in subject.values()):
+        problems.append("subject: a wave's identities are in its file, one request per line; leave subject out")
+    for key_name in ("received_at", "verification", "transmit_to", "action"):
+        if conf.get(key_name) not in (None, ""):
+            problems.append(f"{key_name}: give it per request, in the wave's file")
+    if not isinstance(conf.get("dry_run", False), bool):
+        problems.append("dry_run: must be true or false")
+    if problems:
+        wid = wave_id if isinstance(wave_id, str) and re.match(REQUEST_ID_PATTERN, wave_id) else "<invalid>"
+        raise RequestValidationError(f"wave {wid} refused before anything was touched: " + "; ".join(problems))
+    assert isinstance(wave_id, str)
+    assert isinstance(key, str)
+    return WaveRequest(wave_id=wave_id, key=key, right=right, dry_run=bool(conf.get("dry_run")))

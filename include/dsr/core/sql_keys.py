@@ -2,7 +2,8 @@
 
 ``email_key(col)`` is ``lower(trim(col, <every whitespace character>))`` (``btrim`` on
 PostgreSQL) and ``phone_digits_key(col)`` is ``col`` with the punctuation people type between
-digits removed. The platform DB carries an expression index on exactly these for every
+digits removed (nested ``replace()`` on SQLite, one ``translate()`` on
+PostgreSQL). The platform DB carries an expression index on exactly these for every
 identity column (the demo schema creates them with the same constructs, so the index and the
 query are the same expression), and lookups compare them with the candidate forms of
 :mod:`include.dsr.core.identities`; the database never decides what "the same" means.
@@ -56,3 +57,8 @@ def _phone_digits_key(element: phone_digits_key, compiler: Any, **kw: Any) -> st
     for char in PHONE_PUNCTUATION:
         sql = f"replace({sql}, {_literal(char)}, '')"
     return sql
+
+
+@compiles(phone_digits_key, "postgresql")
+def _phone_digits_key_postgresql(element: phone_digits_key, compiler: Any, **kw: Any) -> str:
+    return f"translate({compiler.process(element.clauses, **kw)}, {_literal(PHONE_PUNCTUATION)}, '')"

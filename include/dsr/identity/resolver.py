@@ -9,8 +9,11 @@ Exact matching rules (DESIGN.md; the comparisons are :mod:`include.dsr.identity.
   request gives (account id, then email, then phone) is the *anchor* and links the accounts
   it belongs to;
 * every other identity of the request must belong to those same accounts, or to no account.
-  One that belongs to another account is a **conflict**: nothing is merged, the subject
-  carries the conflicting identity types (never values) and the caller stops before gathering;
+  One that belongs to another account is a **conflict** (a shared company line conflicts when
+  none of its holders is the anchor's account): nothing is merged, the subject carries the
+  conflicting identity types (never values) and the caller stops before gathering;
+* a method that proves an identity only as the anchor account's own (a logged-in session: its
+  login email) leaves any other value of that type unverified;
 * identities the verification does not cover are checked for conflicts but never used to
   find data (``ignored``);
 * a phone shared by several accounts (a company line) links nobody: rows keyed only by that
@@ -47,6 +50,8 @@ class SubjectQuery:
     """One subject of a batch as the request gave it (normalised identities).
 
     :param verified: identity types the request's verification covers (all, when ops confirm).
+    :param bound_to_anchor: verified types the verification proves only as the anchor account's
+        own (a logged-in session proves its account's login email, not any email typed in).
     """
 
     request_id: str
@@ -54,6 +59,7 @@ class SubjectQuery:
     phone: str | None = None
     account_id: int | None = None
     verified: frozenset[str] = ALL_TYPES
+    bound_to_anchor: frozenset[str] = frozenset()
 
     def given(self) -> dict[str, Any]:
         """identity type -> value, for the identities the request gives."""
@@ -89,6 +95,8 @@ class ResolvedSubject:
     recipients: set[str] = field(default_factory=set)
     conflicts: set[str] = field(default_factory=set)
     ignored: set[str] = field(default_factory=set)
+    #: names on the linked accounts: never used to find anything, only to redact partners' free text
+    names: set[str] = field(default_factory=set)
 
     def identity_values(self, identity: str) -> set[Any]:
         values: dict[str, set[Any]] = {
@@ -110,6 +118,13 @@ class ResolvedSubject:
     def from_json(cls, raw: dict) -> ResolvedSubject:
         return cls(request_id=raw["request_id"], **{k: set(v) for k, v in raw.items() if k != "request_id"})
 
+    def keys(self, secret: str) -> set[tuple[str, str]]:
+        """``(identity type, keyed hash)`` of every identity resolved: how the ledger's registry
+        recognises the same person in another request without holding an identity."""
+        values = [("account_id", str(a)) for a in self.account_ids]
+        values += [("email", e) for e in self.emails] + [("phone", p) for p in self.phones]
+        return {(kind, keyed_hash(f"{kind}:{value}", secret)) for kind, value in values}
+
     def summary(self) -> dict:
         """Counts only: safe for logs, XCom and the ledger."""
         return {
@@ -130,6 +145,7 @@ class _Accounts:
     by: dict[tuple[str, Any], set[int]] = field(default_factory=lambda: defaultdict(set))
     email_of: dict[int, str] = field(default_factory=dict)
     phone_of: dict[int, str] = field(default_factory=dict)
+    names_of: dict[int, set[str]] = field(default_factory=dict)
 
 
 class IdentityResolver:
@@ -155,6 +171,7 @@ class IdentityResolver:
             if f.identity in ANCHOR_ORDER
         }
         self.id_col = self.columns["account_id"].name
+        self.name_fields = [f.name for f in accounts.fields if "user.name" in f.data_categories]
 
     def resolve(self, batch: list[SubjectQuery]) -> list[ResolvedSubject]:
         with self.engine.connect() as conn:
@@ -180,18 +197,26 @@ class IdentityResolver:
 
         anchor = query.anchor()
         linked = accounts_of(anchor, given[anchor]) if anchor else set()
+        verified = set(query.verified)
         for kind, value in given.items():
             if kind == anchor:
                 continue
-            theirs = accounts_of(kind, value)
-            if theirs and not theirs <= linked:
+            theirs = found.by.get((kind, value), set())
+            if kind == "phone" and value in shared:
+                # a company line is the subject's when one of its holders is the subject's account
+                disagrees = bool(theirs) and not theirs & linked
+            else:
+                disagrees = bool(theirs) and not theirs <= linked
+            if disagrees:
                 subject.conflicts.add(kind)
-            if kind not in query.verified:
+            if kind in query.bound_to_anchor and not theirs & linked:
+                verified.discard(kind)  # proven only as the anchor account's own, and it is not
+            if kind not in verified:
                 subject.ignored.add(kind)
         if subject.conflicts:
             return subject  # nothing is merged; the caller stops before gathering
         for kind, value in given.items():
-            if kind in query.verified:
+            if kind in verified:
                 self._add(subject, kind, value, shared)
         for account_id in linked:
             subject.account_ids.add(account_id)
@@ -199,6 +224,7 @@ class IdentityResolver:
                 subject.emails.add(found.email_of[account_id])
             if account_id in found.phone_of:
                 self._add(subject, "phone", found.phone_of[account_id], shared)
+            subject.names |= found.names_of.get(account_id, set())
         subject.email_hashes = {keyed_hash(e, self.hash_secret) for e in subject.emails}
         return subject
 
@@ -215,7 +241,7 @@ class IdentityResolver:
         """Accounts holding any wanted identity, with their own normalised email and phone."""
         from sqlalchemy import column, select, table
 
-        names = {c.name for c in self.columns.values()}
+        names = {c.name for c in self.columns.values()} | set(self.name_fields)
         t = table(self.account_collection, *(column(n) for n in names))
         found = _Accounts()
         condition = where_any(t, list(self.columns.values()), wanted)
@@ -223,6 +249,8 @@ class IdentityResolver:
             account_id = self.columns["account_id"].identity_of(row[self.id_col])
             if account_id is None:
                 continue
+            parts = [str(row[n]).strip() for n in self.name_fields if row[n] and str(row[n]).strip()]
+            found.names_of[account_id] = {p for p in [*parts, " ".join(parts)] if len(p) > 1}
             for kind, link in self.columns.items():
                 value = link.identity_of(row[link.name])
                 if value is None:
@@ -255,7 +283,10 @@ class IdentityResolver:
         from sqlalchemy import column as col
         from sqlalchemy import select, table
 
-        owner = {aid: s for s in subjects for aid in s.account_ids}
+        owner: dict[int, list[ResolvedSubject]] = defaultdict(list)  # two requests may name one account
+        for subject in subjects:
+            for account_id in subject.account_ids:
+                owner[account_id].append(subject)
         if not owner:
             return
         for coll in self.system.collections:
@@ -278,7 +309,8 @@ class IdentityResolver:
             )
             for value, account_ids in values.items():
                 for account_id in account_ids:
-                    owner[account_id].recipients.add(str(names[value]))
+                    for subject in owner[account_id]:
+                        subject.recipients.add(str(names[value]))
 
     def _lookup(self, conn: Connection, lookup: str, values: set) -> dict:
         from sqlalchemy import column as col

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,6 +115,7 @@ class Ledger:
         self._engine = engine
         self._owns_engine = owns_engine
         self._clock = clock or _utcnow
+        self._batch: Connection | None = None
 
     @property
     def engine(self) -> Engine:
@@ -130,6 +132,37 @@ class Ledger:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[Ledger]:
+        """Every write (and read) inside the block in one transaction under the write lock: a
+        wave's thousands of per-request rows and events commit together, or not at all. Nested
+        blocks join the outer one. Not for use from several threads at once."""
+        if self._batch is not None:
+            yield self
+            return
+        with store.write_transaction(self._engine) as conn:
+            self._batch = conn
+            try:
+                yield self
+            finally:
+                self._batch = None
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        if self._batch is not None:
+            yield self._batch
+            return
+        with store.write_transaction(self._engine) as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        if self._batch is not None:
+            yield self._batch  # see the batch's own writes
+            return
+        with self._engine.connect() as conn:
+            yield conn
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -170,7 +203,7 @@ class Ledger:
         check_aware("received_at", received_at)
         check_aware("due_at", due_at)
         check_text("dag_run_id", dag_run_id, 250, required=False)
-        with store.write_transaction(self._engine) as conn:
+        with self._write() as conn:
             existing = store.fetch_request(conn, request_id)
             if existing is not None:
                 return _same_request_or_raise(existing, right, subject_fingerprint)
@@ -200,8 +233,19 @@ class Ledger:
 
     def get_request(self, request_id: str) -> RequestRow | None:
         """The request, or None when the ledger does not know it."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return store.fetch_request(conn, request_id)
+
+    def get_requests(self, request_ids: list[str]) -> dict[str, RequestRow]:
+        """The known requests among ``request_ids`` (one query per thousand ids)."""
+        found: dict[str, RequestRow] = {}
+        ids = sorted(set(request_ids))
+        with self._read() as conn:
+            for i in range(0, len(ids), 1000):
+                query = select(dsr_requests).where(dsr_requests.c.request_id.in_(ids[i : i + 1000]))
+                for row in conn.execute(query).mappings():
+                    found[row["request_id"]] = RequestRow.from_mapping(row)
+        return found
 
     def list_requests(self, status: str | None = None, open_only: bool = False) -> list[RequestRow]:
         """Requests ordered by ``received_at``.
@@ -215,7 +259,7 @@ class Ledger:
             query = query.where(dsr_requests.c.status == status)
         if open_only:
             query = query.where(dsr_requests.c.closed_at.is_(None))
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [RequestRow.from_mapping(row) for row in conn.execute(query).mappings()]
 
     def set_status(self, request_id: str, status: str, outcome_summary: str | None = None) -> RequestRow:
@@ -226,7 +270,7 @@ class Ledger:
         """
         check_choice("status", status, REQUEST_STATUSES)
         check_text("outcome_summary", outcome_summary, _TEXT_MAX, required=False)
-        with store.write_transaction(self._engine) as conn:
+        with self._write() as conn:
             current = store.require_request(conn, request_id)
             summary = current.outcome_summary if outcome_summary is None else outcome_summary
             if (current.status, current.outcome_summary) == (status, summary):
@@ -254,7 +298,7 @@ class Ledger:
         check_choice("outcome", outcome, REQUEST_OUTCOMES)
         check_aware("closed_at", closed_at)
         check_text("outcome_summary", outcome_summary, _TEXT_MAX)
-        with store.write_transaction(self._engine) as conn:
+        with self._write() as conn:
             current = store.require_request(conn, request_id)
             if current.closed_at is not None and current.status == status and current.outcome == outcome:
                 return current
@@ -274,7 +318,7 @@ class Ledger:
         """
         check_text("package_uri", package_uri, 1024)
         check_aware("expires_at", expires_at)
-        with store.write_transaction(self._engine) as conn:
+        with self._write() as conn:
             current = store.require_request(conn, request_id)
             if (current.package_uri, current.package_url_expires_at) == (package_uri, expires_at):
                 return current
@@ -291,7 +335,7 @@ class Ledger:
         """
         check_aware("purged_at", purged_at)
         check_mapping("changed", changed)
-        with store.write_transaction(self._engine) as conn:
+        with self._write() as conn:
             current = store.require_request(conn, request_id)
             if current.metadata_purged_at is not None and not any(changed.values()):
                 return current
@@ -312,7 +356,7 @@ class Ledger:
         """
         check_aware("extended_due_at", extended_due_at)
         check_text("reason", reason, _TEXT_MAX)
-        with store.write_transaction(self._engine) as conn:
+        with self._write() as conn:
             current = store.require_request(conn, request_id)
             if (current.extended_due_at, current.extension_reason) == (extended_due_at, reason):
                 return current
@@ -362,7 +406,7 @@ class Ledger:
             "outcome": outcome,
             "evidence": canonical_json(dict(evidence)) if evidence is not None else None,
         }
-        with store.write_transaction(self._engine) as conn:
+        with self._write() as conn:
             store.require_request(conn, request_id)
             now = self._now()
             values = {"status": status, "updated_at": now}
@@ -376,7 +420,7 @@ class Ledger:
 
     def system_results(self, request_id: str) -> list[SystemResultRow]:
         """All system rows of a request, ordered by system then action."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return store.list_systems(conn, request_id)
 
     # -- events ---------------------------------------------------------------------
@@ -400,7 +444,7 @@ class Ledger:
         """
         check_event_type(event_type)
         check_text("dedupe_key", dedupe_key, 255, required=False)
-        with store.write_transaction(self._engine) as conn:
+        with self._write() as conn:
             if request_id is not None:
                 store.require_request(conn, request_id)
             event = store.append_event_row(conn, self._now(), request_id, event_type, payload, dedupe_key)
@@ -409,13 +453,13 @@ class Ledger:
 
     def events(self, request_id: str | None = None) -> list[EventRow]:
         """Events in chain order; all of them, or only those of ``request_id``."""
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return store.list_events(conn, request_id)
 
     def verify_chain(self) -> ChainReport:
         """Recompute the whole event chain and report the first broken row, if any."""
         query = select(dsr_events).order_by(dsr_events.c.seq)
-        with self._engine.connect() as conn:
+        with self._engine.connect() as conn:  # committed rows only, streamed
             report = verify_events(conn.execution_options(yield_per=1000).execute(query).mappings())
         if report.ok:
             logger.info("ledger: event chain verified (%s events)", report.checked)

@@ -46,7 +46,15 @@ CLOSING_STATUSES = ("completed", "refused", "failed")
 #: What a closed request's answer was: data handed over; a valid answer that no personal data was
 #: found (Art. 15); done, but with exceptions the subject is told of (a partner that refused or never
 #: answered); refused (Art. 12(4)); given up.
-REQUEST_OUTCOMES = ("data_provided", "no_personal_data_found", "completed_with_exceptions", "refused", "failed")
+REQUEST_OUTCOMES = (
+    "data_provided",
+    "erased",
+    "erased_with_holds",  # a partial refusal (Art. 12(4)): data under a legal obligation kept, restricted
+    "no_personal_data_found",
+    "completed_with_exceptions",
+    "refused",
+    "failed",
+)
 SYSTEM_ACTIONS = ("locate", "export", "erase", "restrict", "lift", "notify", "rectify")
 SYSTEM_STATUSES = ("pending", "waiting", "completed", "failed", "skipped")
 
@@ -160,6 +168,38 @@ dsr_events = Table(
     Column("hash", String(64), nullable=False),
     Column("dedupe_key", String(255), nullable=True, unique=True),
     Index("ix_dsr_events_request_id", "request_id"),
+)
+
+
+# -- registries the product keeps beside the ledger (same database, facts only) ------------
+
+# Keyed hashes (HMAC) of the identities a request resolved to: later requests of the same
+# person (an erasure finding the packages of an earlier access request) are found by them.
+dsr_subject_keys = Table(
+    "dsr_subject_keys",
+    metadata,
+    Column("request_id", String(128), ForeignKey("dsr_requests.request_id"), primary_key=True),
+    Column("key_type", String(16), primary_key=True),
+    Column("key_hash", String(64), primary_key=True),
+    Index("ix_dsr_subject_keys_key_hash", "key_hash"),
+)
+
+# Rows an erasure kept under a legal obligation (Art. 17(3)(b), (e)): stripped to what the law
+# requires, restricted, until ``retain_until``; the retention run deletes them then.
+dsr_held_data = Table(
+    "dsr_held_data",
+    metadata,
+    Column("request_id", String(128), ForeignKey("dsr_requests.request_id"), primary_key=True),
+    Column("system", String(128), primary_key=True),
+    Column("collection", String(128), primary_key=True),
+    Column("row_key", String(128), primary_key=True),
+    Column("fields_kept", Text, nullable=False),
+    Column("basis", Text, nullable=False),
+    Column("retain_until", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("closed_at", UTCDateTime(), nullable=True),
+    Index("ix_dsr_held_data_due", "status", "retain_until"),
 )
 
 

@@ -17,9 +17,11 @@ import email.utils
 import logging
 import smtplib
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol
 
 from include.dsr.core.errors import TerminalError, TransientError
 
@@ -86,6 +88,36 @@ class SmtpHookTransport:
 
     def __init__(self, conn_id: str | None = None) -> None:
         self.conn_id = conn_id or self.default_conn_id
+        self._open: tuple[Any, str | None] | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[SmtpHookTransport]:
+        """Send every mail of the block over one SMTP connection (a wave's thousands of notices);
+        a connection lost on the way is opened again for the next mail."""
+        from include.dsr.connections import smtp_client
+
+        if self._open is not None:
+            yield self
+            return
+        try:
+            with smtp_client(self.conn_id) as opened:
+                self._open = opened
+                yield self
+        finally:
+            self._open = None
+
+    def _deliver(self, mail: Mail) -> None:
+        from include.dsr.connections import smtp_client
+
+        if self._open is not None:
+            client, from_email = self._open
+            try:
+                client.send_message(build_message(mail, from_email or mail.sender))
+                return
+            except smtplib.SMTPServerDisconnected:
+                self._open = None  # the server hung up: this mail goes on a connection of its own
+        with smtp_client(self.conn_id) as (client, from_email):
+            client.send_message(build_message(mail, from_email or mail.sender))
 
     def send(self, mail: Mail) -> None:
         """Deliver ``mail``; the connection's ``from_email`` wins over ``mail.sender``.
@@ -94,12 +126,8 @@ class SmtpHookTransport:
             address needs SMTPUTF8 and the server does not offer it.
         :raises TransientError: the server could not be reached or failed.
         """
-        from include.dsr.connections import smtp_client
-
         try:
-            with smtp_client(self.conn_id) as (client, from_email):
-                message = build_message(mail, from_email or mail.sender)
-                client.send_message(message)
+            self._deliver(mail)
         except smtplib.SMTPNotSupportedError:
             raise TerminalError(
                 f"mail {mail.ref}: the address needs SMTPUTF8, which the SMTP server of "

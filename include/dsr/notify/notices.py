@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-SUBJECT_KINDS = ("acknowledgement", "extension", "completion", "refusal")
+SUBJECT_KINDS = ("acknowledgement", "extension", "completion", "refusal", "erasure")
 OPS_KINDS = ("at_risk", "breached", "deadline_missed")
 NOTICE_EVENT = "notice.sent"
 OPS_EVENT = "ops.alert_sent"
@@ -98,6 +99,23 @@ def recipient_from_conf(conf: Mapping[str, Any], request_id: str, required: bool
     return check_address(email, f"the email of request {request_id!r}")
 
 
+def answer_address(conf: Mapping[str, Any], request_id: str, verified_emails: set[str]) -> str | None:
+    """Where the answer (a package link, what was erased) may go: the conf's email only when the
+    resolved, verified subject holds it, else the subject's one verified address, else nobody
+    (ops deliver by another channel). An address typed into a request proves nothing by itself.
+    """
+    from include.dsr.core.identities import normalize_email
+
+    given = recipient_from_conf(conf, request_id, required=False)
+    if given and normalize_email(given) in verified_emails:
+        return given
+    if len(verified_emails) == 1:
+        (only,) = verified_emails
+        return check_address(only, f"the verified email of request {request_id!r}")
+    log.info("request %s: no verified email to answer to; the answer goes by another channel", request_id)
+    return None
+
+
 @lru_cache(maxsize=1)
 def _environment() -> Environment:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -137,6 +155,11 @@ class Notices:
         self.transport = transport or SmtpHookTransport()
         self._controller = controller
         self._clock = clock or (lambda: datetime.now(UTC))
+
+    def sending(self):
+        """A block whose notices share one mail connection, when the transport keeps one open."""
+        session = getattr(self.transport, "session", None)
+        return session() if session is not None else nullcontext()
 
     @property
     def controller(self) -> Controller:
@@ -194,6 +217,45 @@ class Notices:
             "exceptions": list(exceptions),
         }
         return self._to_subject(request_id, "completion", recipient, values, facts)
+
+    def erasure(
+        self,
+        request_id: str,
+        recipient: str,
+        summary: Mapping[str, Any],
+        held: Sequence[Mapping[str, Any]] = (),
+        exceptions: Sequence[str] = (),
+        recipients: Sequence[str] = (),
+    ) -> EventRow:
+        """Tell the subject the data is erased: what, which recipients were told, and what was kept,
+        on which basis and until when (the partial refusal of Art. 12(4), with the complaint right).
+
+        :param summary: the erasure plan's summary of the request (counts only)
+        :param held: holds grouped per collection (collection, basis, retain_until, rows)
+        """
+        kept = [
+            {
+                "what": h.get("description") or h["collection"],
+                "basis": h["basis"],
+                "until": format_day(datetime.fromisoformat(h["retain_until"])),
+                "rows": h["rows"],
+            }
+            for h in held
+        ]
+        values = {
+            "rows_deleted": summary.get("rows_deleted", 0),
+            "rows_anonymised": summary.get("rows_anonymised", 0),
+            "objects": sum((summary.get("objects") or {}).values()),
+            "kept": kept,
+            "exceptions": list(exceptions),
+            "recipients": list(recipients),
+        }
+        facts = {
+            "held_collections": [h["collection"] for h in held],
+            "exceptions": list(exceptions),
+            "recipients_told": len(recipients),
+        }
+        return self._to_subject(request_id, "erasure", recipient, values, facts)
 
     def refusal(self, request_id: str, recipient: str, reasons: Sequence[str], partial: bool = False) -> EventRow:
         """Tell the subject what is refused and why, and their right to complain (Art. 12(4))."""

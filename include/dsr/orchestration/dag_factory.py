@@ -22,6 +22,8 @@ from include.dsr.core.request import (
     REQUEST_ID_PATTERN,
     RESTRICTION_ACTIONS,
     VERIFICATION_METHODS,
+    WAVE_KEY_PATTERN,
+    WAVE_RIGHTS,
 )
 from include.dsr.orchestration.deadline_alert import request_deadline_alert
 from include.dsr.orchestration.errors import run_step
@@ -50,11 +52,12 @@ def request_params(right: str) -> dict[str, Param]:
             {"email": None, "phone": None, "account_id": None},
             type="object",
             title="Subject",
-            description="At least one of email, phone, account_id.",
+            description="At least one of email, phone, account_id; phone_region (e.g. DE) reads a national number.",
             properties={
                 "email": {"type": ["null", "string"]},
                 "phone": {"type": ["null", "string"]},
                 "account_id": {"type": ["null", "integer"]},
+                "phone_region": {"type": ["null", "string"], "pattern": "^[A-Za-z]{2}$"},
             },
             additionalProperties=False,
         ),
@@ -83,6 +86,15 @@ def request_params(right: str) -> dict[str, Param]:
         )
     if right == "restriction":
         params["action"] = Param("apply", enum=list(RESTRICTION_ACTIONS), title="Action")
+    if right in WAVE_RIGHTS:
+        params["wave"] = Param(
+            None,
+            type=["null", "string"],
+            pattern=WAVE_KEY_PATTERN,
+            title="Wave file",
+            description="Key of a JSON Lines file of requests in the exports bucket (one request per line); "
+            "request_id then names the wave and subject stays empty. See README, Waves.",
+        )
     return params
 
 
@@ -102,6 +114,7 @@ def record_task_failure(context) -> None:
     """
     from include.dsr.core.errors import DSRError
     from include.dsr.core.pii import redact
+    from include.dsr.core.request import is_wave
     from include.dsr.rights import intake
 
     conf = context["dag_run"].conf or {}
@@ -115,45 +128,69 @@ def record_task_failure(context) -> None:
     detail = redact(detail, limit=400)
     rt = _runtime()
     right = context["dag"].dag_id.removeprefix("dsr_")
+    target = getattr(context.get("task"), "target", None)
+    if is_wave(conf):  # each request the wave took in shows the failure
+        from include.dsr.rights import partner_exchange, waves
+
+        if isinstance(target, dict) and target.get("channel"):
+            partner_exchange.fail(rt, request_id, target["system"], detail, right=right)
+        for member in waves.accepted_request_ids(rt, request_id):
+            intake.mark_failed(rt, member, f"{task_id}: {detail}")
+        return
     if intake.owns_ledger_row(rt, conf, right) is None:
         return  # refused before recording, a dry run, or another subject's request id
-    if task_id == "confirm_identity":  # ops rejected the identity proof: a refusal, not a failure
+    if task_id == "confirm_identity" and type(exc).__name__ == "HITLRejectException":
+        # ops rejected the identity proof: a refusal, not a failure (a timeout or crash is a failure)
         from include.dsr.orchestration.metadata_purge import purge_closed_request
 
         intake.refuse(rt, request_id, "identity could not be verified", conf)
         purge_closed_request(rt.ledger, request_id)
         return
-    target = getattr(context.get("task"), "target", None)
     if isinstance(target, dict) and target.get("channel"):
         from include.dsr.rights import partner_exchange
 
-        partner_exchange.fail(rt, request_id, target["system"], detail)
+        partner_exchange.fail(rt, request_id, target["system"], detail, right=right)
     intake.mark_failed(rt, request_id, f"{task_id}: {detail}")
 
 
-def intake_tasks(right: str, proceed: str, dry_run: str) -> list:
+def intake_tasks(right: str, proceed: str, dry_run: str, waves: bool = False) -> list:
     """The intake every right shares, added to the DAG being built; returns the tasks ``proceed`` follows.
 
     validate_request -> check_identity -> (record_verification | confirm_identity -> record_verification
     | ``dry_run``) -> resolve_subject -> route_identity -> (``proceed`` | decide_identity ->
     apply_identity_decision -> ``proceed`` or end, refused). ``proceed`` needs the trigger rule
     ``none_failed_min_one_success``; both it and ``dry_run`` are the caller's tasks.
+
+    With ``waves``, a conf naming a wave file goes check_identity -> intake_wave -> ``proceed``
+    (every line recorded, acknowledged and resolved in one batch; see ``rights.waves``).
     """
 
     @task
     def validate_request(**context) -> dict:
+        from include.dsr.core.request import is_wave, parse_wave
         from include.dsr.rights import intake
 
         rt, conf = _runtime(), context["dag_run"].conf
+        if waves and is_wave(conf):
+            wave = run_step(lambda: parse_wave(conf, right))
+            return {"request_id": wave.wave_id, "wave": True, "dry_run": wave.dry_run, "closed": False}
         started = run_step(lambda: intake.start_request(rt, conf, right, context["run_id"]))
-        if not started["dry_run"]:
+        if started["closed"]:  # nothing to do; this run's conf copy of the identities goes at once
+            from include.dsr.orchestration.metadata_purge import purge_closed_request
+
+            purge_closed_request(rt.ledger, started["request_id"])
+        elif not started["dry_run"]:
             started["acknowledged"] = run_step(lambda: intake.acknowledge(rt, conf, started["request_id"]))
         return started
 
     @task.branch
-    def check_identity(started: dict) -> str:
+    def check_identity(started: dict) -> str | list[str]:
+        if started["closed"]:
+            return []  # a re-run of a closed request does nothing (validate_request said so)
         if started["dry_run"]:
             return dry_run
+        if started.get("wave"):
+            return "intake_wave"
         return "record_verification" if started["verified"] else "confirm_identity"
 
     confirm_identity = ApprovalOperator(
@@ -162,6 +199,7 @@ def intake_tasks(right: str, proceed: str, dry_run: str) -> list:
         body="Check the proof of identity for this request (identities are in the run's conf). "
         "Approve to proceed; reject to refuse the request.",
         fail_on_reject=True,
+        retries=0,  # a human step: a retry would ask ops again, or turn a rejection into a new prompt
     )
 
     @task(trigger_rule="none_failed_min_one_success")
@@ -182,6 +220,7 @@ def intake_tasks(right: str, proceed: str, dry_run: str) -> list:
 
     decide_identity = HITLOperator(
         task_id="decide_identity",
+        retries=0,
         options=DECISION_OPTIONS,
         subject="Identity conflict in request {{ params.request_id }}: decide how to go on",
         body="{{ ti.xcom_pull(task_ids='resolve_subject') | conflict_body }}",
@@ -212,13 +251,26 @@ def intake_tasks(right: str, proceed: str, dry_run: str) -> list:
     branch = check_identity(started)
     verified = record_verification()
     branch >> [verified, confirm_identity]
+    joins_wave = []
+    if waves:
+
+        @task
+        def intake_wave(**context) -> dict:
+            from include.dsr.rights import waves as wave_intake
+
+            conf = context["dag_run"].conf
+            return run_step(lambda: wave_intake.start_wave(_runtime(), conf, right, context["run_id"]))
+
+        taken = intake_wave()
+        branch >> taken
+        joins_wave = [taken]
     confirm_identity >> verified
     resolved = resolve_subject()
     verified >> resolved
     routed = route_identity(resolved)
     decided = apply_identity_decision()
     routed >> decide_identity >> decided
-    return [branch, routed, decided]
+    return [branch, routed, decided, *joins_wave]
 
 
 def _conflict_body(resolved: dict | None) -> str:
@@ -310,6 +362,7 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         targets >> manual_bodies
         manual = HITLOperator.partial(
             task_id="confirm_manual_partner",
+            retries=0,
             options=MANUAL_OPTIONS,
             subject="Record a manual partner's answer for request {{ params.request_id }}",
             params={"record_count": Param(0, type="integer", minimum=0, title="Records the partner reported")},

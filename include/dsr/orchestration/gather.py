@@ -40,16 +40,26 @@ class PartnerReplyTrigger(BaseTrigger):
 
     :param system: partner system key  :param refs: our request_id -> partner request ids
     :param poll_seconds: pause between polls  :param deadline: ISO time after which we stop waiting
+    :param phase: echoed in the event: which of the operator's exchanges this wait belongs to
     """
 
-    def __init__(self, system: str, refs: dict[str, list[str]], poll_seconds: float, deadline: str) -> None:
+    def __init__(
+        self, system: str, refs: dict[str, list[str]], poll_seconds: float, deadline: str, phase: str = "answer"
+    ) -> None:
         super().__init__()
         self.system, self.refs, self.poll_seconds, self.deadline = system, refs, poll_seconds, deadline
+        self.phase = phase
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{__name__}.PartnerReplyTrigger",
-            {"system": self.system, "refs": self.refs, "poll_seconds": self.poll_seconds, "deadline": self.deadline},
+            {
+                "system": self.system,
+                "refs": self.refs,
+                "poll_seconds": self.poll_seconds,
+                "deadline": self.deadline,
+                "phase": self.phase,
+            },
         )
 
     async def run(self):
@@ -67,14 +77,14 @@ class PartnerReplyTrigger(BaseTrigger):
             except TransientError as exc:
                 errors += 1
                 if errors >= MAX_POLL_ERRORS:
-                    yield TriggerEvent({"status": ERROR, "message": str(exc), "refs": self.refs})
+                    yield TriggerEvent({"status": ERROR, "message": str(exc), "refs": self.refs, "phase": self.phase})
                     return
                 state = "pending"
             if state in (COMPLETED, FAILED):
-                yield TriggerEvent({"status": state, "refs": self.refs})
+                yield TriggerEvent({"status": state, "refs": self.refs, "phase": self.phase})
                 return
             if datetime.now(UTC) >= deadline:
-                yield TriggerEvent({"status": TIMEOUT, "refs": self.refs})
+                yield TriggerEvent({"status": TIMEOUT, "refs": self.refs, "phase": self.phase})
                 return
 
 
@@ -124,7 +134,9 @@ class GatherOperator(BaseOperator):
 
     def _deadline(self, rt, request_id: str) -> datetime:
         """Wait until the request's due date (or the configured maximum, for tests and drills)."""
-        due = rt.ledger.get_request(request_id).effective_due_at
+        from include.dsr.rights.partner_exchange import batch_due_at
+
+        due = batch_due_at(rt, request_id, self.target["system"])
         if settings.PARTNER_MAX_WAIT_SECONDS:
             return min(due, datetime.now(UTC) + timedelta(seconds=settings.PARTNER_MAX_WAIT_SECONDS))
         return due

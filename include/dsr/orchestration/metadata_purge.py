@@ -51,6 +51,11 @@ class RunRef:
     run_id: str
     request_id: str | None
     end_date: datetime | None
+    state: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("success", "failed")
 
 
 def is_redacted(conf: Any) -> bool:
@@ -85,16 +90,16 @@ def runs_with_identities(engine: Engine, dag_ids: list[str]) -> list[RunRef]:
     with engine.connect() as conn:
         dag_run, _ = _tables(conn)
         rows = conn.execute(
-            select(dag_run.c.id, dag_run.c.dag_id, dag_run.c.run_id, dag_run.c.conf, dag_run.c.end_date).where(
-                dag_run.c.dag_id.in_(dag_ids)
-            )
+            select(
+                dag_run.c.id, dag_run.c.dag_id, dag_run.c.run_id, dag_run.c.conf, dag_run.c.end_date, dag_run.c.state
+            ).where(dag_run.c.dag_id.in_(dag_ids))
         )
         found = []
         for row in rows:
             conf = _conf(row.conf)
             if conf and not is_redacted(conf):
                 end = row.end_date.replace(tzinfo=UTC) if row.end_date and row.end_date.tzinfo is None else row.end_date
-                found.append(RunRef(row.id, row.dag_id, row.run_id, conf.get("request_id"), end))
+                found.append(RunRef(row.id, row.dag_id, row.run_id, conf.get("request_id"), end, row.state))
         return found
 
 
@@ -106,7 +111,7 @@ def purge_runs(engine: Engine, runs: list[RunRef], now: datetime | None = None) 
     from sqlalchemy import select, update
 
     now = now or datetime.now(UTC)
-    changed = {"dag_run": 0, "log": 0}
+    changed = {"dag_run": 0, "log": 0, "callback": 0}
     if not runs:
         return changed
     with engine.begin() as conn:
@@ -117,18 +122,51 @@ def purge_runs(engine: Engine, runs: list[RunRef], now: datetime | None = None) 
             if conf and not is_redacted(conf):
                 conn.execute(update(dag_run).where(dag_run.c.id == run.id).values(conf=redacted_conf(conf, now)))
                 changed["dag_run"] += 1
-            by_dag.setdefault(run.dag_id, set()).add(run.request_id)
+            changed["callback"] += _purge_deadline_callbacks(conn, run.id, now)
+            if run.request_id:  # a run without one has no way to be told apart in the audit log
+                by_dag.setdefault(run.dag_id, set()).add(run.request_id)
         for dag_id, request_ids in by_dag.items():
-            rows = conn.execute(select(audit.c.id, audit.c.extra).where(audit.c.dag_id == dag_id))
-            for row in rows:
-                body = _conf(row.extra)
-                conf = _conf(body.get("conf")) if body else {}
-                if conf.get("request_id") in request_ids and not is_redacted(body):
-                    marker = {REDACTED_KEY: now.isoformat(timespec="seconds"), "request_id": conf.get("request_id")}
-                    conn.execute(update(audit).where(audit.c.id == row.id).values(extra=json.dumps(marker)))
+            for row in _audit_rows(conn, audit, [dag_id]):
+                if row.request_id in request_ids:
+                    _redact_audit_row(conn, audit, row.id, row.request_id, now)
                     changed["log"] += 1
-    log.info("metadata DB: identities removed from %s run confs and %s audit-log rows", *changed.values())
+    log.info(
+        "metadata DB: identities removed from %s run confs, %s audit-log rows and %s deadline callbacks",
+        *changed.values(),
+    )
     return changed
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """An audit-log row of a right DAG whose ``extra`` still holds a trigger's conf."""
+
+    id: int
+    dag_id: str
+    request_id: str | None
+    at: datetime | None
+
+
+def _audit_rows(conn: Connection, audit, dag_ids: list[str]) -> list[AuditRow]:
+    from sqlalchemy import select
+
+    found = []
+    for row in conn.execute(
+        select(audit.c.id, audit.c.dag_id, audit.c.dttm, audit.c.extra).where(audit.c.dag_id.in_(dag_ids))
+    ):
+        body = _conf(row.extra)
+        if not body or is_redacted(body) or "conf" not in body:
+            continue
+        at = row.dttm.replace(tzinfo=UTC) if row.dttm and row.dttm.tzinfo is None else row.dttm
+        found.append(AuditRow(row.id, row.dag_id, _conf(body.get("conf")).get("request_id"), at))
+    return found
+
+
+def _redact_audit_row(conn: Connection, audit, row_id: int, request_id: str | None, now: datetime) -> None:
+    from sqlalchemy import update
+
+    marker = {REDACTED_KEY: now.isoformat(timespec="seconds"), "request_id": request_id}
+    conn.execute(update(audit).where(audit.c.id == row_id).values(extra=json.dumps(marker)))
 
 
 def purge_request(
@@ -152,6 +190,8 @@ def sweep(
     due: list[RunRef] = []
     closed: set[str] = set()
     for run in runs_with_identities(engine, dag_ids):
+        if not run.finished:
+            continue  # a running re-run still reads its conf; the next sweep takes it
         row = ledger.get_request(run.request_id) if run.request_id else None
         if row is not None and row.closed_at is not None and row.closed_at <= cutoff:
             due.append(run)
@@ -159,6 +199,7 @@ def sweep(
         elif row is None and run.end_date is not None and run.end_date <= cutoff:
             due.append(run)
     changed = purge_runs(engine, due, now)
+    changed["log"] += _sweep_orphan_audit_rows(engine, ledger, dag_ids, cutoff, now)
     for request_id in sorted(closed):
         ledger.mark_metadata_purged(request_id, now, {})
     return {
@@ -168,13 +209,77 @@ def sweep(
     }
 
 
+def _scrub_confs(value: Any, now: datetime) -> Any:
+    """``value`` with every nested ``conf`` mapping replaced by its redacted form."""
+    if isinstance(value, dict):
+        return {
+            k: redacted_conf(v, now)
+            if k == "conf" and isinstance(v, dict) and not is_redacted(v)
+            else _scrub_confs(v, now)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_scrub_confs(v, now) for v in value]
+    return value
+
+
+def _purge_deadline_callbacks(conn: Connection, dag_run_id: int, now: datetime) -> int:
+    """A missed Deadline Alert copies the run (conf included) into its ``callback.data``."""
+    from sqlalchemy import MetaData, Table, inspect, select, update
+
+    if not {"deadline", "callback"} <= set(inspect(conn).get_table_names()):
+        return 0
+    meta = MetaData()
+    deadline = Table("deadline", meta, autoload_with=conn)
+    callback = Table("callback", meta, autoload_with=conn)
+    ids = select(deadline.c.callback_id).where(deadline.c.dagrun_id == dag_run_id)
+    changed = 0
+    for row in conn.execute(select(callback.c.id, callback.c.data).where(callback.c.id.in_(ids))):
+        data = _conf(row.data)
+        scrubbed = _scrub_confs(data, now)
+        if scrubbed != data:
+            value = json.dumps(scrubbed) if isinstance(row.data, str) else scrubbed
+            conn.execute(update(callback).where(callback.c.id == row.id).values(data=value))
+            changed += 1
+    return changed
+
+
+def _sweep_orphan_audit_rows(
+    engine: Engine, ledger: Ledger, dag_ids: list[str], cutoff: datetime, now: datetime
+) -> int:
+    """Audit rows of triggers that never became a run (the API refused the conf, say), or whose
+    runs are gone: redacted once older than ``cutoff`` unless their request is still open."""
+    from sqlalchemy import select
+
+    changed = 0
+    with engine.begin() as conn:
+        dag_run, audit = _tables(conn)
+        live = {
+            _conf(c).get("request_id")
+            for (c,) in conn.execute(select(dag_run.c.conf).where(dag_run.c.dag_id.in_(dag_ids)))
+        }
+        for row in _audit_rows(conn, audit, dag_ids):
+            if row.at is None or row.at > cutoff or (row.request_id and row.request_id in live):
+                continue  # recent, or its run still exists (the run sweep handles it with its run)
+            request = ledger.get_request(row.request_id) if row.request_id else None
+            if request is not None and request.closed_at is None:
+                continue
+            _redact_audit_row(conn, audit, row.id, row.request_id, now)
+            changed += 1
+    return changed
+
+
 def purge_closed_request(ledger: Ledger, request_id: str) -> dict[str, int] | None:
     """In a task that just closed ``request_id``: purge now, unless a delay leaves it to the sweep."""
     from include import constants, settings
 
     if settings.METADATA_PURGE_AFTER_DAYS > 0:
         return None
-    return purge_request(metadata_engine(), ledger, request_id, list(constants.RIGHT_DAG_IDS))
+    try:
+        return purge_request(metadata_engine(), ledger, request_id, list(constants.RIGHT_DAG_IDS))
+    except Exception as exc:  # the request is closed already; failing the task would not undo that
+        log.warning("metadata purge of %s failed (%s); the hourly sweep will retry it", request_id, type(exc).__name__)
+        return None
 
 
 def sweep_closed_requests(ledger: Ledger) -> dict[str, int]:

@@ -261,7 +261,7 @@ def close_request(rt: Runtime, request_id: str, conf: dict | None = None) -> dic
     ``completed_with_exceptions`` (a manual partner refused or did not answer: the subject is
     told which), else ``data_provided``.
     """
-    from include.dsr.notify.notices import recipient_from_conf
+    from include.dsr.notify.notices import answer_address
 
     results = [r for r in rt.ledger.system_results(request_id) if r.action == EXPORT]
     total = sum(r.record_count or 0 for r in results)
@@ -273,7 +273,8 @@ def close_request(rt: Runtime, request_id: str, conf: dict | None = None) -> dic
         outcome, summary = "no_personal_data_found", "no personal data found"
     else:
         outcome, summary = "data_provided", f"{total} records delivered"
-    recipient = recipient_from_conf(conf or {}, request_id, required=False)
+    staged = rt.staging(request_id).get_subjects() if rt.staging(request_id).exists("subjects.json") else []
+    recipient = answer_address(conf or {}, request_id, {e for s in staged for e in s.emails})
     if recipient:
         intake.notices(rt).completion(
             request_id,

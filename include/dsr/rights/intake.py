@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from include.dsr.core.errors import TerminalError
 from include.dsr.core.fingerprint import subject_fingerprint
 from include.dsr.core.pii import redact
-from include.dsr.core.request import DSRRequest, parse_request, verified_types
+from include.dsr.core.request import VERIFICATION_BOUND_TO_ACCOUNT, DSRRequest, parse_request, verified_types
 from include.dsr.identity.resolver import IdentityResolver, ResolvedSubject, SubjectQuery
 from include.dsr.sla import deadlines
 
@@ -57,6 +57,7 @@ def start_request(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = 
         "request_id": request.request_id,
         "verified": request.verification is not None,
         "dry_run": request.dry_run,
+        "closed": False,
     }
     if request.dry_run:
         log.info("request %s (%s) is a dry run: nothing is recorded", request.request_id, right)
@@ -66,10 +67,18 @@ def start_request(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = 
     row = rt.ledger.record_request(
         request.request_id, right, request.jurisdiction, fingerprint, request.received_at, due, dag_run_id=dag_run_id
     )
-    if row.is_open:
-        rt.ledger.set_status(request.request_id, "verifying" if request.verification is None else "in_progress")
+    if not row.is_open:
+        log.info(
+            "request %s (%s) was closed on %s (%s): nothing to do",
+            request.request_id,
+            right,
+            row.closed_at.isoformat() if row.closed_at else "?",
+            row.outcome or row.status,
+        )
+        return {**started, "due_at": row.due_at.isoformat(), "closed": True}
+    rt.ledger.set_status(request.request_id, "verifying" if request.verification is None else "in_progress")
     log.info("request %s (%s) recorded, due %s", request.request_id, right, row.due_at.isoformat())
-    return {**started, "due_at": row.due_at.isoformat()}
+    return {**started, "due_at": row.due_at.isoformat(), "closed": False}
 
 
 def owns_ledger_row(rt: Runtime, conf: dict, right: str) -> str | None:
@@ -119,8 +128,14 @@ def record_verification(rt: Runtime, conf: dict, right: str, confirmed_by: str |
 
 def subject_query(request: DSRRequest) -> SubjectQuery:
     ids = request.subject.identities()
+    method = request.verification.method if request.verification else None
     return SubjectQuery(
-        request.request_id, ids.get("email"), ids.get("phone"), ids.get("account_id"), verified_types(request)
+        request.request_id,
+        ids.get("email"),
+        ids.get("phone"),
+        ids.get("account_id"),
+        verified_types(request),
+        VERIFICATION_BOUND_TO_ACCOUNT.get(method or "", frozenset()),
     )
 
 
@@ -133,33 +148,67 @@ def resolve_query(rt: Runtime, query: SubjectQuery) -> ResolvedSubject:
 def resolve(rt: Runtime, conf: dict, right: str) -> dict:
     """Resolve the subject and stage its identities; on a conflict stop for ops.
 
+    A request resolved before (a new run of it) keeps the identities staged then: after an
+    erasure began, the platform DB no longer holds them, and they must outlive it until the
+    request closes.
+
     :returns: ``{"route": "proceed" | "conflict", ...}`` with counts only.
     """
     request = parse_request(conf, right)
+    staged = staged_subject(rt, request.request_id, request.request_id)
+    if staged is not None:
+        log.info("request %s: resolved before; going on with the identities staged then", request.request_id)
+        return _route(request.request_id, staged)
     subject = resolve_query(rt, subject_query(request))
-    summary = subject.summary()
     if subject.conflicts:
-        facts = {"conflicting_identity_types": sorted(subject.conflicts), "verified": sorted(verified_types(request))}
-        rt.ledger.append_event(
-            request.request_id, "identity.conflict", facts, dedupe_key=f"{request.request_id}:identity.conflict"
-        )
-        rt.ledger.set_status(
-            request.request_id,
-            "verifying",
-            outcome_summary="identities of the request belong to different people: waiting for ops to decide",
-        )
-        log.warning(
-            "request %s: identity conflict on %s; nothing gathered, ops decide",
-            request.request_id,
-            sorted(subject.conflicts),
-        )
-        return {"request_id": request.request_id, "route": CONFLICT, **facts}
-    return _stage_resolved(rt, request.request_id, subject, summary)
+        return {"request_id": request.request_id, "route": CONFLICT, **record_conflict(rt, request, subject)}
+    return _stage_resolved(rt, request.request_id, subject, subject.summary())
+
+
+def staged_subject(rt: Runtime, batch_id: str, request_id: str) -> ResolvedSubject | None:
+    """The subject ``request_id`` was resolved to, if it was (staged under ``batch_id``)."""
+    staging = rt.staging(batch_id)
+    if not staging.exists("subjects.json"):
+        return None
+    resolved = any(e.event_type == "subject.resolved" for e in rt.ledger.events(request_id))
+    return next((s for s in staging.get_subjects() if s.request_id == request_id), None) if resolved else None
+
+
+def record_conflict(rt: Runtime, request: DSRRequest, subject: ResolvedSubject) -> dict:
+    """Record that the request's identities belong to different people (types, never values)."""
+    facts = {"conflicting_identity_types": sorted(subject.conflicts), "verified": sorted(verified_types(request))}
+    rt.ledger.append_event(
+        request.request_id, "identity.conflict", facts, dedupe_key=f"{request.request_id}:identity.conflict"
+    )
+    rt.ledger.set_status(
+        request.request_id,
+        "verifying",
+        outcome_summary="identities of the request belong to different people: waiting for ops to decide",
+    )
+    log.warning(
+        "request %s: identity conflict on %s; nothing gathered, ops decide",
+        request.request_id,
+        sorted(subject.conflicts),
+    )
+    return facts
+
+
+def record_resolved(rt: Runtime, request_id: str, subject: ResolvedSubject) -> None:
+    """The subject's keyed identities in the registry and the resolution (counts) in the ledger."""
+    rt.registry.record_subject_keys(request_id, subject.keys(rt.hash_secret))
+    rt.ledger.append_event(
+        request_id, "subject.resolved", subject.summary(), dedupe_key=f"{request_id}:subject.resolved"
+    )
 
 
 def _stage_resolved(rt: Runtime, request_id: str, subject: ResolvedSubject, summary: dict) -> dict:
     rt.staging(request_id).put_subjects([subject])
-    rt.ledger.append_event(request_id, "subject.resolved", summary, dedupe_key=f"{request_id}:subject.resolved")
+    record_resolved(rt, request_id, subject)
+    return _route(request_id, subject)
+
+
+def _route(request_id: str, subject: ResolvedSubject) -> dict:
+    summary = subject.summary()
     return {
         "request_id": request_id,
         "route": PROCEED,
@@ -220,7 +269,8 @@ def apply_identity_decision(rt: Runtime, conf: dict, right: str, reply: dict[str
 
 def mark_failed(rt: Runtime, request_id: str, reason: str) -> None:
     """Record a task's final failure on the request (the reason names ids, never identities)."""
-    if rt.ledger.get_request(request_id) is not None:
+    row = rt.ledger.get_request(request_id)
+    if row is not None and row.closed_at is None:  # a closed request keeps its outcome
         rt.ledger.set_status(request_id, "failed", outcome_summary=redact(reason, limit=500))
 
 

@@ -1,4 +1,6 @@
-"""Talking to a partner about one request: submit, poll, collect, with the ledger kept current.
+"""Talking to a partner about a batch (one request, or a wave): submit, poll, collect, with each
+request's ledger row kept current. Only the requests whose subject the partner received data of
+are sent to it.
 
 Partner calls that fail transiently (5xx, timeouts, resets) are retried in place with
 exponential backoff before the error reaches Airflow, whose own retries come on top.
@@ -11,14 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from include.dsr.connectors.partner import COMPLETED, FAILED
-from include.dsr.core.errors import TransientError
+from include.dsr.core.errors import TerminalError, TransientError
 from include.dsr.core.pii import redact
 from include.dsr.rights.gathering import EXPORT, stage_result
 
 if TYPE_CHECKING:
+    from include.dsr.identity.resolver import ResolvedSubject
     from include.dsr.rights.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -48,23 +52,81 @@ def flat(refs: dict[str, list[str]]) -> list[str]:
     return [ref for refs_of_request in refs.values() for ref in refs_of_request]
 
 
-def submit(rt: Runtime, request_id: str, right: str, system_key: str) -> dict:
-    """Send (or re-send) the request to the partner; returns refs and their statuses."""
-    connector = rt.connector(system_key, request_id)
-    subjects = rt.staging(request_id).get_subjects()
-    refs = with_backoff(lambda: connector.submit(subjects, right), f"submit to {system_key}")
+#: The ledger action a right's partner exchange is recorded under.
+ACTIONS = {
+    "access": EXPORT,
+    "portability": EXPORT,
+    "erasure": "erase",
+    "restriction": "restrict",
+    "restriction_lift": "lift",
+    "rectification": "rectify",
+    "objection": "notify",
+}
+#: Request type of the read that checks a partner's claim to have erased.
+VERIFY = "access"
+
+
+def action_of(right: str) -> str:
+    return ACTIONS.get(right, EXPORT)
+
+
+def recipients_of(rt: Runtime, batch_id: str, system_key: str) -> list[ResolvedSubject]:
+    """The batch's open requests whose subject this partner received data of: only their
+    identities go to it (a wave never tells a partner about someone else's customers)."""
+    found = []
+    for subject in rt.staging(batch_id).get_subjects():
+        row = rt.ledger.get_request(subject.request_id)
+        if row is not None and row.is_open and system_key in subject.recipients:
+            found.append(subject)
+    return found
+
+
+def batch_due_at(rt: Runtime, batch_id: str, system_key: str) -> datetime:
+    """When the partner's answer is due: the request's deadline, or the earliest of a wave's
+    requests that concern the partner."""
+    row = rt.ledger.get_request(batch_id)
+    if row is not None:
+        return row.effective_due_at
+    dues = [r.effective_due_at for rid in _requests(rt, batch_id, system_key) if (r := rt.ledger.get_request(rid))]
+    if not dues:
+        raise TerminalError(f"batch {batch_id}: no open request concerns partner {system_key}")
+    return min(dues)
+
+
+def _requests(rt: Runtime, batch_id: str, system_key: str) -> list[str]:
+    try:
+        return [s.request_id for s in recipients_of(rt, batch_id, system_key)] or [batch_id]
+    except Exception:  # nothing staged (the failure came first): the batch is the request
+        return [batch_id]
+
+
+def submit(rt: Runtime, batch_id: str, right: str, system_key: str, verify: bool = False) -> dict:
+    """Send (or re-send) the batch's requests to the partner; returns refs and their state.
+
+    :param batch_id: one request's id, or a wave's (each request keeps its own ledger row)
+    :param verify: send the read that checks an erasure instead (its refs say ``verify``)
+    """
+    connector = rt.connector(system_key, batch_id)
+    subjects = recipients_of(rt, batch_id, system_key)
+    if not subjects:  # every request it concerned is closed (a re-run): nothing to send
+        return {"refs": {}, "state": COMPLETED}
+    kind = VERIFY if verify else right
+    refs = with_backoff(
+        lambda: connector.submit(subjects, kind, "verify" if verify else None), f"submit to {system_key}"
+    )
     statuses = with_backoff(lambda: connector.poll(flat(refs)), f"poll {system_key}")
     state = summarize(statuses)
     if state != COMPLETED:
-        rt.ledger.upsert_system_result(
-            request_id,
-            system_key,
-            EXPORT,
-            "waiting",
-            outcome=f"partner status: {state}",
-            evidence={"partner_refs": refs},
-        )
-        rt.ledger.set_status(request_id, "waiting_on_partner")
+        for request_id, mine in refs.items():
+            rt.ledger.upsert_system_result(
+                request_id,
+                system_key,
+                action_of(right),
+                "waiting",
+                outcome=f"partner status: {state}" + (" (checking the erasure)" if verify else ""),
+                evidence={"partner_refs": {request_id: mine}},
+            )
+            rt.ledger.set_status(request_id, "waiting_on_partner")
     return {"refs": refs, "state": state}
 
 
@@ -100,14 +162,104 @@ def collect(rt: Runtime, request_id: str, system_key: str, refs: dict[str, list[
     return outcome
 
 
-def fail(rt: Runtime, request_id: str, system_key: str, reason: str) -> None:
-    rt.ledger.upsert_system_result(request_id, system_key, EXPORT, "failed", outcome=clean(rt, request_id, reason))
+def fail(rt: Runtime, batch_id: str, system_key: str, reason: str, right: str = "access") -> None:
+    for request_id in _requests(rt, batch_id, system_key):
+        rt.ledger.upsert_system_result(
+            request_id, system_key, action_of(right), "failed", outcome=clean(rt, batch_id, reason)
+        )
 
 
-def not_answering(rt: Runtime, request_id: str, system_key: str, reason: str) -> None:
+def not_answering(rt: Runtime, batch_id: str, system_key: str, reason: str, right: str = "access") -> None:
     """The partner failed transiently: visible as waiting, with the reason, until a retry works."""
-    rt.ledger.upsert_system_result(request_id, system_key, EXPORT, "waiting", outcome=clean(rt, request_id, reason))
-    rt.ledger.set_status(request_id, "waiting_on_partner")
+    for request_id in _requests(rt, batch_id, system_key):
+        rt.ledger.upsert_system_result(
+            request_id, system_key, action_of(right), "waiting", outcome=clean(rt, batch_id, reason)
+        )
+        rt.ledger.set_status(request_id, "waiting_on_partner")
+
+
+def confirm_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
+    """The partner says it erased: record per request what it counted (its ``affected`` per table)."""
+    connector = rt.connector(system_key, batch_id)
+    affected: dict[str, dict[str, int]] = {}
+    try:
+        for request_id, mine in refs.items():
+            counts = affected.setdefault(request_id, {})
+            for ref in mine:
+                answer = with_backoff(lambda r=ref: connector.answer(r), f"read {system_key}")
+                for table, count in (answer.get("affected") or {}).items():
+                    counts[table] = counts.get(table, 0) + int(count or 0)
+    finally:
+        connector.close()
+    for request_id, counts in affected.items():
+        rt.ledger.upsert_system_result(
+            request_id,
+            system_key,
+            "erase",
+            "waiting",
+            record_count=sum(counts.values()),
+            outcome="partner confirmed the erasure; checking its claim",
+            evidence={"partner_refs": {request_id: refs[request_id]}, "affected": counts},
+        )
+    return {"affected": sum(sum(c.values()) for c in affected.values())}
+
+
+def verify_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
+    """Read back what the partner still holds of each subject after it said it erased.
+
+    Rows left in a collection the partner must not keep (no legal hold in the data map) mean
+    the claim is false: that request's partner row fails with the reason and the request stays
+    open. Rows in held collections (the partner's own accounting duties) are allowed.
+    """
+    from include.dsr.connectors.base import REQUEST_ID_COLUMN
+
+    connector = rt.connector(system_key, batch_id)
+    try:
+        result = with_backoff(lambda: connector.fetch(refs), f"read {system_key}")
+    finally:
+        connector.close()
+    from include.dsr.checks.results import belongs_to_subject
+
+    system = rt.data_map.system(system_key)
+    held = {c.name for c in system.collections if c.retention and c.retention.legal_hold}
+    subjects = {s.request_id: s for s in rt.staging(batch_id).get_subjects()}
+    reasons = []
+    for request_id in refs:
+        left, kept, foreign = {}, {}, 0
+        for coll in system.collections:
+            frame = result.frames.get(coll.name)
+            if frame is None or not len(frame):
+                continue
+            frame = frame[frame[REQUEST_ID_COLUMN] == request_id]
+            if not len(frame):
+                continue
+            mine = belongs_to_subject(frame, coll, subjects)
+            foreign += int((~mine).sum())  # rows of someone else: the partner's answer is not to be trusted
+            if int(mine.sum()):
+                (kept if coll.name in held else left)[coll.name] = int(mine.sum())
+        row = next(r for r in rt.ledger.system_results(request_id) if r.system == system_key and r.action == "erase")
+        evidence = {
+            **row.evidence,
+            "verified_with": refs[request_id],
+            "still_held_lawfully": kept,
+            "left_behind": left,
+            "rows_of_someone_else": foreign,
+        }
+        if left or foreign:
+            reason = (
+                f"partner {system_key} claims it erased but still holds "
+                f"{sum(left.values())} rows in {', '.join(sorted(left))}"
+                if left
+                else f"partner {system_key} answered the check of its erasure with {foreign} rows of another subject"
+            )
+            rt.ledger.upsert_system_result(request_id, system_key, "erase", "failed", outcome=reason, evidence=evidence)
+            reasons.append(f"{request_id}: {reason}")
+            continue
+        outcome = "erased, checked by reading back" + (
+            f"; kept under its legal hold: {', '.join(sorted(kept))}" if kept else ""
+        )
+        rt.ledger.upsert_system_result(request_id, system_key, "erase", "completed", outcome=outcome, evidence=evidence)
+    return {"verified": not reasons, "reason": "; ".join(reasons)}
 
 
 def failure_reasons(rt: Runtime, system_key: str, refs: dict[str, list[str]]) -> str:
@@ -124,11 +276,11 @@ def failure_reasons(rt: Runtime, system_key: str, refs: dict[str, list[str]]) ->
 
 def clean(rt: Runtime, request_id: str, text: str) -> str:
     """Text bound for the ledger about a partner exchange: the subject's identities (every form
-    known) and anything email- or phone-like removed, cut to 500 characters."""
+    known) and account names, and anything email- or phone-like removed, cut to 500 characters."""
     identities: list[str] = []
     try:
         for subject in rt.staging(request_id).get_subjects():
-            identities += [*subject.emails, *subject.phones, *(p.lstrip("+") for p in subject.phones)]
+            identities += [*subject.emails, *subject.phones, *(p.lstrip("+") for p in subject.phones), *subject.names]
     except Exception as exc:  # no staged subject (yet): the generic patterns still apply
         log.debug("no staged subject to redact with for request %s (%s)", request_id, type(exc).__name__)
     return redact(text, identities, limit=500)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from include.dsr.connectors.staging import Staging
     from include.dsr.core.data_map import DataMap, System
     from include.dsr.ledger.api import Ledger
+    from include.dsr.ledger.registry import Registry
 
 # Which collections each right reads.
 PORTABLE = ("provided", "observed")
@@ -48,6 +49,13 @@ class Runtime:
     @classmethod
     def from_airflow(cls) -> Runtime:
         return _airflow_runtime()
+
+    @property
+    def registry(self) -> Registry:
+        """Subject keys and held data, in the ledger's database."""
+        from include.dsr.ledger.registry import Registry
+
+        return Registry(self.ledger.engine)
 
     def staging(self, request_id: str) -> Staging:
         from include.dsr.connectors.staging import Staging
