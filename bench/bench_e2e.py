@@ -1,4 +1,4 @@
-"""End-to-end time of one access request under the running scheduler vs a no-op DAG of the same shape.
+"""End-to-end time of one access (or erasure) request under the running scheduler vs a no-op DAG of the same shape.
 
 Starts the demo (``include.demo.launcher up --no-requests``) with Airflow's dags folder pointed
 at a temp folder that links every ``dags/*.py`` plus ``bench/dags/dsr_noop_shape.py``, then
@@ -23,6 +23,11 @@ Per run it measures:
   instance (e.g. the 6-per-run cap on ``gather``), and after the last task (run marked
   ``success`` + polling).
 
+``--right erasure`` does the same for ``dsr_erasure`` against ``bench/dags/dsr_noop_erasure_shape.py``
+(``n_targets`` = the erasure run's ``tell_partner`` instances), each run erasing another ordinary
+customer whose data went to API or drop-box partners and no manual partner (an erased subject
+cannot be erased twice; a manual partner would wait for a human).
+
 It also notes, per run, the ``gather`` instances that deferred, the tasks that needed a retry
 (e.g. an attempt the scheduler killed: a stale "success" of a deferral's exit, processed after
 the task had resumed, see apache/airflow#72716) and the host's load average before the run:
@@ -33,7 +38,7 @@ only on errors (a run failed or timed out, the demo did not start), never on slo
 
 Run (from the project root; stops any running demo first, takes a few minutes)::
 
-    .venv/bin/python bench/bench_e2e.py [--runs 5]
+    .venv/bin/python bench/bench_e2e.py [--runs 5] [--right access|erasure]
 """
 
 from __future__ import annotations
@@ -66,8 +71,15 @@ except ImportError:  # pragma: no cover
     from include.demo.sample_requests import AirflowApi
 
 RESULTS = ROOT / "bench" / "results"
-NOOP_DAG = "dsr_noop_shape"
-NOOP_FILE = ROOT / "bench" / "dags" / f"{NOOP_DAG}.py"
+NOOP_DAGS = {constants.DAG_ACCESS: "dsr_noop_shape", constants.DAG_ERASURE: "dsr_noop_erasure_shape"}
+NOOP_FILES = [ROOT / "bench" / "dags" / f"{name}.py" for name in NOOP_DAGS.values()]
+#: The mapped task whose instances the no-op DAG copies (``n_targets``), and the task whose XCom names them.
+FAN_OUT = {
+    constants.DAG_ACCESS: ("gather", "resolve_subject"),
+    constants.DAG_ERASURE: ("tell_partner", "plan_erasure"),
+    NOOP_DAGS[constants.DAG_ACCESS]: ("gather", None),
+    NOOP_DAGS[constants.DAG_ERASURE]: ("tell_partner", None),
+}
 PREFERRED_CASE = "H01"
 POLL_SECONDS = 0.5
 RUN_TIMEOUT_SECONDS = 600
@@ -122,7 +134,7 @@ class BenchApi(AirflowApi):
 
 def dags_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="dsr-bench-dags-"))
-    for src in [*sorted((ROOT / "dags").glob("*.py")), NOOP_FILE]:
+    for src in [*sorted((ROOT / "dags").glob("*.py")), *NOOP_FILES]:
         (folder / src.name).symlink_to(src)
     return folder
 
@@ -201,6 +213,29 @@ def pick_subject() -> tuple[str, str]:
     raise RuntimeError("no hard case without data at a manual partner in the ground truth")
 
 
+def pick_erasure_subjects(count: int) -> list[tuple[str, str]]:
+    """(person key, email) of ``count`` ordinary customers with data at API / drop-box partners, none manual."""
+    from include.demo.generator import PARTNERS
+
+    partners = {p.slug for p in PARTNERS}
+    manual = {p.slug for p in PARTNERS if p.channel == constants.CHANNEL_MANUAL}
+    truth = sqlite3.connect(settings.DEMO_DIR / "ground_truth.sqlite")
+    chosen = []
+    try:
+        people = truth.execute(
+            "SELECT person_key, email FROM people WHERE kind = 'customer' AND person_key LIKE 'P%' ORDER BY person_key"
+        ).fetchall()
+        for key, email in people:
+            holders = {r[0] for r in truth.execute("SELECT DISTINCT system FROM owned_rows WHERE person_key=?", (key,))}
+            if email and holders & partners and not holders & manual:
+                chosen.append((key, email))
+                if len(chosen) == count:
+                    return chosen
+    finally:
+        truth.close()
+    raise RuntimeError(f"fewer than {count} customers without data at a manual partner in the ground truth")
+
+
 # ---------------------------------------------------------------- one run
 
 
@@ -258,6 +293,7 @@ def analyse(
     t_trigger: float,
     t_seen: float,
     targets: list[dict] | None = None,
+    fan_out_task: str = "gather",
 ) -> dict:
     """Figures of one finished run; ``targets`` (resolve_subject's XCom) names the gather instances."""
     names = {i: _unit(t) for i, t in enumerate(targets or [])}
@@ -293,7 +329,7 @@ def analyse(
     gaps = sum(node[b][1] - node[a][2] for a, b in itertools.pairwise(path))
     spread = sum((node[t][2] - node[t][1]) - node[t][0] for t in path)
     run_end = _ts(run["end_date"]) or t_seen
-    gathers = [t for t in tasks if t["task_id"] == "gather" and t["map_index"] >= 0]
+    gathers = [t for t in tasks if t["task_id"] == fan_out_task and t["map_index"] >= 0]
     return {
         "dag_id": dag_id,
         "run_id": run["dag_run_id"],
@@ -329,11 +365,11 @@ def analyse(
     }
 
 
-def wait_until_alone(api: BenchApi) -> list[str]:
+def wait_until_alone(api: BenchApi, mine: set[str]) -> list[str]:
     """Wait (up to RUN_TIMEOUT_SECONDS) until no other DAG has a queued or running run; returns those seen."""
     seen: set[str] = set()
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while (busy := api.busy_runs({constants.DAG_ACCESS, NOOP_DAG})) and time.monotonic() < deadline:
+    while (busy := api.busy_runs(mine)) and time.monotonic() < deadline:
         if not seen:
             print(f"waiting for runs of other DAGs to finish: {', '.join(busy)}", flush=True)
         seen |= set(busy)
@@ -341,8 +377,8 @@ def wait_until_alone(api: BenchApi) -> list[str]:
     return sorted(seen)
 
 
-def run_once(api: BenchApi, dag_id: str, conf: dict, graph: dict[str, list[str]]) -> dict:
-    waited_for = wait_until_alone(api)
+def run_once(api: BenchApi, dag_id: str, conf: dict, graph: dict[str, list[str]], mine: set[str]) -> dict:
+    waited_for = wait_until_alone(api, mine)
     load_before = os.getloadavg()[0]
     t_trigger = time.time()
     run_id = api.post_run(dag_id, conf)
@@ -362,13 +398,14 @@ def run_once(api: BenchApi, dag_id: str, conf: dict, graph: dict[str, list[str]]
         )
         raise RuntimeError(f"{dag_id} run {run_id} {run['state']}: {', '.join(bad)}")
     targets = None
-    if dag_id == constants.DAG_ACCESS:
+    fan_out_task, named_by = FAN_OUT[dag_id]
+    if named_by:
         try:
-            targets = api.xcom(dag_id, run_id, "resolve_subject")
+            targets = api.xcom(dag_id, run_id, named_by)
         except Exception as exc:
-            print(f"could not read resolve_subject's XCom ({type(exc).__name__}); gather instances keep their index")
-    facts = analyse(dag_id, run, tis, graph, t_trigger, t_seen, targets)
-    facts["other_dags_running_at_end"] = api.busy_runs({constants.DAG_ACCESS, NOOP_DAG})
+            print(f"could not read {named_by}'s XCom ({type(exc).__name__}); {fan_out_task} instances keep their index")
+    facts = analyse(dag_id, run, tis, graph, t_trigger, t_seen, targets, fan_out_task)
+    facts["other_dags_running_at_end"] = api.busy_runs(mine)
     facts["waited_for_other_dags"] = waited_for
     facts["loadavg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     return facts
@@ -425,7 +462,8 @@ def _by_task(medians: dict[str, float]) -> dict[str, float]:
 
 
 def print_report(report: dict) -> None:
-    access, noop = report["summary"][constants.DAG_ACCESS], report["summary"][NOOP_DAG]
+    main_dag, noop_dag, right = report["dag_id"], report["noop_dag_id"], report["right"]
+    access, noop = report["summary"][main_dag], report["summary"][noop_dag]
     print(
         f"\n{'DAG':<16}{'runs':>5}  {'wall med':>9}{'min':>8}{'max':>8}  {'task sum med':>13}  "
         f"{'crit. path tasks med':>21}  {'overhead med':>13}   (s)"
@@ -438,31 +476,31 @@ def print_report(report: dict) -> None:
         )
     warm = report["warmup"]
     print(
-        f"warm-up (discarded): {constants.DAG_ACCESS} {warm[constants.DAG_ACCESS]['wall_s']:.2f}s, "
-        f"{NOOP_DAG} {warm[NOOP_DAG]['wall_s']:.2f}s"
+        f"warm-up (discarded): {main_dag} {warm[main_dag]['wall_s']:.2f}s, {noop_dag} {warm[noop_dag]['wall_s']:.2f}s"
     )
     print()
     for name, value in report["ratios"].items():
         print(f"{name:<58}{value:>8}")
-    print(f"\noverhead split, median s ({'access':>8} {'noop':>8}):")
+    print(f"\noverhead split, median s ({right:>8} {'noop':>8}):")
     for key in access["overhead_split_s_median"]:
         print(f"  {key:<38}{access['overhead_split_s_median'][key]:>8.2f} {noop['overhead_split_s_median'][key]:>8.2f}")
     a_task, n_task = _by_task(access["task_median_s"]), _by_task(noop["task_median_s"])
-    print(f"\nmedian duration per task, s (gather: longest instance)  {'access':>8} {'noop':>8}")
-    for task_id in report["critical_path_access"] + sorted(set(a_task) - set(report["critical_path_access"])):
+    print(f"\nmedian duration per task, s (mapped: longest instance)  {right:>8} {'noop':>8}")
+    for task_id in report["critical_path"] + sorted(set(a_task) - set(report["critical_path"])):
         print(f"  {task_id:<53}{a_task.get(task_id, 0.0):>8.2f} {n_task.get(task_id, 0.0):>8.2f}")
     print(
-        "\nslowest 3 tasks of the access run (median duration): "
-        + "; ".join(f"{t['task']} {t['median_s']:.2f}s" for t in report["slowest_access_tasks"])
+        f"\nslowest 3 tasks of the {right} run (median duration): "
+        + "; ".join(f"{t['task']} {t['median_s']:.2f}s" for t in report["slowest_tasks"])
     )
     print(
-        f"access fan-out: {report['n_targets']} gather targets ({report['fan_out']}) on {report['cpus']} CPUs; "
-        f"partner gathers that deferred to the triggerer, median per run: {access['deferred_gathers_median']:g}"
+        f"{right} fan-out: {report['n_targets']} {FAN_OUT[main_dag][0]} targets ({report['fan_out']}) "
+        f"on {report['cpus']} CPUs; "
+        f"partner tasks that deferred to the triggerer, median per run: {access['deferred_gathers_median']:g}"
     )
     if access["runs_with_retries"]:
         clean = access["wall_s_median_without_retries"]
         print(
-            f"{access['runs_with_retries']} of {access['runs']} measured access runs retried a task "
+            f"{access['runs_with_retries']} of {access['runs']} measured {right} runs retried a task "
             "(see 'retried_tasks' in the JSON); median wall of the others: "
             + (f"{clean:.2f}s" if clean is not None else "none")
         )
@@ -481,6 +519,7 @@ def print_report(report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per DAG, the first being a warm-up (>= 2)")
+    parser.add_argument("--right", choices=("access", "erasure"), default="access", help="the right DAG to measure")
     args = parser.parse_args(argv)
     if args.runs < 2:
         parser.error("--runs must be at least 2 (the first run of each DAG is a warm-up)")
@@ -489,16 +528,23 @@ def main(argv: list[str] | None = None) -> int:
     proc = None
     try:
         proc = start_demo(folder, RESULTS / "e2e_launcher.log")
-        case, email = pick_subject()
+        main_dag, noop_dag = f"dsr_{args.right}", NOOP_DAGS[f"dsr_{args.right}"]
+        mine = {main_dag, noop_dag}
+        if args.right == "access":
+            case, email = pick_subject()
+            subjects = [(case, email)] * args.runs
+        else:
+            subjects = pick_erasure_subjects(args.runs)
+            case = f"{len(subjects)} ordinary customers, one per run"
         api = BenchApi(f"http://localhost:{settings.AIRFLOW_PORT}", DEMO_USER, DEMO_PASSWORD)
         graphs = {}
-        for dag_id in (constants.DAG_ACCESS, NOOP_DAG):
+        for dag_id in (main_dag, noop_dag):
             api.wait_for_dag(dag_id)
             api.unpause(dag_id)
             graphs[dag_id] = api.graph(dag_id)
         stamp = time.strftime("%Y%m%d%H%M%S")
-        runs: dict[str, list[dict]] = {constants.DAG_ACCESS: [], NOOP_DAG: []}
-        for i in range(args.runs):
+        runs: dict[str, list[dict]] = {main_dag: [], noop_dag: []}
+        for i, (_, email) in enumerate(subjects):
             conf = {
                 "request_id": f"BENCH-E2E-{i}-{stamp}",
                 "subject": {"email": email},
@@ -507,14 +553,14 @@ def main(argv: list[str] | None = None) -> int:
                     "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 },
             }
-            access = run_once(api, constants.DAG_ACCESS, conf, graphs[constants.DAG_ACCESS])
-            noop = run_once(api, NOOP_DAG, {"n_targets": access["n_targets"]}, graphs[NOOP_DAG])
-            runs[constants.DAG_ACCESS].append(access)
-            runs[NOOP_DAG].append(noop)
+            access = run_once(api, main_dag, conf, graphs[main_dag], mine)
+            noop = run_once(api, noop_dag, {"n_targets": access["n_targets"]}, graphs[noop_dag], mine)
+            runs[main_dag].append(access)
+            runs[noop_dag].append(noop)
             others = sorted(set(access["other_dags_running_at_end"] + noop["other_dags_running_at_end"]))
             retried = access["retried_tasks"] + noop["retried_tasks"]
             print(
-                f"run {i}{' (warm-up)' if i == 0 else '':<10} access {access['wall_s']:6.2f}s "
+                f"run {i}{' (warm-up)' if i == 0 else '':<10} {args.right} {access['wall_s']:6.2f}s "
                 f"({access['n_targets']} targets, {access['deferred_gathers']} deferred)   "
                 f"noop {noop['wall_s']:6.2f}s"
                 + (f"   (other DAGs running: {', '.join(others)})" if others else "")
@@ -530,10 +576,13 @@ def main(argv: list[str] | None = None) -> int:
 
     measured = {dag_id: r[1:] for dag_id, r in runs.items()}
     summary = {dag_id: summarize(r) for dag_id, r in measured.items()}
-    access, noop = summary[constants.DAG_ACCESS], summary[NOOP_DAG]
-    last = measured[constants.DAG_ACCESS][-1]
+    access, noop = summary[main_dag], summary[noop_dag]
+    last = measured[main_dag][-1]
     slowest = sorted(access["task_median_s"].items(), key=lambda kv: -kv[1])[:3]
     report = {
+        "right": args.right,
+        "dag_id": main_dag,
+        "noop_dag_id": noop_dag,
         "runs_per_dag": args.runs,
         "warmup_runs": 1,
         "poll_seconds": POLL_SECONDS,
@@ -545,24 +594,25 @@ def main(argv: list[str] | None = None) -> int:
             if last["fan_out"]
             else "split unknown"
         ),
-        "critical_path_access": last["critical_path"],
+        "critical_path": last["critical_path"],
         "summary": summary,
         "ratios": {
-            "access / noop, median wall": round(access["wall_s"]["median"] / noop["wall_s"]["median"], 2),
-            "access / noop, median critical-path task time": round(
+            f"{args.right} / noop, median wall": round(access["wall_s"]["median"] / noop["wall_s"]["median"], 2),
+            f"{args.right} / noop, median critical-path task time": round(
                 access["critical_task_s_median"] / noop["critical_task_s_median"], 2
             ),
-            "access: share of wall in task durations (critical path)": access["task_share_median"],
-            "access: share of wall in Airflow scheduling (rest)": round(1 - access["task_share_median"], 3),
+            f"{args.right}: share of wall in task durations (critical path)": access["task_share_median"],
+            f"{args.right}: share of wall in Airflow scheduling (rest)": round(1 - access["task_share_median"], 3),
             "noop: share of wall in task durations (critical path)": noop["task_share_median"],
         },
-        "slowest_access_tasks": [{"task": k, "median_s": v} for k, v in slowest],
+        "slowest_tasks": [{"task": k, "median_s": v} for k, v in slowest],
         "warmup": {dag_id: {k: v for k, v in r[0].items() if k != "tasks"} for dag_id, r in runs.items()},
         "runs": measured,
     }
     print_report(report)
-    (RESULTS / "e2e.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwritten {(RESULTS / 'e2e.json').relative_to(ROOT)}")
+    out_name = "e2e.json" if args.right == "access" else f"e2e_{args.right}.json"
+    (RESULTS / out_name).write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {(RESULTS / out_name).relative_to(ROOT)}")
     return 0
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
 from include.dsr.core.pii import redact
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from include.dsr.identity.resolver import ResolvedSubject
 
 COMPLETED, FAILED, PENDING = "completed", "failed", "pending"
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def partner_request_id(request_id: str, request_type: str, index: int = 0, label: str | None = None) -> str:
@@ -96,8 +98,23 @@ class Answers:
         return result
 
 
+#: Calls in flight at once to one partner: a wave sends thousands of per-subject requests, and
+#: the protocol has one request per subject (OpenDSR), so they go out side by side.
+PARALLEL_CALLS = 8
+
+
 class PartnerConnector(BaseConnector):
     """A partner reached asynchronously: submit, poll, read each answer."""
+
+    def _each(self, call: Callable[[T], R], items: list[T]) -> list[R]:
+        """``call`` over ``items``, up to :data:`PARALLEL_CALLS` at once, results in order; the
+        first error raised (a ``TransientError`` for a partner that failed) propagates."""
+        if len(items) < 2:
+            return [call(item) for item in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_CALLS, len(items))) as pool:
+            return list(pool.map(call, items))
 
     @abstractmethod
     def submit(
@@ -120,10 +137,15 @@ class PartnerConnector(BaseConnector):
     def failure(self, ref: str) -> str:
         """Why a failed partner request failed, redacted (:func:`partner_text`)."""
 
+    def answers(self, refs: list[str]) -> dict[str, dict]:
+        """Partner request id -> its completed answer, read side by side."""
+        return dict(zip(refs, self._each(self.answer, refs), strict=True))
+
     def fetch(self, refs_by_request: dict[str, list[str]]) -> ExportResult:
         """Read every completed answer of the batch into one result."""
+        read = self.answers([ref for refs in refs_by_request.values() for ref in refs])
         answers = Answers()
         for request_id, refs in refs_by_request.items():
             for ref in refs:
-                answers.add(request_id, ref, self.answer(ref))
+                answers.add(request_id, ref, read[ref])
         return answers.result(self.system)

@@ -11,6 +11,7 @@ partner's message, redacted. The bearer token is the connection's password.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -59,12 +60,20 @@ class PartnerApiConnector(PartnerConnector):
         return f"{conn.schema or 'https'}://{conn.host}{port}", conn.password or ""
 
     @cached_property
+    def _sessions(self) -> tuple[threading.local, list]:
+        return threading.local(), []
+
+    @property
     def session(self):
+        """This thread's HTTP session (``requests.Session`` is not made to be shared by threads)."""
         import requests
 
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {self._endpoint[1]}"
-        return session
+        local, every = self._sessions
+        if getattr(local, "session", None) is None:
+            local.session = requests.Session()
+            local.session.headers["Authorization"] = f"Bearer {self._endpoint[1]}"
+            every.append(local.session)
+        return local.session
 
     def _call(self, method: str, path: str, body: dict | None = None, ok=(200, 201, 202)) -> tuple[int, Any]:
         import requests
@@ -95,25 +104,26 @@ class PartnerApiConnector(PartnerConnector):
     ) -> dict[str, list[str]]:
         """Post the subjects' requests (idempotent); returns our request_id -> partner request ids."""
         refs: dict[str, list[str]] = {}
+        bodies = []
         for subject in subjects:
             refs[subject.request_id] = partner_refs(subject, request_type, label)
             for ref, identities in zip(refs[subject.request_id], identity_sets(subject), strict=True):
-                self._call(
-                    "POST",
-                    "/requests",
+                bodies.append(
                     {
                         "subject_request_id": ref,
                         "subject_request_type": request_type,
                         "subject_identities": identities,
                         "submitted_time": datetime.now(UTC).isoformat(),
-                    },
+                    }
                 )
+        self._each(lambda body: self._call("POST", "/requests", body), bodies)
         log.info("submitted %s %s requests to %s", sum(map(len, refs.values())), request_type, self.system.key)
         return refs
 
     def poll(self, refs: list[str]) -> dict[str, str]:
         """Partner request id -> request_status (pending, in_progress, completed, failed)."""
-        return {ref: self._call("GET", f"/requests/{ref}")[1]["request_status"] for ref in refs}
+        statuses = self._each(lambda ref: self._call("GET", f"/requests/{ref}")[1]["request_status"], refs)
+        return dict(zip(refs, statuses, strict=True))
 
     def answer(self, ref: str) -> dict:
         return self._call("GET", f"/requests/{ref}/result")[1]
@@ -132,8 +142,10 @@ class PartnerApiConnector(PartnerConnector):
         return self.fetch(refs)
 
     def close(self) -> None:
-        if "session" in self.__dict__:
-            self.session.close()
+        if "_sessions" in self.__dict__:
+            for session in self._sessions[1]:
+                session.close()
+            self.__dict__.pop("_sessions")
 
 
 class PartnerPendingError(TransientError):

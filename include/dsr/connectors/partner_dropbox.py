@@ -76,29 +76,33 @@ class PartnerDropboxConnector(PartnerConnector):
     ) -> dict[str, list[str]]:
         """Write inbox files (a failed attempt is re-written with ``attempt + 1``)."""
         refs: dict[str, list[str]] = {}
-        written = 0
+        pending = []
         for subject in subjects:
             refs[subject.request_id] = partner_refs(subject, request_type, label)
-            for ref, identities in zip(refs[subject.request_id], identity_sets(subject), strict=True):
-                status, answer = self._answer(ref)
-                existing = self._read(f"{self.inbox}{ref}.json")
-                if status == COMPLETED or (existing and status == PENDING):
-                    continue
-                attempt = (existing or {}).get("attempt", 0) + 1
-                body = {
-                    "subject_request_id": ref,
-                    "subject_request_type": request_type,
-                    "attempt": attempt,
-                    "subject_identities": identities,
-                    "submitted_time": datetime.now(UTC).isoformat(),
-                }
-                self.s3.put_object(Bucket=self.bucket, Key=f"{self.inbox}{ref}.json", Body=json.dumps(body).encode())
-                written += 1
+            pending += zip(refs[subject.request_id], identity_sets(subject), strict=True)
+
+        def write(item: tuple[str, list]) -> bool:
+            ref, identities = item
+            status, _ = self._answer(ref)
+            existing = self._read(f"{self.inbox}{ref}.json")
+            if status == COMPLETED or (existing and status == PENDING):
+                return False
+            body = {
+                "subject_request_id": ref,
+                "subject_request_type": request_type,
+                "attempt": (existing or {}).get("attempt", 0) + 1,
+                "subject_identities": identities,
+                "submitted_time": datetime.now(UTC).isoformat(),
+            }
+            self.s3.put_object(Bucket=self.bucket, Key=f"{self.inbox}{ref}.json", Body=json.dumps(body).encode())
+            return True
+
+        written = sum(self._each(write, pending))
         log.info("wrote %s %s request files to the drop box of %s", written, request_type, self.system.key)
         return refs
 
     def poll(self, refs: list[str]) -> dict[str, str]:
-        return {ref: self._answer(ref)[0] for ref in refs}
+        return dict(zip(refs, (status for status, _ in self._each(self._answer, refs)), strict=True))
 
     def failure(self, ref: str) -> str:
         _, answer = self._answer(ref)

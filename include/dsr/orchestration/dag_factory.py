@@ -125,8 +125,11 @@ def record_task_failure(context) -> None:
     exc = context.get("exception")
     # Our messages name ids only; foreign exceptions may quote data, so only their type is kept.
     detail = str(exc) if isinstance(exc, DSRError) or "AirflowFail" in type(exc).__name__ else type(exc).__name__
-    detail = redact(detail, limit=400)
     rt = _runtime()
+    from include.dsr.rights.partner_exchange import clean
+
+    # A partner's refusal may quote what it holds (a name): cleaned with the staged subject too.
+    detail = redact(clean(rt, request_id, detail), limit=400)
     right = context["dag"].dag_id.removeprefix("dsr_")
     target = getattr(context.get("task"), "target", None)
     if is_wave(conf):  # each request the wave took in shows the failure

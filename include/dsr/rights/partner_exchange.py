@@ -73,12 +73,9 @@ def action_of(right: str) -> str:
 def recipients_of(rt: Runtime, batch_id: str, system_key: str) -> list[ResolvedSubject]:
     """The batch's open requests whose subject this partner received data of: only their
     identities go to it (a wave never tells a partner about someone else's customers)."""
-    found = []
-    for subject in rt.staging(batch_id).get_subjects():
-        row = rt.ledger.get_request(subject.request_id)
-        if row is not None and row.is_open and system_key in subject.recipients:
-            found.append(subject)
-    return found
+    subjects = [s for s in rt.staging(batch_id).get_subjects() if system_key in s.recipients]
+    rows = rt.ledger.get_requests([s.request_id for s in subjects])
+    return [s for s in subjects if (row := rows.get(s.request_id)) is not None and row.is_open]
 
 
 def batch_due_at(rt: Runtime, batch_id: str, system_key: str) -> datetime:
@@ -87,7 +84,7 @@ def batch_due_at(rt: Runtime, batch_id: str, system_key: str) -> datetime:
     row = rt.ledger.get_request(batch_id)
     if row is not None:
         return row.effective_due_at
-    dues = [r.effective_due_at for rid in _requests(rt, batch_id, system_key) if (r := rt.ledger.get_request(rid))]
+    dues = [r.effective_due_at for r in rt.ledger.get_requests(_requests(rt, batch_id, system_key)).values()]
     if not dues:
         raise TerminalError(f"batch {batch_id}: no open request concerns partner {system_key}")
     return min(dues)
@@ -117,16 +114,17 @@ def submit(rt: Runtime, batch_id: str, right: str, system_key: str, verify: bool
     statuses = with_backoff(lambda: connector.poll(flat(refs)), f"poll {system_key}")
     state = summarize(statuses)
     if state != COMPLETED:
-        for request_id, mine in refs.items():
-            rt.ledger.upsert_system_result(
-                request_id,
-                system_key,
-                action_of(right),
-                "waiting",
-                outcome=f"partner status: {state}" + (" (checking the erasure)" if verify else ""),
-                evidence={"partner_refs": {request_id: mine}},
-            )
-            rt.ledger.set_status(request_id, "waiting_on_partner")
+        with rt.ledger.batch():  # a wave's thousands of rows in one transaction
+            for request_id, mine in refs.items():
+                rt.ledger.upsert_system_result(
+                    request_id,
+                    system_key,
+                    action_of(right),
+                    "waiting",
+                    outcome=f"partner status: {state}" + (" (checking the erasure)" if verify else ""),
+                    evidence={"partner_refs": {request_id: mine}},
+                )
+                rt.ledger.set_status(request_id, "waiting_on_partner")
     return {"refs": refs, "state": state}
 
 
@@ -183,24 +181,25 @@ def confirm_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str,
     connector = rt.connector(system_key, batch_id)
     affected: dict[str, dict[str, int]] = {}
     try:
-        for request_id, mine in refs.items():
-            counts = affected.setdefault(request_id, {})
-            for ref in mine:
-                answer = with_backoff(lambda r=ref: connector.answer(r), f"read {system_key}")
-                for table, count in (answer.get("affected") or {}).items():
-                    counts[table] = counts.get(table, 0) + int(count or 0)
+        answers = with_backoff(lambda: connector.answers(flat(refs)), f"read {system_key}")
     finally:
         connector.close()
-    for request_id, counts in affected.items():
-        rt.ledger.upsert_system_result(
-            request_id,
-            system_key,
-            "erase",
-            "waiting",
-            record_count=sum(counts.values()),
-            outcome="partner confirmed the erasure; checking its claim",
-            evidence={"partner_refs": {request_id: refs[request_id]}, "affected": counts},
-        )
+    for request_id, mine in refs.items():
+        counts = affected.setdefault(request_id, {})
+        for ref in mine:
+            for table, count in (answers[ref].get("affected") or {}).items():
+                counts[table] = counts.get(table, 0) + int(count or 0)
+    with rt.ledger.batch():
+        for request_id, counts in affected.items():
+            rt.ledger.upsert_system_result(
+                request_id,
+                system_key,
+                "erase",
+                "waiting",
+                record_count=sum(counts.values()),
+                outcome="partner confirmed the erasure; checking its claim",
+                evidence={"partner_refs": {request_id: refs[request_id]}, "affected": counts},
+            )
     return {"affected": sum(sum(c.values()) for c in affected.values())}
 
 
@@ -218,48 +217,59 @@ def verify_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, 
         result = with_backoff(lambda: connector.fetch(refs), f"read {system_key}")
     finally:
         connector.close()
-    from include.dsr.checks.results import belongs_to_subject
-
     system = rt.data_map.system(system_key)
     held = {c.name for c in system.collections if c.retention and c.retention.legal_hold}
     subjects = {s.request_id: s for s in rt.staging(batch_id).get_subjects()}
-    reasons = []
-    for request_id in refs:
-        left, kept, foreign = {}, {}, 0
-        for coll in system.collections:
-            frame = result.frames.get(coll.name)
-            if frame is None or not len(frame):
-                continue
-            frame = frame[frame[REQUEST_ID_COLUMN] == request_id]
-            if not len(frame):
-                continue
-            mine = belongs_to_subject(frame, coll, subjects)
-            foreign += int((~mine).sum())  # rows of someone else: the partner's answer is not to be trusted
-            if int(mine.sum()):
-                (kept if coll.name in held else left)[coll.name] = int(mine.sum())
-        row = next(r for r in rt.ledger.system_results(request_id) if r.system == system_key and r.action == "erase")
-        evidence = {
-            **row.evidence,
-            "verified_with": refs[request_id],
-            "still_held_lawfully": kept,
-            "left_behind": left,
-            "rows_of_someone_else": foreign,
-        }
-        if left or foreign:
-            reason = (
-                f"partner {system_key} claims it erased but still holds "
-                f"{sum(left.values())} rows in {', '.join(sorted(left))}"
-                if left
-                else f"partner {system_key} answered the check of its erasure with {foreign} rows of another subject"
-            )
-            rt.ledger.upsert_system_result(request_id, system_key, "erase", "failed", outcome=reason, evidence=evidence)
-            reasons.append(f"{request_id}: {reason}")
-            continue
-        outcome = "erased, checked by reading back" + (
-            f"; kept under its legal hold: {', '.join(sorted(kept))}" if kept else ""
-        )
-        rt.ledger.upsert_system_result(request_id, system_key, "erase", "completed", outcome=outcome, evidence=evidence)
+    by_request = {  # collection -> request id -> the rows read back for it (one pass per frame)
+        name: dict(tuple(frame.groupby(REQUEST_ID_COLUMN)))
+        for name, frame in result.frames.items()
+        if frame is not None and len(frame)
+    }
+    reasons: list[str] = []
+    with rt.ledger.batch():  # a wave's thousands of partner rows in one transaction
+        for request_id in refs:
+            frames = {name: rows[request_id] for name, rows in by_request.items() if request_id in rows}
+            reason = _check_claim(rt, system, request_id, refs[request_id], frames, subjects, held)
+            if reason:
+                reasons.append(f"{request_id}: {reason}")
     return {"verified": not reasons, "reason": "; ".join(reasons)}
+
+
+def _check_claim(rt: Runtime, system, request_id: str, refs: list[str], frames: dict, subjects, held: set[str]) -> str:
+    """Record one request's read-back (partner row completed or failed); returns the reason it failed, or ''."""
+    from include.dsr.checks.results import belongs_to_subject
+
+    left, kept, foreign = {}, {}, 0
+    for coll in system.collections:
+        frame = frames.get(coll.name)
+        if frame is None:
+            continue
+        mine = belongs_to_subject(frame, coll, subjects)
+        foreign += int((~mine).sum())  # rows of someone else: the partner's answer is not to be trusted
+        if int(mine.sum()):
+            (kept if coll.name in held else left)[coll.name] = int(mine.sum())
+    row = next(r for r in rt.ledger.system_results(request_id) if r.system == system.key and r.action == "erase")
+    evidence = {
+        **row.evidence,
+        "verified_with": refs,
+        "still_held_lawfully": kept,
+        "left_behind": left,
+        "rows_of_someone_else": foreign,
+    }
+    if left or foreign:
+        reason = (
+            f"partner {system.key} claims it erased but still holds "
+            f"{sum(left.values())} rows in {', '.join(sorted(left))}"
+            if left
+            else f"partner {system.key} answered the check of its erasure with {foreign} rows of another subject"
+        )
+        rt.ledger.upsert_system_result(request_id, system.key, "erase", "failed", outcome=reason, evidence=evidence)
+        return reason
+    outcome = "erased, checked by reading back" + (
+        f"; kept under its legal hold: {', '.join(sorted(kept))}" if kept else ""
+    )
+    rt.ledger.upsert_system_result(request_id, system.key, "erase", "completed", outcome=outcome, evidence=evidence)
+    return ""
 
 
 def failure_reasons(rt: Runtime, system_key: str, refs: dict[str, list[str]]) -> str:
