@@ -173,7 +173,7 @@ def point_airflow_at(paths: WorldPaths, ledger_url: str) -> None:
         )
 
 
-def run_erasure(conf: dict) -> dict:
+def run_erasure(conf: dict, profile: str | None = None) -> dict:
     """One ``dsr_erasure`` run with ``dag.test()``: wall, state, per-task seconds (mapped tasks summed)."""
     from airflow.dag_processing.dagbag import DagBag
 
@@ -181,10 +181,19 @@ def run_erasure(conf: dict) -> dict:
 
     bag = DagBag(dag_folder=str(ROOT / "dags" / "dsr_erasure.py"))
     dag = bag.get_dag(constants.DAG_ERASURE)
+    profiler = None
+    if profile:  # dag.test runs every task in this process: one profile covers them all
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     started = time.perf_counter()
     with deadline_pruning_fix():
         run = dag.test(run_conf=conf, mark_success_pattern="confirm_identity|confirm_manual_partner")
     wall = time.perf_counter() - started
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     tasks: dict[str, float] = {}
     for ti in run.get_task_instances():
         if ti.start_date and ti.end_date:
@@ -223,7 +232,7 @@ def singles(base_url: str, schema: str, subjects: int, count: int, ledger_url: s
         raise
 
 
-def wave(paths: WorldPaths, services: Services, size: int, ledger_url: str, skip: int) -> dict:
+def wave(paths: WorldPaths, services: Services, size: int, ledger_url: str, skip: int, profile=None) -> dict:
     chosen = people(paths, size, skip=skip)
     started = time.perf_counter()
     objects = upload_objects(services.s3, paths, [k for k, _ in chosen])
@@ -236,7 +245,7 @@ def wave(paths: WorldPaths, services: Services, size: int, ledger_url: str, skip
     key = f"_waves/{wave_id}.jsonl"
     services.s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
     print(f"[wave] {size} erasures as one run ...", flush=True)
-    result = run_erasure({"request_id": wave_id, "wave": key})
+    result = run_erasure({"request_id": wave_id, "wave": key}, profile)
     counts = closed_counts(ledger_url, wave_id + "-")
     report = json.loads(
         services.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"_waves/{wave_id}/report.json")["Body"].read()
@@ -282,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wave", type=int, default=10000, help="erasures in the wave")
     parser.add_argument("--fides-runs", type=int, default=10, help="erasures (and accesses) Fides answers")
     parser.add_argument("--no-fides", action="store_true")
+    parser.add_argument("--wave-only", action="store_true", help="no single erasures (and no small world)")
+    parser.add_argument("--profile", help="write a cProfile of the wave's run to this file")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
@@ -291,22 +302,30 @@ def main(argv: list[str] | None = None) -> int:
     Ledger(ledger_url).create_schema()
     report: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count()}
 
-    small = singles(args.postgres_url, "bench_erase_small", args.small, args.singles, ledger_url)
-    small.pop("paths")
-    small.pop("services").stop()
-    large = singles(args.postgres_url, "bench_erase_large", args.large, args.singles, ledger_url)
-    paths, services = large.pop("paths"), large.pop("services")
+    report["ratios"] = {}
+    if args.wave_only:
+        paths, facts = build(args.postgres_url, "bench_erase_large", args.large)
+        point_airflow_at(paths, ledger_url)
+        services = Services(paths)
+        report["world"] = facts
+    else:
+        small = singles(args.postgres_url, "bench_erase_small", args.small, args.singles, ledger_url)
+        small.pop("paths")
+        small.pop("services").stop()
+        large = singles(args.postgres_url, "bench_erase_large", args.large, args.singles, ledger_url)
+        paths, services = large.pop("paths"), large.pop("services")
+        sizes = (("small", small), ("large", large))
+        med = {label: statistics.median(r["wall_s"] for r in size["runs"]) for label, size in sizes}
+        report["single"] = {"small": small, "large": large, "median_wall_s": med}
+        report["ratios"]["single erasure, ~1M rows / ~10k rows (median wall)"] = round(med["large"] / med["small"], 2)
+        report["world"] = {k: large[k] for k in ("schema", "subjects", "platform_rows")}
     try:
-        report["wave"] = wave(paths, services, args.wave, ledger_url, skip=args.singles + 1)
+        report["wave"] = wave(paths, services, args.wave, ledger_url, skip=args.singles + 1, profile=args.profile)
     finally:
         services.stop()
-    sizes = (("small", small), ("large", large))
-    med = {label: statistics.median(r["wall_s"] for r in size["runs"]) for label, size in sizes}
-    report["single"] = {"small": small, "large": large, "median_wall_s": med}
-    report["ratios"] = {"single erasure, ~1M rows / ~10k rows (median wall)": round(med["large"] / med["small"], 2)}
     if not args.no_fides:
         # Fides's world: N accounts, 3N orders, N tickets; N so that it holds as many rows as ours.
-        anchor = fides(max(10000, large["platform_rows"] // 5), args.fides_runs)
+        anchor = fides(max(10000, report["world"]["platform_rows"] // 5), args.fides_runs)
         walls = fides_erasure_walls(anchor["results"])
         report["fides"] = anchor
         if walls:
@@ -316,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["wave"]["subjects_per_minute"] / rate, 1
             )
     print("\n" + json.dumps({k: report[k] for k in ("ratios",)}, indent=1))
-    print(f"single erasure median wall: {med}")
+    if "single" in report:
+        print(f"single erasure median wall: {report['single']['median_wall_s']}")
     w = report["wave"]
     print(f"wave of {w['size']}: {w['wall_s']}s ({w['subjects_per_minute']} subjects/min); tasks: {w['task_s']}")
     (RESULTS / "erasure.json").write_text(json.dumps(report, indent=1, default=str))

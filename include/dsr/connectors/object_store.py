@@ -87,12 +87,18 @@ class ObjectStoreConnector(BaseConnector):
         log.info("staged %s objects from %s", sum(len(v) for v in result.files.values()), self.system.key)
         return result
 
-    def keys_of(self, subjects: list[ResolvedSubject]) -> dict[str, list[str]]:
-        """Per collection, the object keys the subjects' database rows reference."""
-        found = {}
+    def keys_by_request(self, subjects: list[ResolvedSubject]) -> dict[str, dict[str, list[str]]]:
+        """Request id -> collection -> the object keys its subject's database rows reference (one
+        export of the key rows for the whole batch)."""
+        found: dict[str, dict[str, list[str]]] = {s.request_id: {} for s in subjects}
         for coll in self.system.collections:
             rows, key_field = self._keys(subjects, coll)
-            found[coll.name] = sorted({str(k) for k in rows[key_field] if k})
+            per_request: dict[str, set[str]] = {}
+            for key, request_id in rows[[key_field, REQUEST_ID_COLUMN]].itertuples(index=False):
+                if key:
+                    per_request.setdefault(request_id, set()).add(str(key))
+            for request_id, keys in found.items():
+                keys[coll.name] = sorted(per_request.get(request_id, ()))
         return found
 
     def erase_keys(self, keys: list[str]) -> dict[str, int]:

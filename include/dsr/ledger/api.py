@@ -18,6 +18,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -418,6 +419,95 @@ class Ledger:
         logger.info("ledger: request %s system %s %s -> %s", request_id, system, action, status)
         return after
 
+    def upsert_system_results(self, updates: list[SystemUpdate]) -> None:
+        """:meth:`upsert_system_result` for many rows at once (a wave): the same rules (``attempts``
+        incremented, a ``system.<status>`` event when the row is new or its status changes, None
+        keeps a value), a few statements per thousand rows instead of six per row.
+
+        :raises UnknownRequestError: one of the requests is not recorded (nothing is written).
+        """
+        for u in updates:
+            check_text("system", u.system, 128)
+            check_choice("action", u.action, SYSTEM_ACTIONS)
+            check_choice("system status", u.status, SYSTEM_STATUSES)
+            check_record_count(u.record_count)
+            check_text("outcome", u.outcome, _TEXT_MAX, required=False)
+            if u.evidence is not None:
+                check_mapping("evidence", u.evidence)
+                reject_personal_data(u.evidence, "evidence")
+        if not updates:
+            return
+        with self._write() as conn:
+            ids = [u.request_id for u in updates]
+            store.require_requests(conn, ids)
+            now = self._now()
+            stored = store.systems_of(conn, ids)
+            current: dict[tuple[str, str, str], SystemResultRow] = {}
+            events: list[tuple[str | None, str, Mapping[str, Any], str | None]] = []
+            for u in updates:
+                key = (u.request_id, u.system, u.action)
+                before = current.get(key) or stored.get(key)
+                after = SystemResultRow(
+                    request_id=u.request_id,
+                    system=u.system,
+                    action=u.action,
+                    status=u.status,
+                    record_count=u.record_count
+                    if u.record_count is not None
+                    else getattr(before, "record_count", None),
+                    outcome=u.outcome if u.outcome is not None else getattr(before, "outcome", None),
+                    evidence=dict(u.evidence) if u.evidence is not None else (before.evidence if before else {}),
+                    attempts=before.attempts + 1 if before else 1,
+                    created_at=before.created_at if before else now,
+                    updated_at=now,
+                )
+                current[key] = after
+                if before is None or before.status != u.status:
+                    events.append((u.request_id, f"system.{u.status}", _system_payload(before, after), None))
+            rows = {
+                key: {
+                    **{c: getattr(row, c) for c in store.UPDATED_SYSTEM_COLUMNS},
+                    "evidence": canonical_json(row.evidence),
+                    "created_at": row.created_at,
+                }
+                for key, row in current.items()
+            }
+            store.save_systems(conn, rows, new={key for key in current if key not in stored})
+            store.append_event_rows(conn, now, events)
+        logger.info("ledger: %s system rows of %s requests written", len(updates), len(set(ids)))
+
+    def append_events(self, events: list[tuple[str | None, str, Mapping[str, Any], str | None]]) -> int:
+        """:meth:`append_event` for many ``(request_id, event_type, payload, dedupe_key)`` at once, in
+        order, in one insert; events whose dedupe key is stored already are left out.
+
+        :returns: how many were appended
+        :raises UnknownRequestError: one of the requests is not recorded (nothing is written).
+        """
+        for _, event_type, _, dedupe_key in events:
+            check_event_type(event_type)
+            check_text("dedupe_key", dedupe_key, 255, required=False)
+        if not events:
+            return 0
+        with self._write() as conn:
+            store.require_requests(conn, [rid for rid, *_ in events if rid is not None])
+            appended = store.append_event_rows(conn, self._now(), events)
+        logger.info("ledger: %s events appended", appended)
+        return appended
+
+    def system_results_of(self, request_ids: list[str]) -> dict[str, list[SystemResultRow]]:
+        """:meth:`system_results` of many requests (one query per thousand ids)."""
+        found: dict[str, list[SystemResultRow]] = {rid: [] for rid in request_ids}
+        with self._read() as conn:
+            rows = store.systems_of(conn, request_ids)
+        for key in sorted(rows):
+            found[key[0]].append(rows[key])
+        return found
+
+    def events_of(self, request_ids: list[str]) -> dict[str, list[EventRow]]:
+        """:meth:`events` of many requests, each in chain order."""
+        with self._read() as conn:
+            return store.events_of(conn, request_ids)
+
     def system_results(self, request_id: str) -> list[SystemResultRow]:
         """All system rows of a request, ordered by system then action."""
         with self._read() as conn:
@@ -451,6 +541,11 @@ class Ledger:
         logger.info("ledger: event seq %s (%s) for request %s", event.seq, event_type, request_id)
         return event
 
+    def event_with_key(self, dedupe_key: str) -> EventRow | None:
+        """The event appended with ``dedupe_key``, or None (an indexed lookup)."""
+        with self._read() as conn:
+            return store.fetch_event_by_dedupe_key(conn, dedupe_key)
+
     def events(self, request_id: str | None = None) -> list[EventRow]:
         """Events in chain order; all of them, or only those of ``request_id``."""
         with self._read() as conn:
@@ -483,6 +578,19 @@ def _same_request_or_raise(existing: RequestRow, right: str, fingerprint: str) -
         )
     logger.info("ledger: request %s already recorded (re-run)", existing.request_id)
     return existing
+
+
+@dataclass(frozen=True)
+class SystemUpdate:
+    """One row for :meth:`Ledger.upsert_system_results` (None keeps the stored value)."""
+
+    request_id: str
+    system: str
+    action: str
+    status: str
+    record_count: int | None = None
+    outcome: str | None = None
+    evidence: Mapping[str, Any] | None = None
 
 
 def _system_payload(before: SystemResultRow | None, after: SystemResultRow) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from include.dsr.ledger.chain import canonical_json, event_hash, reject_personal_data
 from include.dsr.ledger.schema import (
@@ -199,3 +199,124 @@ def list_events(conn: Connection, request_id: str | None = None) -> list[EventRo
     if request_id is not None:
         query = query.where(dsr_events.c.request_id == request_id)
     return [EventRow.from_mapping(row) for row in conn.execute(query).mappings()]
+
+
+# -- many at once (waves) -------------------------------------------------------------------
+
+IN_CHUNK = 1000  # ids per IN (...) list: well under every backend's bound-parameter limit
+
+
+def _chunks(items: list, size: int = IN_CHUNK) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def require_requests(conn: Connection, request_ids: list[str]) -> None:
+    """:raises UnknownRequestError: one of ``request_ids`` is not in the ledger."""
+    wanted = sorted(set(request_ids))
+    known: set[str] = set()
+    for chunk in _chunks(wanted):
+        query = select(dsr_requests.c.request_id).where(dsr_requests.c.request_id.in_(chunk))
+        known.update(conn.execute(query).scalars())
+    missing = [rid for rid in wanted if rid not in known]
+    if missing:
+        raise UnknownRequestError(f"request_id {missing[0]!r} is not in the ledger: record the request first")
+
+
+def systems_of(conn: Connection, request_ids: list[str]) -> dict[SystemKey, SystemResultRow]:
+    """Every system row of ``request_ids``, by ``(request_id, system, action)``."""
+    found = {}
+    table = dsr_request_systems.c
+    for chunk in _chunks(sorted(set(request_ids))):
+        for row in conn.execute(select(dsr_request_systems).where(table.request_id.in_(chunk))).mappings():
+            found[(row["request_id"], row["system"], row["action"])] = SystemResultRow.from_mapping(row)
+    return found
+
+
+def save_systems(conn: Connection, rows: dict[SystemKey, dict[str, Any]], new: set[SystemKey]) -> None:
+    """Write final column values: ``new`` keys inserted, the others updated (one statement each kind)."""
+    inserts = [{"request_id": k[0], "system": k[1], "action": k[2], **v} for k, v in rows.items() if k in new]
+    if inserts:
+        conn.execute(dsr_request_systems.insert(), inserts)
+    changed = [k for k in rows if k not in new]
+    if changed:
+        t = dsr_request_systems
+        statement = (
+            update(t)
+            .where(
+                (t.c.request_id == bindparam("k_request_id"))
+                & (t.c.system == bindparam("k_system"))
+                & (t.c.action == bindparam("k_action"))
+            )
+            .values({c: bindparam(c) for c in UPDATED_SYSTEM_COLUMNS})
+        )
+        conn.execute(
+            statement,
+            [
+                {
+                    "k_request_id": k[0],
+                    "k_system": k[1],
+                    "k_action": k[2],
+                    **{c: rows[k][c] for c in UPDATED_SYSTEM_COLUMNS},
+                }
+                for k in changed
+            ],
+        )
+
+
+UPDATED_SYSTEM_COLUMNS = ("status", "record_count", "outcome", "evidence", "attempts", "updated_at")
+
+
+def events_of(conn: Connection, request_ids: list[str]) -> dict[str, list[EventRow]]:
+    """Events of each of ``request_ids``, in chain order."""
+    found: dict[str, list[EventRow]] = {rid: [] for rid in request_ids}
+    for chunk in _chunks(sorted(set(request_ids))):
+        query = select(dsr_events).where(dsr_events.c.request_id.in_(chunk)).order_by(dsr_events.c.seq)
+        for row in conn.execute(query).mappings():
+            found[row["request_id"]].append(EventRow.from_mapping(row))
+    for rows in found.values():
+        rows.sort(key=lambda e: e.seq)
+    return found
+
+
+def append_event_rows(
+    conn: Connection, created_at: datetime, events: list[tuple[str | None, str, Mapping[str, Any], str | None]]
+) -> int:
+    """Append ``(request_id, event_type, payload, dedupe_key)`` events at the chain tip in one insert;
+    those whose dedupe key is stored already (or repeated in ``events``) are left out.
+
+    :returns: how many were appended
+    """
+    keys = [key for *_, key in events if key is not None]
+    stored: set[str] = set()
+    for chunk in _chunks(sorted(set(keys))):
+        stored.update(conn.execute(select(dsr_events.c.dedupe_key).where(dsr_events.c.dedupe_key.in_(chunk))).scalars())
+    tip = conn.execute(select(dsr_events.c.seq, dsr_events.c.hash).order_by(dsr_events.c.seq.desc()).limit(1)).first()
+    seq, prev_hash = (tip.seq, tip.hash) if tip is not None else (0, GENESIS_HASH)
+    rows = []
+    for request_id, event_type, payload, dedupe_key in events:
+        if dedupe_key is not None:
+            if dedupe_key in stored:
+                continue
+            stored.add(dedupe_key)
+        check_mapping("payload", payload)
+        reject_personal_data(payload, "payload")
+        payload_json = canonical_json(dict(payload))
+        seq += 1
+        digest = event_hash(prev_hash, seq, request_id, event_type, payload_json, created_at)
+        rows.append(
+            {
+                "seq": seq,
+                "request_id": request_id,
+                "event_type": event_type,
+                "payload": payload_json,
+                "created_at": created_at,
+                "prev_hash": prev_hash,
+                "hash": digest,
+                "dedupe_key": dedupe_key,
+            }
+        )
+        prev_hash = digest
+    if rows:
+        conn.execute(dsr_events.insert(), rows)
+    return len(rows)

@@ -326,7 +326,7 @@ class Notices:
         row = self.ledger.get_request(request_id)
         if row is None:
             raise UnknownRequestError(f"request {request_id!r} is not in the ledger; record it before notifying")
-        existing = next((e for e in self.ledger.events(request_id) if e.dedupe_key == dedupe_key), None)
+        existing = self.ledger.event_with_key(dedupe_key)
         if existing is not None:
             log.info("request %s: %s already sent (event seq %s)", request_id, dedupe_key, existing.seq)
             return existing

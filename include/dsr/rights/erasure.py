@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from include.dsr.core.errors import CheckFailedError, TerminalError
+from include.dsr.ledger.api import SystemUpdate
 from include.dsr.rights.erasure_plan import OBJECTS, PLATFORM, ErasurePlan, ErasurePlanner
 from include.dsr.rights.gathering import fan_out_targets, unit_name
 
@@ -84,15 +85,17 @@ def plan_erasure(rt: Runtime, batch_id: str) -> dict:
     recipients: set[str] = set().union(*(s.recipients for s in subjects))
     targets = fan_out_targets(rt, "erasure", recipients)
     partners = [t for t in targets["gather"] if t.get("channel")]
+    existing = _erase_rows(rt, [s.request_id for s in subjects])
+    events, pending = [], []
+    for subject in subjects:
+        rid = subject.request_id
+        events.append((rid, "erasure.planned", plan.summary(rid), f"{rid}:erasure.planned"))
+        units = [PLATFORM, OBJECTS, OWN_COPIES]
+        units += [unit_name(t) for t in [*partners, *targets["manual"]] if t["system"] in subject.recipients]
+        pending += [SystemUpdate(rid, unit, ERASE, "pending") for unit in units if unit not in existing[rid]]
     with rt.ledger.batch():
-        for subject in subjects:
-            rid = subject.request_id
-            rt.ledger.append_event(rid, "erasure.planned", plan.summary(rid), dedupe_key=f"{rid}:erasure.planned")
-            units = [PLATFORM, OBJECTS, OWN_COPIES]
-            units += [unit_name(t) for t in [*partners, *targets["manual"]] if t["system"] in subject.recipients]
-            for unit in units:
-                if not _has_row(rt, rid, unit):
-                    rt.ledger.upsert_system_result(rid, unit, ERASE, "pending")
+        rt.ledger.append_events(events)
+        rt.ledger.upsert_system_results(pending)
     rt.staging(batch_id).put_json("manual_targets.json", targets["manual"])
     log.info(
         "batch %s: erasure planned for %s requests, %s partners, %s manual partners",
@@ -104,19 +107,17 @@ def plan_erasure(rt: Runtime, batch_id: str) -> dict:
     return {"requests": len(subjects), "partners": partners, "manual": targets["manual"]}
 
 
-def _has_row(rt: Runtime, request_id: str, system: str) -> bool:
-    return any(r.system == system and r.action == ERASE for r in rt.ledger.system_results(request_id))
+def _erase_rows(rt: Runtime, request_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Request id -> system -> status of its erase rows (one query per thousand requests)."""
+    return {
+        rid: {r.system: r.status for r in rows if r.action == ERASE}
+        for rid, rows in rt.ledger.system_results_of(request_ids).items()
+    }
 
 
 def _done(rt: Runtime, request_ids: list[str], system: str) -> set[str]:
     """The requests whose ``system`` row says the erasure there completed (a re-run skips them)."""
-    return {
-        rid
-        for rid in request_ids
-        if any(
-            r.system == system and r.action == ERASE and r.status == "completed" for r in rt.ledger.system_results(rid)
-        )
-    }
+    return {rid for rid, rows in _erase_rows(rt, request_ids).items() if rows.get(system) == "completed"}
 
 
 def _plan(rt: Runtime, batch_id: str) -> ErasurePlan:
@@ -171,10 +172,11 @@ def _erase_chunk(rt: Runtime, plan: ErasurePlan, chunk: list[ResolvedSubject]) -
         for h in plan.requests[rid].holds
     ]
     rt.registry.record_held(held)
-    with rt.ledger.batch():
-        for rid in ids:
-            summary = plan.summary(rid)
-            rt.ledger.upsert_system_result(
+    rows = []
+    for rid in ids:
+        summary = plan.summary(rid)
+        rows.append(
+            SystemUpdate(
                 rid,
                 PLATFORM,
                 ERASE,
@@ -187,6 +189,8 @@ def _erase_chunk(rt: Runtime, plan: ErasurePlan, chunk: list[ResolvedSubject]) -
                     "suppression_entries": summary["suppression_entries"],
                 },
             )
+        )
+    rt.ledger.upsert_system_results(rows)
     return counts
 
 
@@ -224,11 +228,12 @@ def erase_objects(rt: Runtime, batch_id: str) -> dict:
         for earlier in plan.requests[subject.request_id].own_copies:
             for prefix in (f"{earlier}/", f"_staging/{earlier}/", f"_keys/{earlier}.txt"):
                 copies[subject.request_id] += delete_versions(rt.s3, rt.exports_bucket, prefix=prefix)["versions"]
-    with rt.ledger.batch():
-        for subject in subjects:
-            rid, part = subject.request_id, plan.requests[subject.request_id]
-            mine = sum(versions.get(k, 0) for k in keys[rid])
-            rt.ledger.upsert_system_result(
+    rows = []
+    for subject in subjects:
+        rid, part = subject.request_id, plan.requests[subject.request_id]
+        mine = sum(versions.get(k, 0) for k in keys[rid])
+        rows.append(
+            SystemUpdate(
                 rid,
                 OBJECTS,
                 ERASE,
@@ -237,7 +242,9 @@ def erase_objects(rt: Runtime, batch_id: str) -> dict:
                 outcome=f"{len(keys[rid])} objects deleted ({mine} versions)",
                 evidence={"objects": {c: len(v) for c, v in part.objects.items()}, "versions_deleted": mine},
             )
-            rt.ledger.upsert_system_result(
+        )
+        rows.append(
+            SystemUpdate(
                 rid,
                 OWN_COPIES,
                 ERASE,
@@ -246,6 +253,8 @@ def erase_objects(rt: Runtime, batch_id: str) -> dict:
                 outcome=f"packages of {len(part.own_copies)} earlier requests deleted",
                 evidence={"earlier_requests": part.own_copies, "objects_deleted": copies[rid]},
             )
+        )
+    rt.ledger.upsert_system_results(rows)
     return {"objects": deleted["objects"], "versions": deleted["versions"], "own_copies": sum(copies.values())}
 
 
@@ -268,9 +277,9 @@ def check_erasure(rt: Runtime, batch_id: str) -> dict:
     rt.s3.put_object(
         Bucket=rt.exports_bucket, Key=key, Body=json.dumps(body, default=str).encode(), ContentType="application/json"
     )
-    with rt.ledger.batch():
-        for report in reports.values():
-            rt.ledger.append_event(
+    rt.ledger.append_events(
+        [
+            (
                 report.request_id,
                 "checks.passed" if report.success else "checks.failed",
                 {
@@ -279,7 +288,11 @@ def check_erasure(rt: Runtime, batch_id: str) -> dict:
                     "report_key": key,
                     "reason": report.reason,
                 },
+                None,
             )
+            for report in reports.values()
+        ]
+    )
     failures = [f"{r.request_id}: {r.reason}" for r in reports.values() if not r.success]
     if failures:
         raise CheckFailedError(
@@ -308,8 +321,12 @@ def close_erasure(rt: Runtime, batch_id: str, run_conf: dict) -> dict:
     plan = _plan(rt, batch_id)
     waiting: dict[str, list[str]] = {}
     closing = []
-    for subject in _open_subjects(rt, batch_id):
-        verdict = _verdict(rt, plan, subject.request_id)
+    subjects = _open_subjects(rt, batch_id)
+    ids = [s.request_id for s in subjects]
+    events, rows = rt.ledger.events_of(ids), rt.ledger.system_results_of(ids)
+    for subject in subjects:
+        rid = subject.request_id
+        verdict = _verdict(rt, plan, rid, events[rid], rows[rid])
         if "waiting" in verdict:
             waiting[subject.request_id] = verdict["waiting"]
         else:
@@ -336,12 +353,12 @@ def close_erasure(rt: Runtime, batch_id: str, run_conf: dict) -> dict:
     return {"closed": len(closing), "wave": wave}
 
 
-def _verdict(rt: Runtime, plan: ErasurePlan, rid: str) -> dict:
+def _verdict(rt: Runtime, plan: ErasurePlan, rid: str, events: list, system_rows: list) -> dict:
     """Why ``rid`` cannot close yet (``waiting``), or its outcome and the recipients that did not confirm."""
-    checks = [e.event_type for e in rt.ledger.events(rid) if e.event_type in ("checks.passed", "checks.failed")]
+    checks = [e.event_type for e in events if e.event_type in ("checks.passed", "checks.failed")]
     if checks[-1:] != ["checks.passed"]:
         return {"waiting": ["the erasure checks have not passed"]}
-    rows = [r for r in rt.ledger.system_results(rid) if r.action == ERASE]
+    rows = [r for r in system_rows if r.action == ERASE]
     internal = (PLATFORM, OBJECTS, OWN_COPIES)
     owed = sorted(
         r.system for r in rows if r.status not in ("completed", "failed", "skipped") and r.system not in internal

@@ -245,10 +245,11 @@ class ErasurePlanner:
                 for mode in modes:
                     modes[mode] = sorted(set(modes[mode]), key=str)
             plan.holds = self._holds(plan, fields, stamps)
+        objects = self.objects.keys_by_request(subjects) if self.objects is not None else {}
         for subject in subjects:
             plan = requests[subject.request_id]
-            if self.objects is not None:
-                plan.objects = self.objects.keys_of([subject])
+            if objects:
+                plan.objects = objects[subject.request_id]
             plan.own_copies = sorted(self.earlier.get(subject.request_id, []))
             plan.suppress = len(subject.emails)
             plan.recipients = sorted(subject.recipients)

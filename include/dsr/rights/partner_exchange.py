@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from include.dsr.connectors.partner import COMPLETED, FAILED
 from include.dsr.core.errors import TerminalError, TransientError
 from include.dsr.core.pii import redact
+from include.dsr.ledger.api import SystemUpdate
 from include.dsr.rights.gathering import EXPORT, stage_result
 
 if TYPE_CHECKING:
@@ -114,16 +115,22 @@ def submit(rt: Runtime, batch_id: str, right: str, system_key: str, verify: bool
     statuses = with_backoff(lambda: connector.poll(flat(refs)), f"poll {system_key}")
     state = summarize(statuses)
     if state != COMPLETED:
+        outcome = f"partner status: {state}" + (" (checking the erasure)" if verify else "")
         with rt.ledger.batch():  # a wave's thousands of rows in one transaction
-            for request_id, mine in refs.items():
-                rt.ledger.upsert_system_result(
-                    request_id,
-                    system_key,
-                    action_of(right),
-                    "waiting",
-                    outcome=f"partner status: {state}" + (" (checking the erasure)" if verify else ""),
-                    evidence={"partner_refs": {request_id: mine}},
-                )
+            rt.ledger.upsert_system_results(
+                [
+                    SystemUpdate(
+                        rid,
+                        system_key,
+                        action_of(right),
+                        "waiting",
+                        outcome=outcome,
+                        evidence={"partner_refs": {rid: mine}},
+                    )
+                    for rid, mine in refs.items()
+                ]
+            )
+            for request_id in refs:
                 rt.ledger.set_status(request_id, "waiting_on_partner")
     return {"refs": refs, "state": state}
 
@@ -189,9 +196,9 @@ def confirm_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str,
         for ref in mine:
             for table, count in (answers[ref].get("affected") or {}).items():
                 counts[table] = counts.get(table, 0) + int(count or 0)
-    with rt.ledger.batch():
-        for request_id, counts in affected.items():
-            rt.ledger.upsert_system_result(
+    rt.ledger.upsert_system_results(
+        [
+            SystemUpdate(
                 request_id,
                 system_key,
                 "erase",
@@ -200,6 +207,9 @@ def confirm_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str,
                 outcome="partner confirmed the erasure; checking its claim",
                 evidence={"partner_refs": {request_id: refs[request_id]}, "affected": counts},
             )
+            for request_id, counts in affected.items()
+        ]
+    )
     return {"affected": sum(sum(c.values()) for c in affected.values())}
 
 
@@ -226,17 +236,23 @@ def verify_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, 
         if frame is not None and len(frame)
     }
     reasons: list[str] = []
-    with rt.ledger.batch():  # a wave's thousands of partner rows in one transaction
-        for request_id in refs:
-            frames = {name: rows[request_id] for name, rows in by_request.items() if request_id in rows}
-            reason = _check_claim(rt, system, request_id, refs[request_id], frames, subjects, held)
-            if reason:
-                reasons.append(f"{request_id}: {reason}")
+    stored = rt.ledger.system_results_of(list(refs))
+    updates = []
+    for request_id in refs:
+        frames = {name: rows[request_id] for name, rows in by_request.items() if request_id in rows}
+        row = next(r for r in stored[request_id] if r.system == system_key and r.action == "erase")
+        update = _check_claim(system, request_id, refs[request_id], frames, subjects, held, row.evidence)
+        updates.append(update)
+        if update.status == "failed":
+            reasons.append(f"{request_id}: {update.outcome}")
+    rt.ledger.upsert_system_results(updates)  # a wave's thousands of partner rows in one transaction
     return {"verified": not reasons, "reason": "; ".join(reasons)}
 
 
-def _check_claim(rt: Runtime, system, request_id: str, refs: list[str], frames: dict, subjects, held: set[str]) -> str:
-    """Record one request's read-back (partner row completed or failed); returns the reason it failed, or ''."""
+def _check_claim(
+    system, request_id: str, refs: list[str], frames: dict, subjects, held: set[str], evidence: dict
+) -> SystemUpdate:
+    """One request's read-back: its partner row completed, or failed with the reason."""
     from include.dsr.checks.results import belongs_to_subject
 
     left, kept, foreign = {}, {}, 0
@@ -248,9 +264,8 @@ def _check_claim(rt: Runtime, system, request_id: str, refs: list[str], frames: 
         foreign += int((~mine).sum())  # rows of someone else: the partner's answer is not to be trusted
         if int(mine.sum()):
             (kept if coll.name in held else left)[coll.name] = int(mine.sum())
-    row = next(r for r in rt.ledger.system_results(request_id) if r.system == system.key and r.action == "erase")
     evidence = {
-        **row.evidence,
+        **evidence,
         "verified_with": refs,
         "still_held_lawfully": kept,
         "left_behind": left,
@@ -263,13 +278,11 @@ def _check_claim(rt: Runtime, system, request_id: str, refs: list[str], frames: 
             if left
             else f"partner {system.key} answered the check of its erasure with {foreign} rows of another subject"
         )
-        rt.ledger.upsert_system_result(request_id, system.key, "erase", "failed", outcome=reason, evidence=evidence)
-        return reason
+        return SystemUpdate(request_id, system.key, "erase", "failed", outcome=reason, evidence=evidence)
     outcome = "erased, checked by reading back" + (
         f"; kept under its legal hold: {', '.join(sorted(kept))}" if kept else ""
     )
-    rt.ledger.upsert_system_result(request_id, system.key, "erase", "completed", outcome=outcome, evidence=evidence)
-    return ""
+    return SystemUpdate(request_id, system.key, "erase", "completed", outcome=outcome, evidence=evidence)
 
 
 def failure_reasons(rt: Runtime, system_key: str, refs: dict[str, list[str]]) -> str:

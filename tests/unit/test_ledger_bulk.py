@@ -1,0 +1,132 @@
+"""The ledger's many-rows-at-once writes (waves) do exactly what the one-row writes do.
+
+The same sequence of updates goes once through ``upsert_system_result`` / ``append_event`` and
+once through ``upsert_system_results`` / ``append_events`` into two ledgers; rows (but their
+timestamps) and events (types, payloads, order) must be equal and both chains verify. SQLite
+and PostgreSQL (``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from include.dsr.ledger.api import Ledger, PersonalDataError, SystemUpdate, UnknownRequestError, subject_fingerprint
+
+RECEIVED = datetime(2026, 3, 5, 9, 30, tzinfo=UTC)
+IDS = [f"req-{i}" for i in range(5)]
+UPDATES = [
+    SystemUpdate("req-0", "fabconnect_app", "erase", "pending"),
+    SystemUpdate("req-1", "fabconnect_app", "erase", "pending"),
+    SystemUpdate("req-0", "fabconnect_app", "erase", "completed", record_count=7, evidence={"deleted": {"orders": 7}}),
+    SystemUpdate("req-0", "fabconnect_app", "erase", "completed", outcome="again, same status"),  # no event
+    SystemUpdate("req-2", "payflow", "erase", "waiting", outcome="partner status: pending"),
+    SystemUpdate("req-2", "payflow", "erase", "failed", outcome="claims erased, keeps 2 rows"),
+    SystemUpdate("req-3", "fabconnect_s3", "erase", "skipped"),
+]
+
+
+@pytest.fixture
+def two_ledgers(ledger_url: str, tmp_path) -> Iterator[tuple[Ledger, Ledger]]:
+    """Two empty ledgers on the same backend (the second in another SQLite file / PG schema)."""
+    if ledger_url.startswith("sqlite"):
+        other_url = f"sqlite:///{tmp_path / 'other.db'}"
+        cleanup = None
+    else:
+        base = sa.engine.make_url(ledger_url)
+        schema = base.query["options"].split("=", 1)[1] + "_bulk"
+        engine = sa.create_engine(base.difference_update_query(["options"]))
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        other_url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
+        cleanup = (engine, schema)
+    one, many = Ledger(ledger_url), Ledger(other_url)
+    for ledger in (one, many):
+        ledger.create_schema()
+        for i, rid in enumerate(IDS):
+            fingerprint = subject_fingerprint({"email": f"p{i}@example.com"}, "s")
+            ledger.record_request(rid, "erasure", "GDPR", fingerprint, RECEIVED, RECEIVED + timedelta(days=30))
+    yield one, many
+    one.close()
+    many.close()
+    if cleanup:
+        engine, schema = cleanup
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+def _rows(ledger: Ledger) -> list[tuple]:
+    found = []
+    for rows in ledger.system_results_of(IDS).values():
+        found += [
+            (r.request_id, r.system, r.action, r.status, r.record_count, r.outcome, r.evidence, r.attempts)
+            for r in rows
+        ]
+    return sorted(found)
+
+
+def _events(ledger: Ledger) -> list[tuple]:
+    return [(e.request_id, e.event_type, e.payload_json, e.dedupe_key) for e in ledger.events()]
+
+
+def test_bulk_system_rows_equal_one_by_one(two_ledgers) -> None:
+    one, many = two_ledgers
+    for u in UPDATES:
+        one.upsert_system_result(u.request_id, u.system, u.action, u.status, u.record_count, u.outcome, u.evidence)
+    many.upsert_system_results(UPDATES[:3])  # two batches: the second sees the first's rows
+    many.upsert_system_results(UPDATES[3:])
+    assert _rows(many) == _rows(one)
+    assert _events(many) == _events(one)
+    assert [r.attempts for r in many.system_results("req-0")] == [3]
+    one.verify_chain_or_raise()
+    many.verify_chain_or_raise()
+
+
+def test_bulk_events_skip_stored_and_repeated_dedupe_keys(two_ledgers) -> None:
+    one, many = two_ledgers
+    events = [
+        ("req-0", "erasure.planned", {"rows": 3}, "req-0:erasure.planned"),
+        ("req-1", "erasure.planned", {"rows": 1}, "req-1:erasure.planned"),
+        ("req-0", "erasure.planned", {"rows": 3}, "req-0:erasure.planned"),  # repeated in the list
+        (None, "wave.received", {"lines": 2}, None),
+    ]
+    for rid, kind, payload, key in events:
+        one.append_event(rid, kind, payload, dedupe_key=key)
+    assert many.append_events(events) == 3
+    assert many.append_events(events[:2]) == 0  # a re-run appends nothing
+    assert _events(many) == _events(one)
+    assert [e.event_type for e in many.events_of(["req-0", "req-4"])["req-0"]] == [
+        "request.received",
+        "erasure.planned",
+    ]
+    assert many.events_of(["req-4"])["req-4"][0].event_type == "request.received"
+    many.verify_chain_or_raise()
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (
+            lambda lg: lg.upsert_system_results([UPDATES[0], SystemUpdate("nope", "x", "erase", "pending")]),
+            UnknownRequestError,
+        ),
+        (lambda lg: lg.append_events([("req-0", "a.b", {}, None), ("nope", "a.b", {}, None)]), UnknownRequestError),
+        (
+            lambda lg: lg.upsert_system_results(
+                [SystemUpdate("req-0", "x", "erase", "pending", outcome="to a@b.example")]
+            ),
+            PersonalDataError,
+        ),
+        (lambda lg: lg.append_events([("req-0", "a.b", {"to": "a@b.example"}, None)]), PersonalDataError),
+    ],
+)
+def test_bad_rows_write_nothing(two_ledgers, call, error) -> None:
+    _, many = two_ledgers
+    before = (_rows(many), _events(many))
+    with pytest.raises(error):
+        call(many)
+    assert (_rows(many), _events(many)) == before
