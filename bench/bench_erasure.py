@@ -45,14 +45,15 @@ DEFAULT_URL = os.environ.get("DSR_BENCH_POSTGRES_URL", "postgresql+psycopg2://po
 LEDGER_SCHEMA = "bench_erase_ledger"
 VERIFIED = {"method": "logged_in_session", "verified_at": "2026-11-30T09:00:00Z"}
 
-# Like the test session: its own demo dir, ports and AIRFLOW_HOME before Airflow is imported.
+# Like the test session: its own demo dir, ports (below the ephemeral range, so an outgoing
+# connection never holds one first) and AIRFLOW_HOME before Airflow is imported.
 _HOME = Path(tempfile.mkdtemp(prefix="dsr-bench-erasure-"))
 os.environ.update(
     {
         "DSR_DEMO_DIR": str(_HOME / "demo"),
-        "DSR_S3_PORT": os.environ.get("DSR_BENCH_BASE_PORT", "34100"),
-        "DSR_PARTNER_BASE_PORT": str(int(os.environ.get("DSR_BENCH_BASE_PORT", "34100")) + 1),
-        "DSR_SMTP_PORT": str(int(os.environ.get("DSR_BENCH_BASE_PORT", "34100")) + 9),
+        "DSR_S3_PORT": os.environ.get("DSR_BENCH_BASE_PORT", "31400"),
+        "DSR_PARTNER_BASE_PORT": str(int(os.environ.get("DSR_BENCH_BASE_PORT", "31400")) + 1),
+        "DSR_SMTP_PORT": str(int(os.environ.get("DSR_BENCH_BASE_PORT", "31400")) + 9),
         "DSR_AIRFLOW_HOME": str(_HOME / "airflow"),
         "DSR_DEMO": "1",
         "GX_ANALYTICS_ENABLED": "False",
@@ -86,7 +87,7 @@ def fresh_schema(base_url: str, schema: str) -> str:
 
 def build(base_url: str, schema: str, subjects: int) -> tuple[WorldPaths, dict]:
     url = fresh_schema(base_url, schema)
-    paths = WorldPaths(_HOME / f"world_{schema}", app_url=url)
+    paths = WorldPaths(settings.DEMO_DIR, app_url=url)  # where the partner simulators look
     print(f"[{schema}] building a world of {subjects} subjects ...", flush=True)
     started = time.perf_counter()
     build_world(paths, subjects, settings.DEMO_SEED, None, progress=subjects >= 20000)
@@ -145,24 +146,33 @@ def upload_objects(s3, paths: WorldPaths, keys: list[str]) -> int:
 
 
 class Services:
-    """moto S3, the partner simulators and the SMTP sink for one world."""
+    """moto S3, the SMTP sink and the partner simulators for the world in the demo dir, each in a
+    process of its own as in the demo (in this process they would compete with the DAG for the GIL)."""
 
     def __init__(self, paths: WorldPaths) -> None:
-        from include.demo.services import s3_endpoint, start_partner_simulators, start_s3_server
-        from include.demo.smtp_sink import SmtpSink
+        from include.demo.launcher import ProcessGroup
+        from include.demo.readiness import wait_for_port
+        from include.demo.services import s3_endpoint
 
-        self.s3_server = start_s3_server()
-        self.endpoint = s3_endpoint()
-        self.s3 = s3_client_for(self.endpoint)
-        _fresh_buckets(self.s3)
-        self.simulators = start_partner_simulators(paths, self.endpoint)
-        self.mail = SmtpSink().start()
+        self.group = ProcessGroup(_HOME / "service-logs")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        service = [sys.executable, "-m", "include.demo.services"]
+        try:
+            self.group.start("s3", [*service, "s3"], env)
+            wait_for_port("127.0.0.1", settings.S3_PORT, timeout=60, alive=self.group.check_alive)
+            self.group.start("smtp", [*service, "smtp"], env)
+            wait_for_port("127.0.0.1", settings.SMTP_PORT, timeout=30, alive=self.group.check_alive)
+            self.endpoint = s3_endpoint()
+            self.s3 = s3_client_for(self.endpoint)
+            _fresh_buckets(self.s3)
+            self.group.start("partners", [*service, "partners"], env)
+            wait_for_port("127.0.0.1", settings.PARTNER_BASE_PORT, timeout=60, alive=self.group.check_alive)
+        except BaseException:
+            self.group.stop()
+            raise
 
     def stop(self) -> None:
-        self.mail.stop()
-        for sim in self.simulators:
-            sim.stop()
-        self.s3_server.stop()
+        self.group.stop()
 
 
 def point_airflow_at(paths: WorldPaths, ledger_url: str) -> None:

@@ -19,8 +19,8 @@ Sending happens before recording, so a crash in between can repeat a mail once
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -155,6 +155,21 @@ class Notices:
         self.transport = transport or SmtpHookTransport()
         self._controller = controller
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._pending: list | None = None
+
+    @contextmanager
+    def recorded_together(self) -> Iterator[None]:
+        """Notices sent in the block are recorded in the ledger in one insert at its end (a wave's
+        chunk); a crash in the block re-sends that chunk's notices on the next run, never skips one."""
+        if self._pending is not None:
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+            self.ledger.append_events(self._pending)
+        finally:
+            self._pending = None
 
     def sending(self):
         """A block whose notices share one mail connection, when the transport keeps one open."""
@@ -172,11 +187,11 @@ class Notices:
 
     # -- to the data subject ---------------------------------------------------------
 
-    def acknowledgement(self, request_id: str, recipient: str) -> EventRow:
+    def acknowledgement(self, request_id: str, recipient: str) -> EventRow | None:
         """Tell the subject the request arrived and when it will be answered."""
         return self._to_subject(request_id, "acknowledgement", recipient, {})
 
-    def extension(self, request_id: str, recipient: str, new_due: datetime, reason: str) -> EventRow:
+    def extension(self, request_id: str, recipient: str, new_due: datetime, reason: str) -> EventRow | None:
         """Tell the subject the deadline is extended, why, and the new due date."""
         if not reason or not reason.strip():
             raise TerminalError(f"request {request_id!r}: an extension notice needs the reasons")
@@ -196,7 +211,7 @@ class Notices:
         expires_at: datetime | None = None,
         outcome: str = "data_provided",
         exceptions: Sequence[str] = (),
-    ) -> EventRow:
+    ) -> EventRow | None:
         """Tell the subject the request is done: with the package link when there is one, that no
         personal data was found (a valid answer), or which recipients did not confirm.
 
@@ -226,7 +241,7 @@ class Notices:
         held: Sequence[Mapping[str, Any]] = (),
         exceptions: Sequence[str] = (),
         recipients: Sequence[str] = (),
-    ) -> EventRow:
+    ) -> EventRow | None:
         """Tell the subject the data is erased: what, which recipients were told, and what was kept,
         on which basis and until when (the partial refusal of Art. 12(4), with the complaint right).
 
@@ -257,7 +272,9 @@ class Notices:
         }
         return self._to_subject(request_id, "erasure", recipient, values, facts)
 
-    def refusal(self, request_id: str, recipient: str, reasons: Sequence[str], partial: bool = False) -> EventRow:
+    def refusal(
+        self, request_id: str, recipient: str, reasons: Sequence[str], partial: bool = False
+    ) -> EventRow | None:
         """Tell the subject what is refused and why, and their right to complain (Art. 12(4))."""
         reasons = [r.strip() for r in reasons if r and r.strip()]
         if not reasons:
@@ -281,7 +298,7 @@ class Notices:
         owed_partners: Sequence[str] = (),
         ops_address: str | None = None,
         run: tuple[str, str] | None = None,
-    ) -> EventRow:
+    ) -> EventRow | None:
         """Alert ops once per request, kind and deadline in force.
 
         :param run: ``(dag_id, run_id)`` of the DAG run concerned, if any.
@@ -306,7 +323,7 @@ class Notices:
 
     def _to_subject(
         self, request_id: str, kind: str, recipient: str, values: dict, facts: dict | None = None
-    ) -> EventRow:
+    ) -> EventRow | None:
         recipient = check_address(recipient, f"the recipient of request {request_id!r}")
         dedupe = f"{request_id}:{NOTICE_EVENT}:{kind}"
         return self._send_once(
@@ -322,7 +339,7 @@ class Notices:
         event_type: str,
         dedupe_key: str,
         facts: dict,
-    ) -> EventRow:
+    ) -> EventRow | None:
         row = self.ledger.get_request(request_id)
         if row is None:
             raise UnknownRequestError(f"request {request_id!r} is not in the ledger; record it before notifying")
@@ -334,6 +351,10 @@ class Notices:
         mail = Mail(to=recipient, subject=subject, html=html, sender=self.controller.privacy_contact)
         self.transport.send(mail)
         payload = {**facts, "message_id": mail.ref, "sent_at": self._clock(), "template": template}
+        if self._pending is not None:
+            self._pending.append((request_id, event_type, payload, dedupe_key))
+            log.info("request %s: %s sent (message %s)", request_id, facts["kind"], mail.ref)
+            return None
         event = self.ledger.append_event(request_id, event_type, payload, dedupe_key=dedupe_key)
         log.info("request %s: %s sent (message %s)", request_id, facts["kind"], mail.ref)
         return event

@@ -214,7 +214,7 @@ def _acknowledge(rt: Runtime, requests: dict[str, tuple[dict, DSRRequest]], chun
     items = list(requests.items())
     with notices.sending():
         for i in range(0, len(items), chunk):
-            with rt.ledger.batch():
+            with rt.ledger.batch(), notices.recorded_together():
                 for request_id, (line_conf, _) in items[i : i + chunk]:
                     recipient = recipient_from_conf(line_conf, request_id, required=False)
                     if recipient:

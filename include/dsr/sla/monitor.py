@@ -70,7 +70,12 @@ def alert_ops(notices: Notices, assessed: Iterable[OpenRequest], ops_address: st
             item.request_id, item.status, item.due_at, item.days_left, item.partners_owed, ops_address=ops_address
         )
         sent[item.status] += 1
-        log.info("sla monitor: request %s is %s (alert event seq %s)", item.request_id, item.status, event.seq)
+        log.info(
+            "sla monitor: request %s is %s (alert event seq %s)",
+            item.request_id,
+            item.status,
+            event.seq if event else "recorded with the batch",
+        )
     return {status: sent[status] for status in ALERTED_STATUSES}
 
 
