@@ -65,6 +65,7 @@ def airflow_environment(home: Path = AIRFLOW_HOME, base: dict | None = None) -> 
     env.update(
         {
             "AIRFLOW_HOME": str(home),
+            "DSR_DEMO": "1",  # the embedded demo: its public secrets are accepted (never outside it)
             "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
             "AIRFLOW__CORE__DAGS_FOLDER": str(settings.DAGS_FOLDER),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
