@@ -1,6 +1,8 @@
 """No identity of a closed request left in the Airflow metadata DB or the task logs, through a
 running Airflow: a request triggered over the REST API (which writes the conf into ``dag_run`` and
 the audit ``log``), run by the scheduler, closed, then every table and every log file scanned.
+A wave of erasures goes the same way (file in the exports bucket, REST trigger, scheduler and
+triggerer), so erasure is not shown by ``dag.test()`` alone.
 
 The scan is shown to work first: before the request closes, the identities are where the REST
 trigger put them.
@@ -12,6 +14,8 @@ import json
 
 import pytest
 
+from include import constants
+from tests.e2e.conftest import rebuild_world
 from tests.e2e.helpers import HARD, conf_for, ledger, people_without_manual_partner
 from tests.e2e.pii_scan import scan_database, scan_files
 from tests.e2e.stack import running_stack
@@ -22,6 +26,12 @@ pytestmark = pytest.mark.slow
 def _needles(person_key: str) -> list[str]:
     person = HARD[person_key]
     return [person.email, person.email.lower(), person.phone, person.phone.lstrip("+"), person.full_name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def world_restored_afterwards(demo_world):
+    yield
+    rebuild_world(demo_world)  # the wave below erases two people
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +74,33 @@ def test_rest_triggered_request_leaves_no_identity_behind_once_closed(stack, dem
     assert {path: n for path, n in logs.items() if n} == {}
     assert len(after) > 30  # every table was read (Airflow 3.3 has ~50)
     assert logs, "the task logs were found and read"
+
+
+def test_rest_triggered_erasure_wave_runs_on_the_scheduler_and_leaves_no_identity(stack, demo_world, capsys):
+    people = people_without_manual_partner(demo_world.paths)[1:3]
+    wave_id = "E2E-STACK-WAVE"
+    lines = [conf_for(key, f"E2E-STACK-ERASE-{key}", with_phone=True) for key in people]
+    key = f"_waves/{wave_id}.jsonl"
+    body = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)
+    demo_world.s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
+    stack.api.trigger(constants.DAG_ERASURE, {"request_id": wave_id, "wave": key})
+    runs = stack.api.find_runs(constants.DAG_ERASURE, wave_id)
+    run = stack.wait_for_run(constants.DAG_ERASURE, runs[0]["dag_run_id"])
+    assert run["state"] == "success"
+    for line in lines:
+        row = ledger().get_request(line["request_id"])
+        assert row.status == "completed", (line["request_id"], row.status, row.outcome_summary)
+        assert row.outcome in ("erased", "erased_with_holds")
+    with pytest.raises(demo_world.s3.exceptions.NoSuchKey):  # the wave's file (identities) is gone
+        demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=key)
+    needles = [n for person in people for n in _needles(person)]
+    after = scan_database(f"sqlite:///{stack.metadata_db}", needles)
+    logs = scan_files(stack.task_logs, needles)
+    with capsys.disabled():
+        print(
+            f"\nerasure wave on the stack: {sum(after.values())} identity hits in {len(after)} tables, "
+            f"{sum(logs.values())} in {len(logs)} task-log files"
+        )
+    assert {table: n for table, n in after.items() if n} == {}
+    assert {path: n for path, n in logs.items() if n} == {}
+    assert any("dsr_erasure" in str(path) for path in logs), "the erasure run's task logs were read"

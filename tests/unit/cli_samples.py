@@ -17,6 +17,9 @@ import atexit
 import json
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -229,3 +232,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._answer("POST")
+
+
+@contextmanager
+def serving_fake_airflow(monkeypatch, dag_id: str) -> Iterator[FakeAirflow]:
+    """A :class:`FakeAirflow` that knows ``dag_id``, with the CLI pointed at it (API URL, no
+    credentials in the environment, the clock at :data:`NOW`); shut down afterwards."""
+    from include.dsr.cli import context
+
+    server = FakeAirflow()
+    server.routes[("GET", f"/api/v2/dags/{dag_id}")] = (200, {"dag_id": dag_id, "is_paused": False})
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    for name in (context.API_TOKEN_ENV, context.API_USER_ENV, context.API_PASSWORD_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(context.API_URL_ENV, server.url)
+    monkeypatch.setattr(context, "now_utc", lambda: NOW)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -26,24 +25,15 @@ from include.dsr.cli.airflow_api import (
 from include.dsr.cli.app import main
 from include.dsr.ledger.api import Ledger
 from tests.support import run_smtp_sink
-from tests.unit.cli_samples import NOW, TOKEN, FakeAirflow, build_sample_ledger, connection_env
+from tests.unit.cli_samples import TOKEN, FakeAirflow, build_sample_ledger, connection_env, serving_fake_airflow
 
 EMAIL = "maria.lopez@example.com"
 
 
 @pytest.fixture
 def airflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAirflow]:
-    server = FakeAirflow()
-    server.routes[("GET", "/api/v2/dags/dsr_access")] = (200, {"dag_id": "dsr_access", "is_paused": False})
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    for name in (context.API_TOKEN_ENV, context.API_USER_ENV, context.API_PASSWORD_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(context.API_URL_ENV, server.url)
-    monkeypatch.setattr(context, "now_utc", lambda: NOW)
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving_fake_airflow(monkeypatch, "dsr_access") as server:
+        yield server
 
 
 def _dead_url() -> str:

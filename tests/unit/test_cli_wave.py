@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from include import constants
-from include.dsr.cli import context
 from include.dsr.cli.app import main
-from tests.unit.cli_samples import NOW, FakeAirflow
+from tests.unit.cli_samples import FakeAirflow, serving_fake_airflow
 
 BUCKET = constants.EXPORTS_BUCKET
 VERIFIED = {"method": "logged_in_session", "verified_at": "2026-11-25T09:00:00Z"}
@@ -62,17 +60,8 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.fixture
 def airflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAirflow]:
-    server = FakeAirflow()
-    server.routes[("GET", "/api/v2/dags/dsr_erasure")] = (200, {"dag_id": "dsr_erasure", "is_paused": False})
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    for name in (context.API_TOKEN_ENV, context.API_USER_ENV, context.API_PASSWORD_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(context.API_URL_ENV, server.url)
-    monkeypatch.setattr(context, "now_utc", lambda: NOW)
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving_fake_airflow(monkeypatch, "dsr_erasure") as server:
+        yield server
 
 
 @pytest.fixture

@@ -394,14 +394,7 @@ class Ledger:
         :raises UnknownRequestError: no such request.
         :raises PersonalDataError: ``outcome`` or ``evidence`` holds an email-like value.
         """
-        check_text("system", system, 128)
-        check_choice("action", action, SYSTEM_ACTIONS)
-        check_choice("system status", status, SYSTEM_STATUSES)
-        check_record_count(record_count)
-        check_text("outcome", outcome, _TEXT_MAX, required=False)
-        if evidence is not None:
-            check_mapping("evidence", evidence)
-            reject_personal_data(evidence, "evidence")
+        _check_system_update(SystemUpdate(request_id, system, action, status, record_count, outcome, evidence))
         optional = {
             "record_count": record_count,
             "outcome": outcome,
@@ -427,14 +420,7 @@ class Ledger:
         :raises UnknownRequestError: one of the requests is not recorded (nothing is written).
         """
         for u in updates:
-            check_text("system", u.system, 128)
-            check_choice("action", u.action, SYSTEM_ACTIONS)
-            check_choice("system status", u.status, SYSTEM_STATUSES)
-            check_record_count(u.record_count)
-            check_text("outcome", u.outcome, _TEXT_MAX, required=False)
-            if u.evidence is not None:
-                check_mapping("evidence", u.evidence)
-                reject_personal_data(u.evidence, "evidence")
+            _check_system_update(u)
         if not updates:
             return
         with self._write() as conn:
@@ -591,6 +577,18 @@ class SystemUpdate:
     record_count: int | None = None
     outcome: str | None = None
     evidence: Mapping[str, Any] | None = None
+
+
+def _check_system_update(u: SystemUpdate) -> None:
+    """:raises TerminalError: a bad value; :raises PersonalDataError: evidence holding an email."""
+    check_text("system", u.system, 128)
+    check_choice("action", u.action, SYSTEM_ACTIONS)
+    check_choice("system status", u.status, SYSTEM_STATUSES)
+    check_record_count(u.record_count)
+    check_text("outcome", u.outcome, _TEXT_MAX, required=False)
+    if u.evidence is not None:
+        check_mapping("evidence", u.evidence)
+        reject_personal_data(u.evidence, "evidence")
 
 
 def _system_payload(before: SystemResultRow | None, after: SystemResultRow) -> dict[str, Any]:

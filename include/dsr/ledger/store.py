@@ -173,13 +173,32 @@ def append_event_row(
         existing = fetch_event_by_dedupe_key(conn, dedupe_key)
         if existing is not None:
             return existing
+    seq, prev_hash = _chain_tip(conn)
+    values = _chained_row(seq + 1, prev_hash, created_at, request_id, event_type, payload, dedupe_key)
+    conn.execute(dsr_events.insert().values(**values))
+    return EventRow.from_mapping(values)
+
+
+def _chain_tip(conn: Connection) -> tuple[int, str]:
+    """``(seq, hash)`` of the newest event, or ``(0, GENESIS_HASH)`` for an empty chain."""
+    tip = conn.execute(select(dsr_events.c.seq, dsr_events.c.hash).order_by(dsr_events.c.seq.desc()).limit(1)).first()
+    return (tip.seq, tip.hash) if tip is not None else (0, GENESIS_HASH)
+
+
+def _chained_row(
+    seq: int,
+    prev_hash: str,
+    created_at: datetime,
+    request_id: str | None,
+    event_type: str,
+    payload: Mapping[str, Any],
+    dedupe_key: str | None,
+) -> dict[str, Any]:
+    """The ``dsr_events`` row at ``seq`` after ``prev_hash`` (payload checked for personal data)."""
     check_mapping("payload", payload)
     reject_personal_data(payload, "payload")
     payload_json = canonical_json(dict(payload))
-    tip_query = select(dsr_events.c.seq, dsr_events.c.hash).order_by(dsr_events.c.seq.desc()).limit(1)
-    tip = conn.execute(tip_query).first()
-    seq, prev_hash = (tip.seq + 1, tip.hash) if tip is not None else (1, GENESIS_HASH)
-    values = {
+    return {
         "seq": seq,
         "request_id": request_id,
         "event_type": event_type,
@@ -189,8 +208,6 @@ def append_event_row(
         "hash": event_hash(prev_hash, seq, request_id, event_type, payload_json, created_at),
         "dedupe_key": dedupe_key,
     }
-    conn.execute(dsr_events.insert().values(**values))
-    return EventRow.from_mapping(values)
 
 
 def list_events(conn: Connection, request_id: str | None = None) -> list[EventRow]:
@@ -291,32 +308,16 @@ def append_event_rows(
     stored: set[str] = set()
     for chunk in _chunks(sorted(set(keys))):
         stored.update(conn.execute(select(dsr_events.c.dedupe_key).where(dsr_events.c.dedupe_key.in_(chunk))).scalars())
-    tip = conn.execute(select(dsr_events.c.seq, dsr_events.c.hash).order_by(dsr_events.c.seq.desc()).limit(1)).first()
-    seq, prev_hash = (tip.seq, tip.hash) if tip is not None else (0, GENESIS_HASH)
+    seq, prev_hash = _chain_tip(conn)
     rows = []
     for request_id, event_type, payload, dedupe_key in events:
         if dedupe_key is not None:
             if dedupe_key in stored:
                 continue
             stored.add(dedupe_key)
-        check_mapping("payload", payload)
-        reject_personal_data(payload, "payload")
-        payload_json = canonical_json(dict(payload))
         seq += 1
-        digest = event_hash(prev_hash, seq, request_id, event_type, payload_json, created_at)
-        rows.append(
-            {
-                "seq": seq,
-                "request_id": request_id,
-                "event_type": event_type,
-                "payload": payload_json,
-                "created_at": created_at,
-                "prev_hash": prev_hash,
-                "hash": digest,
-                "dedupe_key": dedupe_key,
-            }
-        )
-        prev_hash = digest
+        rows.append(_chained_row(seq, prev_hash, created_at, request_id, event_type, payload, dedupe_key))
+        prev_hash = rows[-1]["hash"]
     if rows:
         conn.execute(dsr_events.insert(), rows)
     return len(rows)

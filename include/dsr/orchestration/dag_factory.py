@@ -113,7 +113,6 @@ def record_task_failure(context) -> None:
     subject is left alone.
     """
     from include.dsr.core.errors import DSRError
-    from include.dsr.core.pii import redact
     from include.dsr.core.request import is_wave
     from include.dsr.rights import intake
 
@@ -129,7 +128,7 @@ def record_task_failure(context) -> None:
     from include.dsr.rights.partner_exchange import clean
 
     # A partner's refusal may quote what it holds (a name): cleaned with the staged subject too.
-    detail = redact(clean(rt, request_id, detail), limit=400)
+    detail = clean(rt, request_id, detail, limit=400)
     right = context["dag"].dag_id.removeprefix("dsr_")
     target = getattr(context.get("task"), "target", None)
     if is_wave(conf):  # each request the wave took in shows the failure
@@ -282,9 +281,10 @@ def _conflict_body(resolved: dict | None) -> str:
     return conflict_body(resolved or {})
 
 
-def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
-    """Access and portability: intake, then gather from every system family, check, package."""
-    with DAG(
+def right_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
+    """The DAG object every right's DAG is built in: ``dsr_<right>``, manual runs only, the
+    request's Params, the failure callback that reaches the ledger and the Deadline Alert."""
+    return DAG(
         dag_id=f"dsr_{right}",
         schedule=None,
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
@@ -296,7 +296,12 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         max_active_tasks=8,
         deadline=request_deadline_alert(),
         user_defined_filters={"conflict_body": _conflict_body},
-    ) as dag:
+    )
+
+
+def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
+    """Access and portability: intake, then gather from every system family, check, package."""
+    with right_dag(right, doc_md, tags) as dag:
 
         @task(trigger_rule="none_failed_min_one_success")
         def plan_fan_out(**context) -> list[dict]:

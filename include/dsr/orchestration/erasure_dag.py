@@ -9,21 +9,15 @@ dry run. Task bodies call :mod:`include.dsr.rights.erasure`; XCom carries ids an
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, task
 
 from include.dsr.orchestration.dag_factory import (
-    DEFAULT_ARGS,
-    _conflict_body,
     _manual_body,
     _runtime,
     intake_tasks,
-    record_task_failure,
-    request_params,
+    right_dag,
 )
-from include.dsr.orchestration.deadline_alert import request_deadline_alert
 from include.dsr.orchestration.errors import run_step
 from include.dsr.orchestration.partner_erasure import PartnerEraseOperator
 
@@ -37,19 +31,7 @@ MANUAL_ERASED, MANUAL_NO_DATA, MANUAL_REFUSED = (
 
 
 def build_erasure_dag(doc_md: str, tags: list[str]) -> DAG:
-    with DAG(
-        dag_id="dsr_erasure",
-        schedule=None,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        tags=["dsr", "gdpr", *tags],
-        params=request_params(RIGHT),
-        default_args={**DEFAULT_ARGS, "on_failure_callback": record_task_failure},
-        doc_md=doc_md,
-        max_active_tasks=8,
-        deadline=request_deadline_alert(),
-        user_defined_filters={"conflict_body": _conflict_body},
-    ) as dag:
+    with right_dag(RIGHT, doc_md, tags) as dag:
 
         @task(trigger_rule="none_failed_min_one_success")
         def plan_erasure(**context) -> list[dict]:

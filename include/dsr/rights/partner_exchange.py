@@ -297,13 +297,13 @@ def failure_reasons(rt: Runtime, system_key: str, refs: dict[str, list[str]]) ->
         connector.close()
 
 
-def clean(rt: Runtime, request_id: str, text: str) -> str:
+def clean(rt: Runtime, request_id: str, text: str, limit: int = 500) -> str:
     """Text bound for the ledger about a partner exchange: the subject's identities (every form
-    known) and account names, and anything email- or phone-like removed, cut to 500 characters."""
+    known) and account names, and anything email- or phone-like removed, cut to ``limit`` characters."""
     identities: list[str] = []
     try:
         for subject in rt.staging(request_id).get_subjects():
             identities += [*subject.emails, *subject.phones, *(p.lstrip("+") for p in subject.phones), *subject.names]
     except Exception as exc:  # no staged subject (yet): the generic patterns still apply
         log.debug("no staged subject to redact with for request %s (%s)", request_id, type(exc).__name__)
-    return redact(text, identities, limit=500)
+    return redact(text, identities, limit=limit)
