@@ -177,12 +177,15 @@ class FakeAirflow(ThreadingHTTPServer):
     admin/admin), bearer auth (401 without a header, 403 "Invalid JWT token" for another
     token than :data:`TOKEN`), 404 for an unknown route. ``routes`` maps ``(method, path)``
     to ``(status, body)``; a POST to ``<known DAG>/dagRuns`` echoes a queued run.
-    Every request is recorded in ``calls``.
+    ``failures`` maps ``(method, path)`` to answers given first, one per call, before the
+    route answers (a database that is locked for a while). Every request is recorded in
+    ``calls``.
     """
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.routes: dict[tuple[str, str], tuple[int, dict]] = {}
+        self.failures: dict[tuple[str, str], list[tuple[int, dict]]] = {}
         self.calls: list[tuple[str, str, dict | None]] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
@@ -216,6 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 401, {"detail": "Not authenticated"}
         if auth != f"Bearer {TOKEN}":
             return 403, {"detail": "Invalid JWT token"}
+        if self.server.failures.get((method, path)):
+            return self.server.failures[(method, path)].pop(0)
         if (method, path) in self.server.routes:
             return self.server.routes[(method, path)]
         if method == "POST" and path.endswith("/dagRuns") and ("GET", path.rsplit("/", 1)[0]) in self.server.routes:

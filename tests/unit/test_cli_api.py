@@ -18,6 +18,7 @@ from include.demo.smtp_sink import SmtpSink
 from include.dsr.cli import context, submit
 from include.dsr.cli.airflow_api import (
     AirflowApi,
+    AirflowApiError,
     ApiAuthError,
     ApiNotFoundError,
     ApiUnreachableError,
@@ -105,6 +106,43 @@ def test_client_unreachable() -> None:
     assert re.fullmatch(
         rf"Airflow API at {url} is not reachable: start it with `make demo` \(.*refused\)", str(caught.value)
     )
+
+
+LOCKED = (500, {"reason": "Database error", "statement": "hidden", "orig_error": "hidden", "message": "ID x"})
+
+
+def test_client_retries_a_locked_metadata_db_with_backoff(
+    airflow: FakeAirflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    airflow.failures[("GET", "/api/v2/dags/dsr_access")] = [LOCKED, (503, {"detail": "Service Unavailable"})]
+    api = AirflowApi(airflow.url, token=TOKEN, backoff=0.01)
+    with caplog.at_level("WARNING"):
+        assert api.get_dag("dsr_access")["is_paused"] is False
+    assert [c[1] for c in airflow.calls] == ["/api/v2/dags/dsr_access"] * 3
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "answered 500 (Database error); retrying in 0.0 s (1/5)" in warnings[0]
+    assert "answered 503 (Service Unavailable); retrying in 0.0 s (2/5)" in warnings[1]
+
+
+def test_client_gives_up_after_its_retries(airflow: FakeAirflow) -> None:
+    airflow.failures[("GET", "/api/v2/dags/dsr_access")] = [LOCKED] * 4
+    with pytest.raises(AirflowApiError) as caught:
+        AirflowApi(airflow.url, token=TOKEN, retries=2, backoff=0.01).get_dag("dsr_access")
+    assert caught.value.status == 500
+    assert "GET /api/v2/dags/dsr_access failed (500 Database error)" in str(caught.value)
+    assert len(airflow.calls) == 3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [(500, {"detail": "Internal Server Error"}), (400, {"detail": "bad conf"}), (409, {"detail": "exists"})],
+)
+def test_client_does_not_retry_other_failures(airflow: FakeAirflow, answer: tuple[int, dict]) -> None:
+    airflow.failures[("GET", "/api/v2/dags/dsr_access")] = [answer]
+    with pytest.raises(AirflowApiError):
+        AirflowApi(airflow.url, token=TOKEN, backoff=0.01).get_dag("dsr_access")
+    assert len(airflow.calls) == 1
 
 
 # -- dsr submit ----------------------------------------------------------------------------
@@ -231,6 +269,26 @@ def test_submit_to_stopped_airflow(airflow: FakeAirflow, dsr) -> None:
     assert out == ""
     assert err.startswith(f"dsr: error: Airflow API at {url} is not reachable")
     assert "`make demo`" in err
+
+
+def test_submit_says_it_retries_a_locked_metadata_db(
+    airflow: FakeAirflow, dsr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(AirflowApi, "__init__", _with_fast_backoff(AirflowApi.__init__))
+    monkeypatch.setenv(context.API_TOKEN_ENV, TOKEN)
+    airflow.failures[("POST", "/api/v2/dags/dsr_access/dagRuns")] = [LOCKED, LOCKED]
+    code, out, err = dsr("submit", "access", "--email", EMAIL)
+    assert code == 0, err
+    assert err.count("answered 500 (Database error); retrying") == 2
+    assert "(queued)" in out
+    assert [c[:2] for c in airflow.calls].count(("POST", "/api/v2/dags/dsr_access/dagRuns")) == 3
+
+
+def _with_fast_backoff(init):
+    def fast(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "backoff": 0.01})
+
+    return fast
 
 
 def test_submit_to_paused_dag_warns(airflow: FakeAirflow, dsr) -> None:

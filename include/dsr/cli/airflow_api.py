@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from functools import cached_property
 from http.client import HTTPException
 from typing import Any
@@ -54,6 +55,9 @@ class AirflowApi:
     :param password: that user's password.
     :param token: a ready JWT; skips the login.
     :param timeout: seconds per HTTP call.
+    :param retries: how often a transient failure (:func:`_is_transient`) is retried.
+    :param backoff: seconds before the first retry, doubled for each next one.
+    :param on_retry: told each retry in a sentence (default: a warning in the log).
     """
 
     # Override to use another login route (``/auth/token`` of the simple auth manager and FAB).
@@ -66,6 +70,9 @@ class AirflowApi:
         password: str | None = None,
         token: str | None = None,
         timeout: float = 30,
+        retries: int = 5,
+        backoff: float = 0.5,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             raise AirflowApiError(f"Airflow API URL {base_url!r} must start with http:// or https://")
@@ -74,6 +81,9 @@ class AirflowApi:
         self._password = password
         self._token = token
         self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._on_retry = on_retry or log.warning
 
     @cached_property
     def token(self) -> str:
@@ -102,20 +112,33 @@ class AirflowApi:
         req.add_header("Accept", "application/json")
         if auth:
             req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - configured API URL
-                return json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raise self._http_error(exc, method, path, auth) from exc
-        except (urllib.error.URLError, ConnectionError, TimeoutError, HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            log.debug("Airflow API %s %s failed: %s", method, path, reason)
-            raise ApiUnreachableError(
-                f"Airflow API at {self.base_url} is not reachable: start it with `make demo` ({reason})"
-            ) from exc
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - configured API URL
+                    return json.loads(resp.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                body = _body(exc)
+                if attempt < self.retries and _is_transient(exc.code, body):
+                    delay = self.backoff * 2**attempt
+                    self._on_retry(
+                        f"Airflow API at {self.base_url}: {method} {path} answered {exc.code} "
+                        f"({_detail(exc, body)}); retrying in {delay:.1f} s ({attempt + 1}/{self.retries})"
+                    )
+                    time.sleep(delay)
+                    continue
+                raise self._http_error(exc, body, method, path, auth) from exc
+            except (urllib.error.URLError, ConnectionError, TimeoutError, HTTPException) as exc:
+                reason = getattr(exc, "reason", exc)
+                log.debug("Airflow API %s %s failed: %s", method, path, reason)
+                raise ApiUnreachableError(
+                    f"Airflow API at {self.base_url} is not reachable: start it with `make demo` ({reason})"
+                ) from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _http_error(self, exc: urllib.error.HTTPError, method: str, path: str, auth: bool) -> AirflowApiError:
-        detail = _detail(exc)
+    def _http_error(
+        self, exc: urllib.error.HTTPError, body: Any, method: str, path: str, auth: bool
+    ) -> AirflowApiError:
+        detail = _detail(exc, body)
         where = f"Airflow API at {self.base_url}"
         if exc.code == 401 and not auth:
             return ApiAuthError(
@@ -206,12 +229,32 @@ def _quote(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-def _detail(exc: urllib.error.HTTPError) -> str:
-    """The ``detail`` of a FastAPI error body, else the HTTP reason."""
+def _body(exc: urllib.error.HTTPError) -> Any:
+    """The error's JSON body, or None (it can be read once only)."""
     try:
-        body = json.loads(exc.read() or b"{}")
+        return json.loads(exc.read() or b"{}")
     except (ValueError, OSError):
+        return None
+
+
+def _is_transient(status: int, body: Any) -> bool:
+    """A failure worth retrying: 503, or a 500 that Airflow reports as a database error.
+
+    The embedded demo's SQLite metadata DB answers concurrent writers with "database is
+    locked", which the API server turns into ``500 {"reason": "Database error"}``; the
+    transaction was rolled back, so sending the same call again is safe.
+    """
+    if status == 503:
+        return True
+    return status == 500 and isinstance(body, dict) and body.get("reason") == "Database error"
+
+
+def _detail(exc: urllib.error.HTTPError, body: Any) -> str:
+    """The ``detail`` of a FastAPI error body, else its ``reason``, else the HTTP reason."""
+    if not isinstance(body, dict):
         return str(exc.reason)
+    if "detail" not in body and body.get("reason"):
+        return str(body["reason"])
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, list):  # pydantic validation errors
         return "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in detail)

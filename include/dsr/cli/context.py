@@ -68,6 +68,8 @@ def make_api(base_url: str, timeout: float = API_TIMEOUT) -> AirflowApi:
         password=os.environ.get(API_PASSWORD_ENV, DEMO_PASSWORD),
         token=os.environ.get(API_TOKEN_ENV) or None,
         timeout=timeout,
+        # The user sees why a command takes longer (the demo's SQLite metadata DB is locked).
+        on_retry=lambda sentence: print(f"dsr: {sentence}", file=sys.stderr, flush=True),
     )
 
 
