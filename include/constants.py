@@ -9,7 +9,7 @@ DAG_OBJECTION = "dsr_objection"
 DAG_SLA_MONITOR = "dsr_sla_monitor"
 DAG_RETENTION = "retention_enforcement"
 
-RIGHTS = ("access", "portability", "erasure", "restriction")
+RIGHTS = ("access", "portability", "erasure", "restriction", "rectification", "objection")
 #: The DAGs whose runs carry a subject's identities in their conf.
 RIGHT_DAG_IDS = (DAG_ACCESS, DAG_PORTABILITY, DAG_ERASURE, DAG_RESTRICTION, DAG_RECTIFICATION, DAG_OBJECTION)
 

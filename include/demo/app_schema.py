@@ -241,6 +241,16 @@ marketing_preferences = Table(
     Column("consent_source", String(40)),
 )
 
+# What the marketing team's newsletter job sent to whom (include.demo.downstream).
+marketing_sends = Table(
+    "marketing_sends",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("campaign", String(80), nullable=False),
+    Column("sent_at", DateTime, nullable=False),
+)
+
 suppression_list = Table(
     "suppression_list",
     metadata,

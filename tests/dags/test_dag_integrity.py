@@ -12,9 +12,9 @@ from include import settings
 
 DAGS_DIR = settings.PROJECT_ROOT / "dags"
 DAG_FILES = sorted(DAGS_DIR.glob("*.py"))
-RIGHT_DAGS = {"dsr_access", "dsr_portability", "dsr_erasure"}
+RIGHT_DAGS = {"dsr_access", "dsr_portability", "dsr_erasure", "dsr_restriction", "dsr_rectification", "dsr_objection"}
 #: Human steps: a retry would ask ops again, or turn a rejection into a fresh prompt.
-HUMAN_TASKS = {"confirm_identity", "decide_identity", "confirm_manual_partner"}
+HUMAN_TASKS = {"confirm_identity", "decide_identity", "confirm_manual_partner", "weigh_objection"}
 HEAVY_MODULES = ("pandas", "great_expectations", "boto3", "botocore", "sqlalchemy.orm", "jinja2.sandbox")
 
 

@@ -238,7 +238,11 @@ class _Handler(BaseHTTPRequestHandler):
         if partner.faults.mode == "leak":
             return 422, {"error": leaky_error(request, partner.book.store)}
         found = partner.book.submit(
-            request.subject_request_id, request.request_type, request.identities, partner.faults
+            request.subject_request_id,
+            request.request_type,
+            request.identities,
+            partner.faults,
+            request.corrections,
         )
         return 202, {key: found[key] for key in STATUS_FIELDS}
 

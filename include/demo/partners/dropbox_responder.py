@@ -217,7 +217,9 @@ class DropboxResponder:
                 return self._answer(
                     key, version, attempt, self._failed(request_id, body, leaky_error(request, self.book.store))
                 )
-            found = self.book.submit(request_id, request.request_type, request.identities, self.faults)
+            found = self.book.submit(
+                request_id, request.request_type, request.identities, self.faults, request.corrections
+            )
         except ValueError as exc:  # an invalid body, or RequestConflict
             return self._answer(key, version, attempt, self._failed(request_id, body, str(exc)))
         if found["request_status"] != "completed":

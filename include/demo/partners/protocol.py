@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from include.demo.partners.faults import Faults, SimClock, to_iso
-from include.demo.partners.store import IDENTITY_TYPES, REQUEST_TYPES
+from include.demo.partners.store import CORRECTABLE, IDENTITY_TYPES, REQUEST_TYPES
 from include.dsr.core.identities import normalize_email, normalize_phone
 from include.dsr.core.pii import Pii
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CORRECTIONS_KEY = "_corrections"  # beside the identities in _sim_requests, gone at completion
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _NORMALIZE = {"email": normalize_email, "phone": normalize_phone}
 
@@ -42,6 +43,8 @@ class SubjectRequest:
     request_type: str
     identities: dict[str, Pii]
     submitted_time: str
+    #: a rectification's corrected values (``email``, ``phone``, ``name``, ``company``)
+    corrections: dict[str, Pii] | None = None
 
 
 def parse_request(body: Any) -> SubjectRequest:
@@ -77,9 +80,30 @@ def parse_request(body: Any) -> SubjectRequest:
             raise ValueError(f"subject_identities: identity_value is not a valid {kind}")
         if identities.setdefault(kind, value) != value:
             raise ValueError(f"subject_identities: more than one {kind}")
+    corrections = _corrections(body) if body["subject_request_type"] == "rectification" else None
     return SubjectRequest(
-        request_id, body["subject_request_type"], {k: Pii(v) for k, v in identities.items()}, body["submitted_time"]
+        request_id,
+        body["subject_request_type"],
+        {k: Pii(v) for k, v in identities.items()},
+        body["submitted_time"],
+        corrections,
     )
+
+
+def _corrections(body: dict) -> dict[str, Pii]:
+    """A rectification's ``corrections``: an object of the correctable fields and their new values."""
+    raw = body.get("corrections")
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"corrections must be an object of the corrected fields ({', '.join(CORRECTABLE)})")
+    found = {}
+    for key, value in raw.items():
+        if key not in CORRECTABLE:
+            raise ValueError(f"corrections: unknown field; correctable: {', '.join(CORRECTABLE)}")
+        normal = _NORMALIZE[key](value) if key in _NORMALIZE and isinstance(value, str) else value
+        if not isinstance(normal, str) or not normal.strip():
+            raise ValueError(f"corrections: {key} is not a valid value")
+        found[key] = Pii(normal)
+    return found
 
 
 def leaky_error(request: SubjectRequest, store: PartnerStore | None = None) -> str:
@@ -137,17 +161,27 @@ class RequestBook:
         with store.connect() as conn:
             conn.execute(_REQUESTS_SCHEMA)
 
-    def submit(self, request_id: str, request_type: str, identities: Mapping[str, str], faults: Faults) -> dict:
+    def submit(
+        self,
+        request_id: str,
+        request_type: str,
+        identities: Mapping[str, str],
+        faults: Faults,
+        corrections: Mapping[str, str] | None = None,
+    ) -> dict:
         """Record a request (idempotent on its id) and complete it if it is due.
 
         :param request_id: the client's ``subject_request_id``.
         :param request_type: one of :data:`REQUEST_TYPES`.
         :param identities: normalized ``email`` and/or ``phone``.
         :param faults: the faults in force, which decide when it completes and if it lies.
+        :param corrections: a rectification's new values (kept, like the identities, until done).
         :returns: the request as :meth:`get` returns it.
         :raises RequestConflict: the id is already used for another type or subject.
         """
-        fingerprint = _fingerprint(request_type, identities)
+        fingerprint = _fingerprint(
+            request_type, {**identities, **{f"new_{k}": v for k, v in (corrections or {}).items()}}
+        )
         with self._lock:
             row = self._load(request_id)
             if row is None:
@@ -157,7 +191,7 @@ class RequestBook:
                     "subject_request_id": request_id,
                     "request_type": request_type,
                     "fingerprint": fingerprint,
-                    "identities": json.dumps(dict(identities)),
+                    "identities": json.dumps({**identities, CORRECTIONS_KEY: dict(corrections or {})}),
                     "fault": faults.mode,
                     "request_status": "pending",
                     "received_time": to_iso(received),
@@ -213,11 +247,12 @@ class RequestBook:
 
     def _complete(self, row: dict) -> dict:
         identities = json.loads(row["identities"])
-        if row["fault"] == "keep" and row["request_type"] == "erasure":
-            found = self.store.find(identities)  # says what it would delete, deletes nothing
+        corrections = identities.pop(CORRECTIONS_KEY, None)
+        if row["fault"] == "keep" and row["request_type"] in ("erasure", "rectification"):
+            found = self.store.find(identities)  # says what it would change, changes nothing
             records, affected = {}, {table: len(rows) for table, rows in found.items()}
         else:
-            records, affected = self.store.apply(row["request_type"], identities)
+            records, affected = self.store.apply(row["request_type"], identities, corrections)
         if row["fault"] == "lie":
             for table, rows in self.store.other_subject_rows(identities).items():
                 records.setdefault(table, []).extend(rows)

@@ -25,7 +25,14 @@ log = logging.getLogger(__name__)
 
 SIM_PREFIX = "_sim_"
 IDENTITY_TYPES = ("email", "phone")
-REQUEST_TYPES = ("access", "portability", "erasure", "restriction", "restriction_lift", "rectification")
+REQUEST_TYPES = ("access", "portability", "erasure", "restriction", "restriction_lift", "rectification", "objection")
+#: A rectification's ``corrections`` (an extension of OpenDSR 0.1): which columns each names.
+CORRECTABLE = {
+    "email": ("email",),
+    "phone": ("phone",),
+    "name": ("name", "customer_name", "cardholder_name"),
+    "company": ("company",),
+}
 
 Rows = dict[str, list[dict[str, Any]]]
 Counts = dict[str, int]
@@ -179,12 +186,36 @@ class PartnerStore:
             }
         return {table: found for table, found in rows.items() if found}
 
-    def apply(self, request_type: str, identities: Mapping[str, str | None]) -> tuple[Rows, Counts]:
+    def rectify(self, identities: Mapping[str, str | None], corrections: Mapping[str, str]) -> Counts:
+        """Write the corrected values into the subject's rows, in one transaction.
+
+        :param corrections: ``email`` | ``phone`` | ``name`` | ``company`` -> the new value
+        :returns: per table, the number of the subject's rows changed.
+        """
+        where, params = _match(identities)
+        counts = {}
+        with self.connect() as conn:
+            for table in self._tables(conn):
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_quote(table)})")}
+                sets = [
+                    (col, value) for key, value in corrections.items() for col in CORRECTABLE[key] if col in columns
+                ]
+                if not sets:
+                    continue
+                assignments = ", ".join(f"{_quote(col)} = ?" for col, _ in sets)
+                counts[table] = conn.execute(
+                    f"UPDATE {_quote(table)} SET {assignments} WHERE {where}", [*(v for _, v in sets), *params]
+                ).rowcount
+        return counts
+
+    def apply(
+        self, request_type: str, identities: Mapping[str, str | None], corrections: Mapping[str, str] | None = None
+    ) -> tuple[Rows, Counts]:
         """Carry out one request on the partner's data.
 
         Access and portability return the rows; erasure deletes them; restriction and
-        restriction_lift set or clear marks; rectification only counts the rows it concerns
-        (an OpenDSR 0.1 request carries no corrected values).
+        restriction_lift set or clear marks, as an objection does (the partner stops processing
+        the rows for us); rectification writes the corrected values it was sent.
 
         :param request_type: one of :data:`REQUEST_TYPES`.
         :param identities: ``email`` and/or ``phone``.
@@ -193,9 +224,14 @@ class PartnerStore:
         if request_type in ("access", "portability"):
             records = self.find(identities)
             return records, {table: len(rows) for table, rows in records.items()}
-        actions = {"erasure": self.erase, "restriction": self.restrict, "restriction_lift": self.lift}
+        actions = {
+            "erasure": self.erase,
+            "restriction": self.restrict,
+            "restriction_lift": self.lift,
+            "objection": self.restrict,
+        }
         if request_type in actions:
             return {}, actions[request_type](identities)
         if request_type == "rectification":
-            return {}, {table: len(rows) for table, rows in self.find(identities).items()}
+            return {}, self.rectify(identities, corrections or {})
         raise ValueError(f"unknown request type {request_type!r}; valid types: {', '.join(REQUEST_TYPES)}")

@@ -118,11 +118,17 @@ class PartnerConnector(BaseConnector):
 
     @abstractmethod
     def submit(
-        self, subjects: list[ResolvedSubject], request_type: str, label: str | None = None
+        self,
+        subjects: list[ResolvedSubject],
+        request_type: str,
+        label: str | None = None,
+        details: dict[str, dict] | None = None,
     ) -> dict[str, list[str]]:
         """Send (idempotently) the subjects' requests; returns our request_id -> partner request ids.
 
         :param label: see :func:`partner_request_id`
+        :param details: per request id, fields the request body carries besides the identities
+            (a rectification's ``corrections``)
         """
 
     @abstractmethod

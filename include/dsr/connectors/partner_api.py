@@ -100,7 +100,11 @@ class PartnerApiConnector(PartnerConnector):
             raise TerminalError(f"partner {self.system.key} speaks API version {body.get('api_version')!r}, not 0.1")
 
     def submit(
-        self, subjects: list[ResolvedSubject], request_type: str, label: str | None = None
+        self,
+        subjects: list[ResolvedSubject],
+        request_type: str,
+        label: str | None = None,
+        details: dict[str, dict] | None = None,
     ) -> dict[str, list[str]]:
         """Post the subjects' requests (idempotent); returns our request_id -> partner request ids."""
         refs: dict[str, list[str]] = {}
@@ -114,6 +118,7 @@ class PartnerApiConnector(PartnerConnector):
                         "subject_request_type": request_type,
                         "subject_identities": identities,
                         "submitted_time": datetime.now(UTC).isoformat(),
+                        **(details or {}).get(subject.request_id, {}),
                     }
                 )
         self._each(lambda body: self._call("POST", "/requests", body), bodies)

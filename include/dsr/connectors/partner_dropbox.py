@@ -72,17 +72,24 @@ class PartnerDropboxConnector(PartnerConnector):
         return PENDING, None
 
     def submit(
-        self, subjects: list[ResolvedSubject], request_type: str, label: str | None = None
+        self,
+        subjects: list[ResolvedSubject],
+        request_type: str,
+        label: str | None = None,
+        details: dict[str, dict] | None = None,
     ) -> dict[str, list[str]]:
         """Write inbox files (a failed attempt is re-written with ``attempt + 1``)."""
         refs: dict[str, list[str]] = {}
         pending = []
         for subject in subjects:
             refs[subject.request_id] = partner_refs(subject, request_type, label)
-            pending += zip(refs[subject.request_id], identity_sets(subject), strict=True)
+            extra = (details or {}).get(subject.request_id, {})
+            pending += [
+                (ref, ids, extra) for ref, ids in zip(refs[subject.request_id], identity_sets(subject), strict=True)
+            ]
 
-        def write(item: tuple[str, list]) -> bool:
-            ref, identities = item
+        def write(item: tuple[str, list, dict]) -> bool:
+            ref, identities, extra = item
             status, _ = self._answer(ref)
             existing = self._read(f"{self.inbox}{ref}.json")
             if status == COMPLETED or (existing and status == PENDING):
@@ -93,6 +100,7 @@ class PartnerDropboxConnector(PartnerConnector):
                 "attempt": (existing or {}).get("attempt", 0) + 1,
                 "subject_identities": identities,
                 "submitted_time": datetime.now(UTC).isoformat(),
+                **extra,
             }
             self.s3.put_object(Bucket=self.bucket, Key=f"{self.inbox}{ref}.json", Body=json.dumps(body).encode())
             return True

@@ -156,7 +156,9 @@ def apply_changes(conn: Connection, system: System, changes: list[RowChanges], s
     return counts
 
 
-def add_suppression(conn: Connection, collection: Collection, email_hashes: list[str], now: Any) -> int:
+def add_suppression(
+    conn: Connection, collection: Collection, email_hashes: list[str], now: Any, reason: str = "erasure"
+) -> int:
     """Add the keyed hashes missing from the suppression collection; returns how many were added."""
     from sqlalchemy import column, insert, select, table
 
@@ -167,7 +169,7 @@ def add_suppression(conn: Connection, collection: Collection, email_hashes: list
     present: set[str] = set()
     for part in chunks(email_hashes):
         present |= {r[0] for r in conn.execute(select(t.c[hash_field]).where(t.c[hash_field].in_(part)))}
-    rows = [{hash_field: h, "reason": "erasure", "added_at": now} for h in sorted(set(email_hashes) - present)]
+    rows = [{hash_field: h, "reason": reason, "added_at": now} for h in sorted(set(email_hashes) - present)]
     if rows:
         conn.execute(insert(t), rows)
     return len(rows)

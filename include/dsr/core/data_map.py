@@ -32,6 +32,8 @@ Channel = Literal["database", "object_store", "api", "s3_dropbox", "manual"]
 FieldErasure = Literal["delete_row", "null", "hash", "keep"]
 Portability = Literal["provided", "observed", "inferred", "none"]
 PhoneFormat = Literal["e164", "free_text"]
+#: How a corrected value is validated (``include.dsr.core.corrections``).
+RectifyFormat = Literal["email", "phone", "name", "text", "country", "postal_code"]
 NOT_PERSONAL = "system.operations"
 DURATION_PATTERN = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
 
@@ -61,6 +63,10 @@ class FieldSpec(_Strict):
         None,
         description="Region (ISO 3166, e.g. DE) a number stored without country code is read in; "
         "default the controller's country.",
+    )
+    rectify: RectifyFormat | None = Field(
+        None,
+        description="The subject may correct this field (Art. 16); the corrected value is validated as this format.",
     )
 
     @property
@@ -181,6 +187,14 @@ class Purpose(_Strict):
     description: str
     legal_basis: Literal["consent", "contract", "legal_obligation", "legitimate_interest"]
     basis_detail: str = Field(description="Article reference and, for legitimate interest, the interest.")
+    direct_marketing: bool = Field(
+        False, description="Direct marketing: an objection to it is absolute and immediate (Art. 21(2), (3))."
+    )
+    stops_with: dict[str, dict[str, object]] = Field(
+        default_factory=dict,
+        description="What stopping this purpose for a subject sets, per collection of the platform DB: "
+        "{collection: {field: value}} (consent off, testimonial unpublished).",
+    )
 
 
 class Controller(_Strict):
@@ -222,6 +236,13 @@ class DataMap(_Strict):
                         f"{where}.object_key_field: {coll.object_key_field!r} is not a "
                         "'collection.field' of an internal system"
                     )
+                if system.family != "internal" and any(f.rectify for f in coll.fields):
+                    raise ValueError(f"{where}: rectify marks fields Fabconnect stores; partners are told (Art. 19)")
+        for key, purpose in self.purposes.items():
+            for coll_name, values in purpose.stops_with.items():
+                unknown = [f"{coll_name}.{name}" for name in values if f"{coll_name}.{name}" not in internal_fields]
+                if unknown:
+                    raise ValueError(f"purposes[{key}].stops_with: {unknown} are not fields of an internal system")
         return self
 
     def _check_shared_with(self, where: str, coll: Collection, names: dict[str, Collection]) -> None:

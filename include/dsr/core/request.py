@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from include.dsr.core.corrections import Correction
 from include.dsr.core.errors import RequestValidationError
 from include.dsr.core.identities import PHONE_TYPING, WHITESPACE, normalize_email, normalize_phone
 
@@ -45,7 +46,23 @@ RESTRICTION_ACTIONS = ("apply", "lift")
 CLOCK_SKEW = timedelta(minutes=5)  # received_at a little ahead of our clock is not "the future"
 
 COMMON_KEYS = {"request_id", "subject", "received_at", "verification", "jurisdiction", "dry_run"}
-EXTRA_KEYS = {"portability": {"transmit_to"}, "restriction": {"action"}}
+EXTRA_KEYS = {
+    "portability": {"transmit_to"},
+    "restriction": {"action"},
+    "rectification": {"corrections"},
+    "objection": {"purposes", "grounds"},
+}
+#: How an objection to a purpose is handled, from the purpose's legal basis in the data map.
+DIRECT_MARKETING, CONSENT_WITHDRAWAL, LEGITIMATE_INTEREST = (
+    "direct_marketing",
+    "consent_withdrawal",
+    "legitimate_interest",
+)
+GROUNDS_MAX = 2000
+#: Ops' choices when they weigh an objection to processing on legitimate interests (Art. 21(1)).
+UPHOLD_OBJECTION = "No compelling grounds: stop the processing"
+OVERRIDE_OBJECTION = "Compelling legitimate grounds override the objection"
+OBJECTION_DECISIONS = [UPHOLD_OBJECTION, OVERRIDE_OBJECTION]
 
 
 class Subject(BaseModel):
@@ -83,6 +100,11 @@ class DSRRequest(BaseModel):
     dry_run: bool = False
     transmit_to: str | None = None
     action: str | None = None
+    #: rectification: the corrected fields (personal data: staged, never logged)
+    corrections: tuple[Correction, ...] = ()
+    #: objection: the purposes objected to (data-map keys), and the subject's grounds (free text)
+    purposes: tuple[str, ...] = ()
+    grounds: str | None = None
 
 
 def _parse_time(value: Any, key: str, problems: list[str]) -> datetime | None:
@@ -222,6 +244,21 @@ def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRReq
     action = conf.get("action")
     if right == "restriction" and action not in RESTRICTION_ACTIONS:
         problems.append(f"action: must be one of {list(RESTRICTION_ACTIONS)}")
+    corrections: list[Correction] = []
+    if right == "rectification":
+        from include.dsr.core.corrections import parse_corrections
+        from include.dsr.core.data_map import load_data_map
+
+        corrections, found = parse_corrections(
+            conf.get("corrections"), load_data_map(), subject.phone_region if subject else None
+        )
+        problems += found
+    purposes: list[str] = []
+    grounds = conf.get("grounds") or None
+    if right == "objection":
+        purposes = _check_purposes(conf.get("purposes"), problems)
+        if grounds is not None and (not isinstance(grounds, str) or len(grounds) > GROUNDS_MAX):
+            problems.append(f"grounds: the subject's grounds as text, at most {GROUNDS_MAX} characters")
     if problems:
         rid = request_id if isinstance(request_id, str) and re.match(REQUEST_ID_PATTERN, request_id) else "<invalid>"
         raise RequestValidationError(f"request {rid} refused before anything was touched: " + "; ".join(problems))
@@ -238,7 +275,46 @@ def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRReq
         dry_run=bool(conf.get("dry_run")),
         transmit_to=transmit_to,
         action=action,
+        corrections=tuple(corrections),
+        purposes=tuple(purposes),
+        grounds=grounds.strip() if isinstance(grounds, str) else None,
     )
+
+
+def objection_kind(purpose_key: str) -> str:
+    """How an objection to the purpose is handled: direct marketing (absolute, Art. 21(2)),
+    consent withdrawal (Art. 7(3)), or legitimate interests weighed by ops (Art. 21(1))."""
+    from include.dsr.core.data_map import load_data_map
+
+    purpose = load_data_map().purposes[purpose_key]
+    if purpose.direct_marketing:
+        return DIRECT_MARKETING
+    return CONSENT_WITHDRAWAL if purpose.legal_basis == "consent" else LEGITIMATE_INTEREST
+
+
+def _check_purposes(raw: Any, problems: list[str]) -> list[str]:
+    from include.dsr.core.data_map import load_data_map
+
+    known = load_data_map().purposes
+    objectable = sorted(
+        k for k, p in known.items() if p.direct_marketing or p.legal_basis in ("consent", "legitimate_interest")
+    )
+    if not isinstance(raw, list) or not raw or not all(isinstance(p, str) for p in raw):
+        problems.append(f"purposes: give the purposes objected to, a list of: {', '.join(objectable)}")
+        return []
+    found = []
+    for key in dict.fromkeys(raw):
+        if key not in known:
+            problems.append(f"purposes: unknown purpose {key[:40]!r}; one of {', '.join(objectable)}")
+        elif key not in objectable:
+            problems.append(
+                f"purposes: {key} rests on {known[key].legal_basis.replace('_', ' ')}; an objection covers "
+                "legitimate interests and direct marketing (Art. 21), consent is withdrawn (Art. 7(3)); "
+                "ask for erasure or restriction instead"
+            )
+        else:
+            found.append(key)
+    return found
 
 
 # -- waves --------------------------------------------------------------------------------

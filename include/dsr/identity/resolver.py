@@ -19,6 +19,8 @@ Exact matching rules (DESIGN.md; the comparisons are :mod:`include.dsr.identity.
 * a phone shared by several accounts (a company line) links nobody: rows keyed only by that
   phone are not gathered for anyone, and the phone is not sent to partners;
 * a linked account contributes its own email and (unshared) phone to the subject;
+* an email or phone a rectification replaced still links its account for requests received
+  before the correction (:mod:`include.dsr.identity.aliases`), never for later ones;
 * recipients come from the ``shared_with`` declarations (orders -> manufacturing partner,
   payment methods -> processor, payout accounts -> card program), for linked accounts only.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from include.dsr.core.pii import keyed_hash
@@ -60,6 +63,8 @@ class SubjectQuery:
     account_id: int | None = None
     verified: frozenset[str] = ALL_TYPES
     bound_to_anchor: frozenset[str] = frozenset()
+    #: when the request arrived: identities replaced by a later rectification still link then
+    received_at: datetime | None = None
 
     def given(self) -> dict[str, Any]:
         """identity type -> value, for the identities the request gives."""
@@ -75,7 +80,7 @@ class SubjectQuery:
         """This query with the anchor identity alone (ops chose "verified identity only")."""
         anchor = self.anchor()
         kept = {kind: value for kind, value in self.given().items() if kind == anchor}
-        return SubjectQuery(self.request_id, verified=frozenset(kept), **kept)
+        return SubjectQuery(self.request_id, verified=frozenset(kept), received_at=self.received_at, **kept)
 
 
 @dataclass
@@ -146,6 +151,15 @@ class _Accounts:
     email_of: dict[int, str] = field(default_factory=dict)
     phone_of: dict[int, str] = field(default_factory=dict)
     names_of: dict[int, set[str]] = field(default_factory=dict)
+    #: (type, value) -> (account, replaced at) of identities a rectification replaced
+    aliases: dict[tuple[str, Any], list[tuple[int, datetime]]] = field(default_factory=dict)
+
+    def accounts(self, kind: str, value: Any, received_at: datetime | None) -> set[int]:
+        """Accounts holding the identity now, and those it was replaced on after ``received_at``."""
+        held = self.by.get((kind, value), set())
+        if received_at is None or (kind, value) not in self.aliases:
+            return held
+        return held | {a for a, replaced in self.aliases[(kind, value)] if received_at <= replaced}
 
 
 class IdentityResolver:
@@ -193,7 +207,7 @@ class IdentityResolver:
         def accounts_of(kind: str, value: Any) -> set[int]:
             if kind == "phone" and value in shared:
                 return set()  # a company line links nobody
-            return found.by.get((kind, value), set())
+            return found.accounts(kind, value, query.received_at)
 
         anchor = query.anchor()
         linked = accounts_of(anchor, given[anchor]) if anchor else set()
@@ -201,7 +215,7 @@ class IdentityResolver:
         for kind, value in given.items():
             if kind == anchor:
                 continue
-            theirs = found.by.get((kind, value), set())
+            theirs = found.accounts(kind, value, query.received_at)
             if kind == "phone" and value in shared:
                 # a company line is the subject's when one of its holders is the subject's account
                 disagrees = bool(theirs) and not theirs & linked
@@ -261,6 +275,16 @@ class IdentityResolver:
                     found.phone_of[account_id] = value
                 if value in wanted.get(kind, set()):
                     found.by[(kind, value)].add(account_id)
+        from include.dsr.identity import aliases
+
+        found.aliases = aliases.lookup(conn, wanted, self.hash_secret)
+        if found.aliases:  # the aliased accounts' own (current) identities and names
+            missing = {a for links in found.aliases.values() for a, _ in links} - set(found.email_of)
+            if missing:
+                extra = self._find(conn, {"account_id": missing})
+                found.email_of.update(extra.email_of)
+                found.phone_of.update(extra.phone_of)
+                found.names_of.update(extra.names_of)
         return found
 
     def _shared_phones(self, conn: Connection, phones: set[str]) -> set[str]:

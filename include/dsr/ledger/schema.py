@@ -52,6 +52,10 @@ REQUEST_OUTCOMES = (
     "erased_with_holds",  # a partial refusal (Art. 12(4)): data under a legal obligation kept, restricted
     "no_personal_data_found",
     "completed_with_exceptions",
+    "restricted",  # Art. 18: only storage continues
+    "restriction_lifted",  # Art. 18(3): after the subject was told
+    "rectified",  # Art. 16
+    "processing_stopped",  # Art. 21 objection upheld, or Art. 7(3) consent withdrawn
     "refused",
     "failed",
 )

@@ -272,6 +272,50 @@ class Notices:
         }
         return self._to_subject(request_id, "erasure", recipient, values, facts)
 
+    def restriction(
+        self, request_id: str, recipient: str, recipients: Sequence[str] = (), exceptions: Sequence[str] = ()
+    ) -> EventRow | None:
+        """Tell the subject the processing is restricted (only storage continues) and who was told."""
+        values = {"recipients": list(recipients), "exceptions": list(exceptions)}
+        facts = {"recipients_told": len(recipients), "exceptions": list(exceptions)}
+        return self._to_subject(request_id, "restriction", recipient, values, facts)
+
+    def restriction_lift(self, request_id: str, recipient: str, since: datetime | None) -> EventRow | None:
+        """Tell the subject, before it happens, that the restriction will be lifted (Art. 18(3))."""
+        values = {"since": format_day(since) if since else None}
+        return self._to_subject(request_id, "restriction_lift", recipient, values, {})
+
+    def rectification(
+        self,
+        request_id: str,
+        recipient: str,
+        fields: Sequence[str],
+        recipients: Sequence[str] = (),
+        exceptions: Sequence[str] = (),
+    ) -> EventRow | None:
+        """Tell the subject which fields were corrected (names, never values) and who was told."""
+        values = {"fields": list(fields), "recipients": list(recipients), "exceptions": list(exceptions)}
+        facts = {"fields": list(fields), "recipients_told": len(recipients), "exceptions": list(exceptions)}
+        return self._to_subject(request_id, "rectification", recipient, values, facts)
+
+    def objection(
+        self,
+        request_id: str,
+        recipient: str,
+        stopped: Sequence[str],
+        refused: Mapping[str, str],
+        recipients: Sequence[str] = (),
+    ) -> EventRow | None:
+        """Tell the subject which processing stopped and, for each objection ops did not uphold,
+        the compelling grounds, with the right to complain (Art. 12(4), 21(1)).
+
+        :param stopped: descriptions of the purposes no longer processed for the subject
+        :param refused: description of a purpose -> ops' reasons for carrying on
+        """
+        values = {"stopped": list(stopped), "refused": dict(refused), "recipients": list(recipients)}
+        facts = {"stopped": len(stopped), "refused": len(refused), "recipients_told": len(recipients)}
+        return self._to_subject(request_id, "objection", recipient, values, facts)
+
     def refusal(
         self, request_id: str, recipient: str, reasons: Sequence[str], partial: bool = False
     ) -> EventRow | None:

@@ -86,6 +86,38 @@ def request_params(right: str) -> dict[str, Param]:
         )
     if right == "restriction":
         params["action"] = Param("apply", enum=list(RESTRICTION_ACTIONS), title="Action")
+    if right == "rectification":
+        params["corrections"] = Param(
+            [],
+            type="array",
+            title="Corrections",
+            description="[{field: 'accounts.email', value: ..., row_id: (for a row among several)}]; "
+            "only fields the data map marks rectifiable",
+            items={
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "value": {"type": "string"},
+                    "row_id": {"type": ["null", "integer"]},
+                },
+                "required": ["field", "value"],
+            },
+        )
+    if right == "objection":
+        params["purposes"] = Param(
+            [],
+            type="array",
+            title="Purposes objected to",
+            description="Data-map purpose keys, e.g. marketing, pricing, service_improvement, testimonials",
+            items={"type": "string"},
+        )
+        params["grounds"] = Param(
+            None,
+            type=["null", "string"],
+            maxLength=2000,
+            title="The subject's grounds",
+            description="Optional: the subject's reasons (Art. 21(1)); ops read them when weighing.",
+        )
     if right in WAVE_RIGHTS:
         params["wave"] = Param(
             None,

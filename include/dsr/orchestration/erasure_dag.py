@@ -19,7 +19,7 @@ from include.dsr.orchestration.dag_factory import (
     right_dag,
 )
 from include.dsr.orchestration.errors import run_step
-from include.dsr.orchestration.partner_erasure import PartnerEraseOperator
+from include.dsr.orchestration.partner_notice import PartnerNoticeOperator
 
 RIGHT = "erasure"
 #: What ops record for a partner without an interface.
@@ -97,7 +97,7 @@ def build_erasure_dag(doc_md: str, tags: list[str]) -> DAG:
         objects = erase_objects()
         checked = check_erasure()
         partners >> platform >> objects >> checked
-        told = PartnerEraseOperator.partial(
+        told = PartnerNoticeOperator.partial(
             task_id="tell_partner",
             right=RIGHT,
             max_active_tis_per_dagrun=6,

@@ -136,6 +136,7 @@ def subject_query(request: DSRRequest) -> SubjectQuery:
         ids.get("account_id"),
         verified_types(request),
         VERIFICATION_BOUND_TO_ACCOUNT.get(method or "", frozenset()),
+        received_at=request.received_at,
     )
 
 

@@ -109,8 +109,9 @@ def submit(rt: Runtime, batch_id: str, right: str, system_key: str, verify: bool
     if not subjects:  # every request it concerned is closed (a re-run): nothing to send
         return {"refs": {}, "state": COMPLETED}
     kind = VERIFY if verify else right
+    details = None if verify else _details(rt, batch_id, right, system_key)
     refs = with_backoff(
-        lambda: connector.submit(subjects, kind, "verify" if verify else None), f"submit to {system_key}"
+        lambda: connector.submit(subjects, kind, "verify" if verify else None, details), f"submit to {system_key}"
     )
     statuses = with_backoff(lambda: connector.poll(flat(refs)), f"poll {system_key}")
     state = summarize(statuses)
@@ -133,6 +134,19 @@ def submit(rt: Runtime, batch_id: str, right: str, system_key: str, verify: bool
             for request_id in refs:
                 rt.ledger.set_status(request_id, "waiting_on_partner")
     return {"refs": refs, "state": state}
+
+
+#: Staged per batch by a right whose partner requests carry more than identities (rectification:
+#: the corrected values, per request and partner).
+DETAILS_FILE = "partner_details.json"
+
+
+def _details(rt: Runtime, batch_id: str, right: str, system_key: str) -> dict[str, dict] | None:
+    """Per request, what the partner request carries besides identities (``None``: nothing)."""
+    if right != "rectification":
+        return None
+    staged = rt.staging(batch_id).get_json(DETAILS_FILE)
+    return {rid: per[system_key] for rid, per in staged.items() if system_key in per}
 
 
 def summarize(statuses: dict[str, str]) -> str:
@@ -183,8 +197,19 @@ def not_answering(rt: Runtime, batch_id: str, system_key: str, reason: str, righ
         rt.ledger.set_status(request_id, "waiting_on_partner")
 
 
-def confirm_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
-    """The partner says it erased: record per request what it counted (its ``affected`` per table)."""
+#: What a partner's confirmation means, per right: erasure is then checked by reading back.
+CONFIRMED = {
+    "erasure": ("waiting", "partner confirmed the erasure; checking its claim"),
+    "restriction": ("completed", "partner confirmed it restricted the processing"),
+    "restriction_lift": ("completed", "partner confirmed it lifted the restriction"),
+    "rectification": ("completed", "partner confirmed the correction"),
+    "objection": ("completed", "partner confirmed it stopped the processing objected to"),
+}
+
+
+def confirm(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[str]], right: str) -> dict:
+    """The partner says it did what was asked: record per request what it counted (its
+    ``affected`` per table). An erasure's row stays waiting until :func:`verify_erasure`."""
     connector = rt.connector(system_key, batch_id)
     affected: dict[str, dict[str, int]] = {}
     try:
@@ -196,21 +221,30 @@ def confirm_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str,
         for ref in mine:
             for table, count in (answers[ref].get("affected") or {}).items():
                 counts[table] = counts.get(table, 0) + int(count or 0)
+    status, outcome = CONFIRMED[right]
     rt.ledger.upsert_system_results(
         [
             SystemUpdate(
                 request_id,
                 system_key,
-                "erase",
-                "waiting",
+                action_of(right),
+                status,
                 record_count=sum(counts.values()),
-                outcome="partner confirmed the erasure; checking its claim",
+                outcome=outcome,
                 evidence={"partner_refs": {request_id: refs[request_id]}, "affected": counts},
             )
             for request_id, counts in affected.items()
         ]
     )
+    if status == "completed":
+        for request_id in refs:
+            rt.ledger.set_status(request_id, "in_progress")
     return {"affected": sum(sum(c.values()) for c in affected.values())}
+
+
+def request_type(right: str, action: str | None = None) -> str:
+    """The OpenDSR request type a right sends partners (a restriction's lift is its own type)."""
+    return "restriction_lift" if right == "restriction" and action == "lift" else right
 
 
 def verify_erasure(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:

@@ -1,0 +1,37 @@
+"""
+### Fabconnect marketing: the daily newsletter (a demo of a downstream job)
+
+Sends the day's newsletter to everyone who opted in, minus the suppression list, minus every
+subject whose data may not be used for marketing (the DSR restriction registry: restricted,
+objected, consent withdrawn). Runs daily, and again whenever the registry changes
+(Asset `dsr_processing_restrictions`), so the audience it would use next is always current.
+"""
+
+from datetime import UTC, datetime
+
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, task
+
+from include.dsr.orchestration.assets import RESTRICTIONS
+
+with DAG(
+    dag_id="fabconnect_marketing_send",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 9 * * *", timezone="Europe/Berlin"), assets=[RESTRICTIONS]
+    ),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    tags=["fabconnect", "marketing", "demo"],
+    doc_md=__doc__,
+    max_active_runs=1,
+) as dag:
+
+    @task
+    def send_newsletter(**context) -> dict:
+        from include import constants
+        from include.demo.downstream import send_newsletter
+        from include.dsr.connections import engine_for, secret
+
+        campaign = f"newsletter-{context['logical_date'] or context['run_id']}"[:80]
+        return send_newsletter(engine_for(constants.CONN_APP_DB), secret("erasure_hash"), campaign)
+
+    send_newsletter()

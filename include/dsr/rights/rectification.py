@@ -1,0 +1,343 @@
+"""The steps of a rectification (Art. 16, 19) after intake.
+
+plan (reads only): each correction is pinned to one row of the subject's (``row_id`` where the
+subject has several), checked against the row's country (postal codes) and against everyone
+else's identities (a corrected email or phone that is another account's is refused: it would
+merge two people), and staged with keyed hashes of the value before and after; the ledger gets
+the field names and the hashes, never a value. Then the platform DB in one transaction (a row
+changed by someone else since the plan is not overwritten: the run stops), the replaced
+identity remembered as an alias for requests already open, every recipient that received the
+field sent the correction (Art. 19), Great Expectations reads the rows back, the subject is told.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import column, select, table, update
+
+from include.dsr.core.corrections import postal_code_problem
+from include.dsr.core.errors import CheckFailedError, RequestValidationError, TerminalError
+from include.dsr.core.pii import keyed_hash
+from include.dsr.rights import recipients
+from include.dsr.rights.platform_rows import ACCOUNTS, rows_of
+from include.dsr.rights.recipients import staged_subject
+
+if TYPE_CHECKING:
+    from include.dsr.identity.resolver import ResolvedSubject
+    from include.dsr.rights.runtime import Runtime
+
+log = logging.getLogger(__name__)
+PLATFORM = "fabconnect_app"
+PLAN_FILE = "rectification_plan.json"
+RECTIFY = "rectify"
+#: Data category of a corrected field -> the field of a partner's rectification request
+#: (``corrections`` in OpenDSR 0.1 as Fabconnect's partners extended it).
+PARTNER_FIELDS = {
+    "user.contact.email": "email",
+    "user.contact.phone_number": "phone",
+    "user.name": "name",
+    "user.workplace": "company",
+}
+#: Account fields whose correction changes how the subject is found (the identity graph).
+IDENTITY_FIELDS = {"email": "email", "phone": "phone"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def value_hash(rt: Runtime, name: str, value: Any) -> str | None:
+    """Keyed hash of a field's value, for the ledger's before / after (None for an empty field)."""
+    return None if value is None else keyed_hash(f"{name}:{value}", rt.hash_secret)
+
+
+def plan_rectification(rt: Runtime, request_id: str, conf: dict) -> dict:
+    """Pin, check and stage every correction; record the plan; returns the recipients to tell.
+
+    :raises RequestValidationError: a correction cannot be carried out as given (nothing touched)
+    """
+    from include.dsr.core.request import parse_request
+
+    request = parse_request(conf, "rectification")
+    subject = staged_subject(rt, request_id)
+    if not subject.account_ids:
+        raise RequestValidationError(
+            f"request {request_id} refused before anything was touched: the identities match no account, "
+            "and only account data can be rectified"
+        )
+    system = rt.data_map.system(PLATFORM)
+    problems: list[str] = []
+    planned: list[dict] = []
+    with rt.app_engine.connect() as conn:
+        rows = {
+            c.collection: rows_of(conn, system.collection(c.collection), subject.account_ids)
+            for c in request.corrections
+        }
+    for i, correction in enumerate(request.corrections):
+        mine = rows[correction.collection]
+        if correction.row_id is not None and correction.row_id not in mine:
+            problems.append(f"corrections[{i}].row_id: no such row of the subject in {correction.collection}")
+            continue
+        if correction.row_id is None and len(mine) != 1:
+            problems.append(
+                f"corrections[{i}] ({correction.name}): the subject has {len(mine)} rows in "
+                f"{correction.collection}; give the row_id of the one to correct"
+            )
+            continue
+        row_id = correction.row_id if correction.row_id is not None else next(iter(mine))
+        row = mine[row_id]
+        spec = system.collection(correction.collection).field(correction.field)
+        if spec.rectify == "postal_code":
+            country = next(
+                (c.value for c in request.corrections if c.collection == correction.collection
+                 and c.field == "country" and (c.row_id or row_id) == row_id),
+                row.get("country"),
+            )  # fmt: skip
+            problem = postal_code_problem(correction.value, country)
+            if problem:
+                problems.append(f"corrections[{i}] ({correction.name}): the value {problem}")
+                continue
+        planned.append(
+            {
+                "collection": correction.collection,
+                "field": correction.field,
+                "row_id": row_id,
+                "value": correction.value,
+                "before": value_hash(rt, correction.name, row.get(correction.field)),
+                "after": value_hash(rt, correction.name, correction.value),
+                "old": row.get(correction.field),
+            }
+        )
+    problems += _identity_clashes(rt, subject, planned)
+    if problems:
+        raise RequestValidationError(
+            f"request {request_id} refused before anything was touched: " + "; ".join(problems)
+        )
+    full_names = _full_names(rows.get(ACCOUNTS, {}), planned)
+    details = _partner_details(rt, subject, planned, full_names)
+    staging = rt.staging(request_id)
+    staging.put_json(PLAN_FILE, planned)
+    staging.put_json("partner_details.json", {request_id: details})
+    rt.ledger.append_event(
+        request_id,
+        "rectification.planned",
+        {
+            "fields": [
+                {
+                    "field": f"{p['collection']}.{p['field']}",
+                    "row": p["row_id"],
+                    "before": p["before"],
+                    "after": p["after"],
+                }
+                for p in planned
+            ],
+            "recipients": sorted(details),
+        },
+        dedupe_key=f"{request_id}:rectification.planned",
+    )
+    rt.ledger.upsert_system_result(request_id, PLATFORM, RECTIFY, "pending")
+    return recipients.plan(rt, request_id, "rectification", set(details))
+
+
+def _identity_clashes(rt: Runtime, subject: ResolvedSubject, planned: list[dict]) -> list[str]:
+    """A corrected email or phone that is already someone else's would merge two people."""
+    from include.dsr.identity.resolver import IdentityResolver, SubjectQuery
+
+    problems = []
+    for p in planned:
+        kind = IDENTITY_FIELDS.get(p["field"]) if p["collection"] == ACCOUNTS else None
+        if kind is None:
+            continue
+        (other,) = IdentityResolver(rt.app_engine, rt.data_map, rt.hash_secret).resolve(
+            [SubjectQuery("rectification-check", **{kind: p["value"]})]
+        )
+        if other.account_ids - subject.account_ids:
+            problems.append(
+                f"corrections ({ACCOUNTS}.{p['field']}): the new {kind} belongs to another account; "
+                "ops must look at this request (two people may share it)"
+            )
+    return problems
+
+
+def _full_names(accounts: dict[int, dict], planned: list[dict]) -> dict[int, str]:
+    """Per account whose name changes, the full name as partners store it (first and last)."""
+    names = {}
+    for row_id, row in accounts.items():
+        changed = {p["field"]: p["value"] for p in planned if p["collection"] == ACCOUNTS and p["row_id"] == row_id}
+        if {"first_name", "last_name"} & set(changed):
+            parts = [changed.get("first_name", row.get("first_name")), changed.get("last_name", row.get("last_name"))]
+            names[row_id] = " ".join(str(p) for p in parts if p)
+    return names
+
+
+def _partner_details(
+    rt: Runtime, subject: ResolvedSubject, planned: list[dict], full_names: dict[int, str]
+) -> dict[str, dict]:
+    """Per recipient that holds a corrected field's data category, the ``corrections`` it is sent."""
+    system = rt.data_map.system(PLATFORM)
+    sent: dict[str, Any] = {}
+    for p in planned:
+        if p["collection"] != ACCOUNTS:
+            continue  # addresses: partners hold where past orders went, which a correction does not change
+        for category in system.collection(ACCOUNTS).field(p["field"]).data_categories:
+            key = PARTNER_FIELDS.get(category)
+            if key == "name":
+                sent["name"] = full_names[p["row_id"]]
+            elif key:
+                sent[key] = p["value"]
+    details: dict[str, dict] = {}
+    for partner in rt.data_map.partners():
+        if partner.key not in subject.recipients:
+            continue
+        held = {
+            PARTNER_FIELDS.get(cat) for coll in partner.collections for f in coll.fields for cat in f.data_categories
+        }
+        mine = {k: v for k, v in sent.items() if k in held}
+        if mine:
+            details[partner.key] = {"corrections": mine}
+    return details
+
+
+def rectify_platform(rt: Runtime, request_id: str) -> dict:
+    """Write every correction in one transaction, with aliases for replaced identities.
+
+    A row whose field holds neither the planned old value nor the new one was changed by someone
+    else since the plan: the transaction is rolled back and the run stops (re-plan to go on).
+    """
+    from include.dsr.identity import aliases
+
+    planned = rt.staging(request_id).get_json(PLAN_FILE)
+    system = rt.data_map.system(PLATFORM)
+    aliases.ensure_schema(rt.app_engine)
+    changed = 0
+    by_row: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for p in planned:
+        by_row[(p["collection"], p["row_id"])].append(p)
+    with rt.app_engine.begin() as conn:
+        for (collection, row_id), fields in sorted(by_row.items()):
+            coll = system.collection(collection)
+            t = table(collection, *(column(n) for n in coll.field_names))
+            current = conn.execute(select(t).where(t.c[coll.primary_key] == row_id)).mappings().one()
+            for p in fields:
+                now_hash = value_hash(rt, f"{collection}.{p['field']}", current[p["field"]])
+                if now_hash not in (p["before"], p["after"]):
+                    raise TerminalError(
+                        f"request {request_id}: {collection}.{p['field']} of row {row_id} changed since the plan; "
+                        "nothing was written (run the request again to plan afresh)"
+                    )
+            values = {p["field"]: p["value"] for p in fields}
+            changed += conn.execute(update(t).where(t.c[coll.primary_key] == row_id).values(**values)).rowcount
+            if collection == ACCOUNTS:
+                for p in fields:
+                    if p["field"] in IDENTITY_FIELDS and p["old"] and p["old"] != p["value"]:
+                        old = _normal(p["field"], p["old"], system.collection(ACCOUNTS).field(p["field"]))
+                        if old:
+                            aliases.record(conn, request_id, row_id, IDENTITY_FIELDS[p["field"]], old, rt.hash_secret)
+    rt.ledger.upsert_system_result(
+        request_id,
+        PLATFORM,
+        RECTIFY,
+        "completed",
+        record_count=len(planned),
+        outcome=f"{len(planned)} fields corrected in {changed} rows, one transaction",
+        evidence={"fields": sorted({f"{p['collection']}.{p['field']}" for p in planned}), "rows": changed},
+    )
+    return {"fields": len(planned), "rows": changed}
+
+
+def _normal(field: str, value: Any, spec) -> str | None:
+    from include.dsr.core.identities import normalize_email, normalize_phone
+
+    if field == "email":
+        return normalize_email(str(value))
+    return normalize_phone(str(value), spec.phone_region)
+
+
+def check_rectification(rt: Runtime, request_id: str) -> dict:
+    """Great Expectations reads every corrected field back (as keyed hashes: the report holds no
+    value), and a corrected email or phone must find the subject's account."""
+    import pandas as pd
+
+    from include.dsr.checks.gx import GxRunner
+    from include.dsr.identity.resolver import IdentityResolver, SubjectQuery
+
+    planned = rt.staging(request_id).get_json(PLAN_FILE)
+    subject = staged_subject(rt, request_id)
+    system = rt.data_map.system(PLATFORM)
+    with rt.app_engine.connect() as conn:
+        read = []
+        for p in planned:
+            coll = system.collection(p["collection"])
+            t = table(coll.name, column(coll.primary_key), column(p["field"]))
+            value = conn.execute(select(t.c[p["field"]]).where(t.c[coll.primary_key] == p["row_id"])).scalar_one()
+            name = f"{p['collection']}.{p['field']}"
+            read.append({"field": name, "corrected": value_hash(rt, name, value) == p["after"]})
+    found = []
+    for p in planned:
+        kind = IDENTITY_FIELDS.get(p["field"]) if p["collection"] == ACCOUNTS else None
+        if kind:
+            (again,) = IdentityResolver(rt.app_engine, rt.data_map, rt.hash_secret).resolve(
+                [SubjectQuery("rectification-check", **{kind: p["value"]})]
+            )
+            found.append({"identity": kind, "finds_subject": again.account_ids == {p["row_id"]} & subject.account_ids})
+    gx = GxRunner("dsr_rectification_checks")
+    outcomes = gx.outcomes(
+        "rectified_fields",
+        pd.DataFrame(read, columns=["field", "corrected"]),
+        [
+            gx.E.ExpectTableRowCountToEqual(value=len(planned)),
+            gx.E.ExpectColumnValuesToBeInSet(column="corrected", value_set=[True]),
+        ],
+    )
+    if found:
+        outcomes += gx.outcomes(
+            "identity_graph",
+            pd.DataFrame(found, columns=["identity", "finds_subject"]),
+            [gx.E.ExpectColumnValuesToBeInSet(column="finds_subject", value_set=[True])],
+        )
+    failed = [o for o in outcomes if not o.success]
+    rt.ledger.append_event(
+        request_id,
+        "checks.failed" if failed else "checks.passed",
+        {"expectations": len(outcomes), "failures": len(failed), "fields_checked": len(read)},
+    )
+    if failed:
+        raise CheckFailedError(
+            f"request {request_id}: rectification checks failed: "
+            + "; ".join(f"{o.collection} {o.expectation}" for o in failed)
+        )
+    return {"fields_checked": len(read)}
+
+
+def close_rectification(rt: Runtime, request_id: str, conf: dict) -> dict:
+    """Close once every automated recipient confirmed; tell the subject which fields were corrected."""
+    from include.dsr.notify.notices import answer_address
+    from include.dsr.rights import intake
+
+    waiting = recipients.owed(rt, request_id, "rectification")
+    if waiting:
+        rt.ledger.set_status(request_id, "waiting_on_partner", outcome_summary="not closed: " + "; ".join(waiting))
+        raise TerminalError(f"request {request_id} stays open until its recipients confirm: " + "; ".join(waiting))
+    planned = rt.staging(request_id).get_json(PLAN_FILE)
+    told, exceptions = recipients.told(rt, request_id, "rectification")
+    labels = sorted({field_label(rt, p["collection"], p["field"]) for p in planned})
+    recipient = answer_address(conf, request_id, staged_subject(rt, request_id).emails)
+    if recipient:
+        intake.notices(rt).rectification(request_id, recipient, labels, told, exceptions)
+    outcome, text = "rectified", f"{len(planned)} fields corrected"
+    if exceptions:
+        outcome, text = "completed_with_exceptions", f"{text}; not confirmed by {', '.join(exceptions)}"
+    rt.ledger.close_request(request_id, "completed", _now(), text, outcome=outcome)
+    rt.staging(request_id).clear()
+    rt.ledger.verify_chain_or_raise()
+    return {"request_id": request_id, "outcome": outcome, "fields": len(planned)}
+
+
+def field_label(rt: Runtime, collection: str, field: str) -> str:
+    """How the subject reads a field's name: its collection's description and its own name."""
+    coll = rt.data_map.system(PLATFORM).collection(collection)
+    return f"{field.replace('_', ' ')} ({coll.description.lower()})"
