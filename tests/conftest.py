@@ -16,8 +16,9 @@ import random
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def _free_port_block(size: int) -> int:
@@ -121,3 +122,33 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
 def ledger_url(db_url: str) -> str:
     """SQLAlchemy URL for a request ledger (same backends as ``db_url``)."""
     return db_url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real moto S3 server on 127.0.0.1 and a free port, shared by the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_factory(s3_endpoint: str) -> Callable[[], Any]:
+    """Builds boto3 S3 clients for the moto server."""
+
+    import boto3
+
+    def factory() -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    return factory

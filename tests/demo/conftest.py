@@ -1,5 +1,5 @@
 """Shared fixtures of the demo-world tests: a tiny partner SQLite file, the partner
-simulators, and a real moto S3 server on 127.0.0.1.
+simulators (the moto S3 server is the session's, from ``tests/conftest.py``).
 
 The partner file (``partner_db``) holds three subjects in two tables:
 
@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from include.demo.partners.api_server import PartnerApiServer
 from include.demo.partners.dropbox_responder import DropboxResponder
@@ -73,32 +71,6 @@ def api(api_partner: PartnerApiServer) -> Iterator[requests.Session]:
     with requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {TOKEN}"
         yield session
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A real moto S3 server on 127.0.0.1 and a free port, shared by the session."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_factory(s3_endpoint: str) -> Callable[[], Any]:
-    """Builds boto3 S3 clients for the moto server."""
-
-    def factory() -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=s3_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    return factory
 
 
 @pytest.fixture

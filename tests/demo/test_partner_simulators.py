@@ -103,6 +103,7 @@ def test_discovery_lists_types_and_identities(api, api_partner):
             "restriction",
             "restriction_lift",
             "rectification",
+            "objection",
         ],
         "supported_identities": ["email", "phone"],
     }
@@ -161,6 +162,58 @@ def test_restriction_marks_rows_and_lift_clears_them(api, api_partner, partner_d
     with sqlite3.connect(partner_db) as conn:  # no simulator column in the partner's tables
         assert [c[1] for c in conn.execute("PRAGMA table_info(support_cases)")] == ["id", "email", "phone", "note"]
     conn.close()
+
+
+def rows_of(path: Path, table: str) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        found = conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+    conn.close()
+    return found
+
+
+def test_rectification_writes_the_corrections_into_the_subjects_rows_only(api, api_partner, partner_db):
+    before = {t: rows_of(partner_db, t) for t in ("order_packages", "support_cases")}
+    corrections = {"email": " Alice.New@Example.COM ", "name": "Alice Nouveau", "company": "ignored: no column"}
+    assert (
+        submit(api, api_partner, body("r-1", "rectification", email=ALICE, corrections=corrections)).status_code == 202
+    )
+    assert result_of(api, api_partner, "r-1").json()["affected"] == {"order_packages": 2, "support_cases": 1}
+    after = {t: rows_of(partner_db, t) for t in ("order_packages", "support_cases")}
+    for table, ids_ in ALICE_ROWS.items():
+        for old, new in zip(before[table], after[table], strict=True):
+            if old[0] in ids_:
+                assert new[1] == "alice.new@example.com"
+                assert table != "order_packages" or new[3] == "Alice Nouveau"
+            else:
+                assert new == old  # Bob's and Carol's rows untouched
+
+
+@pytest.mark.parametrize(
+    "corrections",
+    [None, {}, {"password": "x"}, {"email": "not-an-address"}, {"name": 7}],
+)
+def test_a_rectification_without_valid_corrections_is_refused(api, api_partner, partner_db, corrections):
+    payload = body("r-1", "rectification", email=ALICE)
+    if corrections is not None:
+        payload["corrections"] = corrections
+    before = rows_of(partner_db, "order_packages")
+    response = submit(api, api_partner, payload)
+    assert response.status_code == 400
+    assert "not-an-address" not in response.text
+    assert rows_of(partner_db, "order_packages") == before
+
+
+def test_the_keep_fault_claims_a_rectification_and_changes_nothing(api, api_partner, partner_db):
+    api_partner.faults = Faults(mode="keep")
+    before = rows_of(partner_db, "order_packages")
+    submit(api, api_partner, body("r-1", "rectification", email=ALICE, corrections={"email": "new@example.com"}))
+    assert result_of(api, api_partner, "r-1").json()["affected"] == {"order_packages": 2, "support_cases": 1}
+    assert rows_of(partner_db, "order_packages") == before
+
+
+def test_an_objection_marks_the_subjects_rows_like_a_restriction(api, api_partner):
+    assert submit(api, api_partner, body("r-1", "objection", email=ALICE)).status_code == 202
+    assert api_partner.book.store.restrictions() == ALICE_ROWS
 
 
 def test_reposting_a_request_returns_the_existing_one(api, api_partner, partner_db):
@@ -428,6 +481,13 @@ def test_dropbox_erasure_deletes_only_the_subjects_rows(dropbox, s3, bucket, par
     dropbox.poll_once()
     assert answer_of(s3, bucket, "r-1")["affected"] == {"order_packages": 2, "support_cases": 1}
     assert table_ids(partner_db) == {"order_packages": [2, 3], "support_cases": [1, 3]}
+
+
+def test_dropbox_rectification_applies_the_corrections(dropbox, s3, bucket, partner_db):
+    put_request(s3, bucket, "r-1", "rectification", phone="+4940999888", corrections={"phone": "+49 40 111 222"})
+    dropbox.poll_once()
+    assert answer_of(s3, bucket, "r-1")["affected"] == {"order_packages": 1, "support_cases": 1}
+    assert [r[2] for r in rows_of(partner_db, "support_cases")] == [None, None, "+4940111222"]
 
 
 @pytest.mark.parametrize(

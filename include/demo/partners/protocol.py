@@ -100,7 +100,7 @@ def _corrections(body: dict) -> dict[str, Pii]:
         if key not in CORRECTABLE:
             raise ValueError(f"corrections: unknown field; correctable: {', '.join(CORRECTABLE)}")
         normal = _NORMALIZE[key](value) if key in _NORMALIZE and isinstance(value, str) else value
-        if not isinstance(normal, str) or not normal.strip():
+        if not isinstance(normal, str) or not normal.strip() or (key == "email" and "@" not in normal):
             raise ValueError(f"corrections: {key} is not a valid value")
         found[key] = Pii(normal)
     return found

@@ -30,7 +30,7 @@ REQUEST_TYPES = ("access", "portability", "erasure", "restriction", "restriction
 CORRECTABLE = {
     "email": ("email",),
     "phone": ("phone",),
-    "name": ("name", "customer_name", "cardholder_name"),
+    "name": ("name", "full_name", "customer_name", "cardholder_name"),
     "company": ("company",),
 }
 

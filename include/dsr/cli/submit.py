@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         ) from exc
     except AirflowApiError as exc:
         raise type(exc)(redact(str(exc), conf["subject"]), exc.status) from exc
-    due = sla.due_at(request.received_at, request.jurisdiction)
+    due = sla.due_at(request.received_at, request.jurisdiction, right=request.right)
     print(
         fmt.fields(
             [

@@ -93,6 +93,8 @@ def normalize_value(fmt: str, raw: Any, region: str | None = None) -> tuple[str 
     if not isinstance(raw, str) or not raw.strip(WHITESPACE):
         return None, "must be a non-empty string"
     text = _clean_text(raw)
+    if fmt in ("name", "text"):
+        text = " ".join(text.split())  # tabs, newlines, other spaces: one space
     if _has_control(text):
         return None, "contains control or invisible characters"
     if fmt == "email":
@@ -102,7 +104,7 @@ def normalize_value(fmt: str, raw: Any, region: str | None = None) -> tuple[str 
         return email, None
     if fmt == "phone":
         phone = normalize_phone(text, region)
-        if phone is None:
+        if phone is None or not _is_valid_phone(phone):
             return None, "is not a phone number that can be read; give it in international format, e.g. +49 30 1234567"
         return phone, None
     if fmt == "name":
@@ -112,11 +114,11 @@ def normalize_value(fmt: str, raw: Any, region: str | None = None) -> tuple[str 
             or not any(unicodedata.category(ch)[0] == "L" for ch in text)
         ):
             return None, "must be 1-100 letters (any script), spaces, hyphens, apostrophes or dots"
-        return " ".join(text.split()), None
+        return text, None
     if fmt == "text":
         if len(text) > 200:
             return None, "is longer than 200 characters"
-        return " ".join(text.split()), None
+        return text, None
     if fmt == "country":
         code = text.upper()
         if not re.fullmatch(r"[A-Z]{2}", code) or code not in _regions():
@@ -128,6 +130,13 @@ def normalize_value(fmt: str, raw: Any, region: str | None = None) -> tuple[str 
             return None, "is not a postal code (2-10 letters, digits, spaces or hyphens)"
         return code, None
     raise ValueError(f"unknown rectify format {fmt!r}")
+
+
+def _is_valid_phone(e164: str) -> bool:
+    """A corrected number must be a number that exists in its country's plan, not merely parse."""
+    import phonenumbers
+
+    return phonenumbers.is_valid_number(phonenumbers.parse(e164, None))
 
 
 def postal_code_problem(code: str, country: str | None) -> str | None:

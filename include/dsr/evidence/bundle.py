@@ -57,13 +57,15 @@ def _matching(events: Iterable[EventRow], prefixes: tuple[str, ...]) -> list[dic
 
 def _deadlines(row: RequestRow, events: list[EventRow], now: datetime) -> dict[str, Any]:
     """Recorded deadlines, the rule's own computation, and the ones in force after pauses."""
-    recomputed = sla.due_at(row.received_at, row.jurisdiction)
-    extended = sla.due_at(row.received_at, row.jurisdiction, extended=True)
+    recomputed = sla.due_at(row.received_at, row.jurisdiction, right=row.right)
+    extended = sla.due_at(row.received_at, row.jurisdiction, extended=True, right=row.right)
     first = sla_rules.first_deadline(row, events, now)
     deadline = sla_rules.effective_deadline(row, events, now)
     closed = row.closed_at
     return {
-        "rule": "CCPA: 45 days, +45 with notice"
+        "rule": "CCPA: opt-out of sale / sharing within 15 business days"
+        if row.jurisdiction == "CCPA" and row.right == sla.CCPA_OPT_OUT_RIGHT
+        else "CCPA: 45 days, +45 with notice"
         if row.jurisdiction == "CCPA"
         else "GDPR Art. 12(3): one month, +2 months with reasons and notice before the first deadline",
         "due_at": _iso(row.due_at),

@@ -34,7 +34,9 @@ CALLBACK_PATH = "include.dsr.orchestration.deadline_callbacks.notify_deadline_mi
 JURISDICTIONS = ("GDPR", "CCPA")
 
 
-def request_deadline(conf: Mapping[str, Any] | None, triggered_at: datetime | None) -> datetime | None:
+def request_deadline(
+    conf: Mapping[str, Any] | None, triggered_at: datetime | None, right: str | None = None
+) -> datetime | None:
     """The request's legal deadline from a run conf, or None when the conf cannot say.
 
     A missing ``received_at`` means "now" (the engine's default), approximated by the
@@ -54,7 +56,7 @@ def request_deadline(conf: Mapping[str, Any] | None, triggered_at: datetime | No
         return None
     if received.tzinfo is None:
         return None
-    return due_at(received.astimezone(UTC), jurisdiction)
+    return due_at(received.astimezone(UTC), jurisdiction, right=right)
 
 
 class RequestDueDeadline(BaseDeadlineReference):
@@ -75,7 +77,7 @@ class RequestDueDeadline(BaseDeadlineReference):
         if row is None:
             log.warning("deadline reference: no run %s of %s", kwargs["run_id"], kwargs["dag_id"])
             return None
-        deadline = request_deadline(row.conf, row.run_after)
+        deadline = request_deadline(row.conf, row.run_after, str(kwargs["dag_id"]).removeprefix("dsr_"))
         if deadline is None:
             log.warning(
                 "deadline reference: run %s of %s has no usable received_at; no alert",

@@ -63,7 +63,7 @@ def start_request(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = 
         log.info("request %s (%s) is a dry run: nothing is recorded", request.request_id, right)
         return started
     fingerprint = subject_fingerprint(request.subject.identities(), rt.fingerprint_secret)
-    due = deadlines.due_at(request.received_at, request.jurisdiction)
+    due = deadlines.due_at(request.received_at, request.jurisdiction, right=request.right)
     row = rt.ledger.record_request(
         request.request_id, right, request.jurisdiction, fingerprint, request.received_at, due, dag_run_id=dag_run_id
     )

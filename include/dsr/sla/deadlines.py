@@ -25,6 +25,10 @@ GDPR_EXTENDED_MONTHS = 3
 CCPA_DAYS = 45
 CCPA_EXTENSION_DAYS = 45
 CCPA_ACK_BUSINESS_DAYS = 10
+#: CCPA regulations §7026(f): an opt-out of sale / sharing is complied with within 15 business
+#: days, with no extension. The product's ``objection`` right is that opt-out under CCPA.
+CCPA_OPT_OUT_BUSINESS_DAYS = 15
+CCPA_OPT_OUT_RIGHT = "objection"
 
 
 @lru_cache(maxsize=64)
@@ -71,14 +75,21 @@ def end_of_day(day: date) -> datetime:
 
 
 def due_at(
-    received_at: datetime, jurisdiction: str = "GDPR", extended: bool = False, country: str = DEFAULT_COUNTRY
+    received_at: datetime,
+    jurisdiction: str = "GDPR",
+    extended: bool = False,
+    country: str = DEFAULT_COUNTRY,
+    right: str | None = None,
 ) -> datetime:
     """End of the day by which the answer is due, as an aware UTC datetime.
 
     Days are counted in the controller's time zone: a request that arrives at 00:30 Berlin
-    time on 1 April (22:30 UTC on 31 March) was received on 1 April.
+    time on 1 April (22:30 UTC on 31 March) was received on 1 April. Under CCPA an objection
+    (opt-out of sale / sharing) is due in 15 business days, extended or not.
     """
     received = _local_day(received_at)
+    if jurisdiction == "CCPA" and right == CCPA_OPT_OUT_RIGHT:
+        return end_of_day(add_business_days(received, CCPA_OPT_OUT_BUSINESS_DAYS, country))
     if jurisdiction == "CCPA":
         days = CCPA_DAYS + (CCPA_EXTENSION_DAYS if extended else 0)
         return end_of_day(received + timedelta(days=days))

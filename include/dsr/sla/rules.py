@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from include.dsr.core.errors import TerminalError
 from include.dsr.ledger.schema import UnknownRequestError
 from include.dsr.sla.deadlines import (
+    CCPA_OPT_OUT_RIGHT,
     CONTROLLER_TZ,
     DEFAULT_COUNTRY,
     add_business_days,
@@ -240,7 +241,11 @@ def check_extension(
             f"request {row.request_id!r}: the first deadline ({first.isoformat()}) has passed; an extension must "
             "be decided and notified before it. Answer the request now."
         )
-    return due_at(row.received_at, row.jurisdiction, extended=True, country=country)
+    if row.jurisdiction == "CCPA" and row.right == CCPA_OPT_OUT_RIGHT:
+        raise ExtensionRefusedError(
+            f"request {row.request_id!r}: a CCPA opt-out of sale / sharing cannot be extended (15 business days)"
+        )
+    return due_at(row.received_at, row.jurisdiction, extended=True, country=country, right=row.right)
 
 
 def extend_request(
