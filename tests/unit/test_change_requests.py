@@ -74,7 +74,8 @@ def test_values_of_every_format_are_normalised(fmt, raw, expected):
 )
 def test_malformed_values_are_refused(fmt, raw):
     value, problem = normalize_value(fmt, raw)
-    assert value is None and problem
+    assert value is None
+    assert problem
 
 
 def test_a_national_phone_reads_in_the_requests_region():
@@ -160,7 +161,8 @@ def test_objection_purposes_are_sorted_by_their_legal_basis():
     request = parse_request(
         {**BASE, "purposes": ["marketing", "pricing", "marketing"], "grounds": " mine "}, "objection"
     )
-    assert request.purposes == ("marketing", "pricing") and request.grounds == "mine"
+    assert request.purposes == ("marketing", "pricing")
+    assert request.grounds == "mine"
 
 
 @pytest.mark.parametrize(
