@@ -188,3 +188,23 @@ def test_a_ccpa_opt_out_is_due_in_15_business_days_and_other_ccpa_requests_in_45
     assert due_at(received, "CCPA", extended=True, right="objection") == opt_out  # no extension
     assert due_at(received, "CCPA", right="access").date().isoformat() == "2027-01-04"
     assert due_at(received, "GDPR", right="objection") == due_at(received, "GDPR")
+
+
+def test_the_evidence_bundle_shows_a_ccpa_opt_out_with_its_own_deadline(tmp_path):
+    from include.dsr.evidence.bundle import build_evidence
+    from include.dsr.ledger.api import Ledger
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.create_schema()
+    received = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    for right, jurisdiction in (("objection", "CCPA"), ("rectification", "GDPR"), ("restriction", "GDPR")):
+        due = due_at(received, jurisdiction, right=right)
+        ledger.record_request(f"REQ-{right}", right, jurisdiction, "f" * 64, received, due)
+    opt_out = build_evidence(ledger, "REQ-objection", now=datetime(2026, 11, 25, tzinfo=UTC))
+    assert opt_out["request"]["rights_invoked"] == ["objection"]
+    assert opt_out["deadlines"]["rule"] == "CCPA: opt-out of sale / sharing within 15 business days"
+    assert opt_out["deadlines"]["due_at"] == opt_out["deadlines"]["due_at_recomputed"]
+    assert opt_out["deadlines"]["due_at"].startswith("2026-12-11")
+    rectified = build_evidence(ledger, "REQ-rectification", now=datetime(2026, 11, 25, tzinfo=UTC))
+    assert rectified["deadlines"]["due_at"].startswith("2026-12-21")  # one month (20 Dec is a Sunday)
+    ledger.close()

@@ -73,20 +73,21 @@ def _close(right: str, closer: Callable, action: Callable[[dict], str]):
     # confirmed closes, the others stay open with the reason (the task then fails).
     @task(trigger_rule="all_done")
     def close_request(**context) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from include.dsr.orchestration.metadata_purge import purge_closed_request
         from include.dsr.rights import manual_partners
         from include.dsr.rights.partner_exchange import action_of
 
         ti = context["ti"]
+        rt, request_id, conf = _runtime(), context["params"]["request_id"], context["dag_run"].conf
         if ti.xcom_pull(task_ids="plan_changes") is None:
+            row = rt.ledger.get_request(request_id)
+            if row is not None and row.status == "failed":  # the run fails with its request (a refused lift)
+                raise AirflowFailException(f"request {request_id} failed: {row.outcome_summary}")
             raise AirflowSkipException("nothing was planned (a dry run, a refusal or a closed request)")
         if ti.xcom_pull(task_ids="check_changes") is None:
-            from airflow.sdk.exceptions import AirflowFailException
-
             raise AirflowFailException("the checks did not pass; the request stays open")
-        rt, request_id, conf = _runtime(), context["params"]["request_id"], context["dag_run"].conf
         manual_partners.record_replies(
             rt,
             request_id,

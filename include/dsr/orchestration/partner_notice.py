@@ -4,9 +4,10 @@ deferrable operator per partner.
 ``PartnerNoticeOperator`` sends the right's request (erasure, restriction or its lift,
 rectification, objection) through the partner's channel and waits for the answer in the
 triggerer (no worker slot held, against the request's deadline), then records what the partner
-counted. For an erasure it then reads back what the partner still holds (an access request,
-where the channel allows one): rows left in a collection the partner has no legal duty to keep
-mean the claim was false, and the partner's row fails with that reason. Either wait may be
+counted. For an erasure and a rectification it then reads back what the partner holds (an access
+request, where the channel allows one): rows left in a collection the partner has no legal duty
+to keep, or rows still holding the old values, mean the claim was false, and the partner's row
+fails with that reason. Either wait may be
 deferred; the trigger's ``phase`` says which one resumed.
 """
 
@@ -17,6 +18,8 @@ from include.dsr.orchestration.errors import run_step
 from include.dsr.orchestration.gather import COMPLETED, TIMEOUT, GatherOperator, PartnerReplyTrigger
 
 SEND, VERIFY = "erase", "verify"  # phases ("erase" kept: triggers deferred by earlier releases say it)
+#: Rights whose partner claim is checked by reading back what the partner holds.
+CHECKED_BY_READING_BACK = ("erasure", "rectification")
 
 
 class PartnerNoticeOperator(GatherOperator):
@@ -77,10 +80,15 @@ class PartnerNoticeOperator(GatherOperator):
         )
         if phase == SEND:
             confirmed = partner_exchange.confirm(rt, request_id, system, refs, kind)
-            if kind != "erasure":
+            if kind not in CHECKED_BY_READING_BACK:
                 return {"system": system, "affected": confirmed["affected"]}
             return self._send(context, VERIFY)
-        checked = partner_exchange.verify_erasure(rt, request_id, system, refs)
+        if kind == "rectification":
+            from include.dsr.rights import rectification
+
+            checked = rectification.verify_partner(rt, request_id, system, refs)
+        else:
+            checked = partner_exchange.verify_erasure(rt, request_id, system, refs)
         if not checked["verified"]:
             raise AirflowFailException(checked["reason"])  # the request stays open with this reason
         return {"system": system, "verified": True}

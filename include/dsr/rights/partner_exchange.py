@@ -108,6 +108,8 @@ def submit(rt: Runtime, batch_id: str, right: str, system_key: str, verify: bool
     subjects = recipients_of(rt, batch_id, system_key)
     if not subjects:  # every request it concerned is closed (a re-run): nothing to send
         return {"refs": {}, "state": COMPLETED}
+    if verify and right == "rectification":  # the check reads the subject under the corrected identities
+        subjects = corrected_subjects(rt, batch_id, system_key, subjects)
     kind = VERIFY if verify else right
     details = None if verify else _details(rt, batch_id, right, system_key)
     refs = with_backoff(
@@ -147,6 +149,27 @@ def _details(rt: Runtime, batch_id: str, right: str, system_key: str) -> dict[st
         return None
     staged = rt.staging(batch_id).get_json(DETAILS_FILE)
     return {rid: per[system_key] for rid, per in staged.items() if system_key in per}
+
+
+def corrected_subjects(
+    rt: Runtime, batch_id: str, system_key: str, subjects: list[ResolvedSubject]
+) -> list[ResolvedSubject]:
+    """The subjects as the partner holds them once it applied the corrections it was sent: a
+    corrected email or phone replaces the old ones (the read that checks the claim uses these)."""
+    from dataclasses import replace
+
+    details = _details(rt, batch_id, "rectification", system_key) or {}
+    found = []
+    for subject in subjects:
+        sent = (details.get(subject.request_id) or {}).get("corrections") or {}
+        found.append(
+            replace(
+                subject,
+                emails={sent["email"]} if "email" in sent else set(subject.emails),
+                phones={sent["phone"]} if "phone" in sent else set(subject.phones),
+            )
+        )
+    return found
 
 
 def summarize(statuses: dict[str, str]) -> str:
@@ -202,7 +225,7 @@ CONFIRMED = {
     "erasure": ("waiting", "partner confirmed the erasure; checking its claim"),
     "restriction": ("completed", "partner confirmed it restricted the processing"),
     "restriction_lift": ("completed", "partner confirmed it lifted the restriction"),
-    "rectification": ("completed", "partner confirmed the correction"),
+    "rectification": ("waiting", "partner confirmed the correction; checking its claim"),
     "objection": ("completed", "partner confirmed it stopped the processing objected to"),
 }
 

@@ -202,6 +202,76 @@ def _partner_details(
     return details
 
 
+def verify_partner(rt: Runtime, request_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
+    """Read back what the partner holds under the corrected identities after it said it corrected.
+
+    The claim is false when nothing is found any more (the partner kept the old identity), or a
+    row holds another value than the correction in a field of the corrected kind (identity
+    columns, and the data categories of names and companies). The partner's row fails with the
+    reason and the request stays open; values never reach the reason, only column names.
+    """
+    from include.dsr.connectors.base import REQUEST_ID_COLUMN
+    from include.dsr.ledger.api import SystemUpdate
+    from include.dsr.rights.partner_exchange import with_backoff
+
+    connector = rt.connector(system_key, request_id)
+    try:
+        result = with_backoff(lambda: connector.fetch(refs), f"read {system_key}")
+    finally:
+        connector.close()
+    system = rt.data_map.system(system_key)
+    sent = rt.staging(request_id).get_json("partner_details.json")[request_id][system_key]["corrections"]
+    claimed = next(
+        (r for r in rt.ledger.system_results(request_id) if r.system == system_key and r.action == RECTIFY), None
+    )
+    rows, wrong = 0, set()
+    for coll in system.collections:
+        frame = result.frames.get(coll.name)
+        if frame is None or not len(frame):
+            continue
+        frame = frame[frame[REQUEST_ID_COLUMN] == request_id]
+        rows += len(frame)
+        for f in coll.fields:
+            key = {"email": "email", "phone": "phone"}.get(f.identity or "") or next(
+                (PARTNER_FIELDS[c] for c in f.data_categories if PARTNER_FIELDS.get(c) in ("name", "company")), None
+            )
+            if key not in sent or f.name not in frame.columns:
+                continue
+            for value in frame[f.name]:
+                if value is not None and value == value and _as_sent(key, value, f) != sent[key]:
+                    wrong.add(f"{coll.name}.{f.name}")
+    evidence = {"verified_with": refs[request_id], "rows_read": rows, "fields_not_corrected": sorted(wrong)}
+    affected = (claimed.record_count or 0) if claimed else 0
+    if wrong or (affected and not rows):
+        where = ", ".join(sorted(wrong))
+        reason = (
+            f"partner {system_key} claims it corrected the data but still holds other values in {where}"
+            if wrong
+            else f"partner {system_key} claims it corrected {affected} rows, and none is found under the corrected "
+            "identities"
+        )
+        rt.ledger.upsert_system_results(
+            [SystemUpdate(request_id, system_key, RECTIFY, "failed", outcome=reason, evidence=evidence)]
+        )
+        return {"verified": False, "reason": reason}
+    rt.ledger.upsert_system_results(
+        [SystemUpdate(request_id, system_key, RECTIFY, "completed", record_count=affected,
+                      outcome="corrected, checked by reading back", evidence=evidence)]
+    )  # fmt: skip
+    return {"verified": True, "reason": ""}
+
+
+def _as_sent(key: str, value: Any, spec) -> str | None:
+    """A partner's stored value in the form the correction was sent in."""
+    from include.dsr.core.identities import normalize_email, normalize_phone
+
+    if key == "email":
+        return normalize_email(str(value))
+    if key == "phone":
+        return normalize_phone(str(value), spec.phone_region)
+    return " ".join(str(value).split())
+
+
 def rectify_platform(rt: Runtime, request_id: str) -> dict:
     """Write every correction in one transaction, with aliases for replaced identities.
 
