@@ -3,8 +3,9 @@
 
 Sends the day's newsletter to everyone who opted in, minus the suppression list, minus every
 subject whose data may not be used for marketing (the DSR restriction registry: restricted,
-objected, consent withdrawn). Runs daily, and again whenever the registry changes
-(Asset `dsr_processing_restrictions`), so the audience it would use next is always current.
+objected, consent withdrawn). Runs daily at 09:00 Berlin time, and again whenever the registry
+changes (Asset `dsr_processing_restrictions`): the campaign is the day's, so a second run sends
+only to people the first did not reach (a restriction lifted since), never twice to anyone.
 """
 
 from datetime import UTC, datetime
@@ -26,12 +27,13 @@ with DAG(
 ) as dag:
 
     @task
-    def send_newsletter(**context) -> dict:
+    def send_newsletter() -> dict:
         from include import constants
-        from include.demo.downstream import send_newsletter
+        from include.demo.downstream import daily_campaign, send_newsletter
         from include.dsr.connections import engine_for, secret
 
-        campaign = f"newsletter-{context['logical_date'] or context['run_id']}"[:80]
-        return send_newsletter(engine_for(constants.CONN_APP_DB), secret("erasure_hash"), campaign)
+        # One campaign per Berlin day: a run the Asset triggers later that day sends only to whom
+        # the morning's run did not reach, never twice to anyone.
+        return send_newsletter(engine_for(constants.CONN_APP_DB), secret("erasure_hash"), daily_campaign())
 
     send_newsletter()

@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 marketing_sends = app_schema.marketing_sends
 
 
+def daily_campaign(now: datetime | None = None) -> str:
+    """The day's newsletter campaign, named by the controller's calendar day."""
+    from include.dsr.core.calendar import CONTROLLER_TZ
+
+    return f"newsletter-{(now or datetime.now(UTC)).astimezone(CONTROLLER_TZ):%Y-%m-%d}"
+
+
 def send_newsletter(engine: Engine, secret: str, campaign: str, now: datetime | None = None) -> dict[str, int]:
     """Send ``campaign`` to the newsletter audience (idempotent per campaign and account)."""
     restrictions.ensure_schema(engine)

@@ -195,6 +195,7 @@ def test_restriction_is_honoured_by_every_processing_path_and_lifted_only_after_
     assert all(r.lifted_by == "LIFT-H01" for r in _rows(world))  # history kept: stamped, not deleted
     send_newsletter(world, secret, "nl-2")
     assert h01 in sent_to(world, "nl-2")
+    assert send_newsletter(world, secret, "nl-2")["sent"] == 0  # a second run of the day's campaign sends nothing
 
 
 def HARD_RECIPIENTS(rt: Runtime, request_id: str) -> set[str]:
@@ -230,6 +231,27 @@ def test_a_lift_leaves_other_bases_in_force(rt, world):
     h03 = account_of(world, "H03")
     assert restrictions.restricted_accounts(world, "pricing") == set()
     assert restrictions.restricted_accounts(world, "marketing") == {h03}
+
+
+def test_a_lift_ends_rows_keyed_by_identities_it_did_not_resolve(rt, world):
+    """Restricted under the old email, rectified, lifted under the new one: the old email's row ends too."""
+    apply = conf("H03", "RES-OLD", action="apply")
+    take_in(rt, apply, "restriction")
+    restriction.plan_restriction(rt, "RES-OLD", "apply")
+    restriction.apply_platform(rt, "RES-OLD")
+    fix = conf("H03", "RECT-BETWEEN", corrections=[{"field": "accounts.email", "value": "j.smith.new@example.ie"}])
+    take_in(rt, fix, "rectification")
+    rectification.plan_rectification(rt, "RECT-BETWEEN", fix)
+    rectification.rectify_platform(rt, "RECT-BETWEEN")
+    lift = {**conf("H03", "LIFT-NEW", action="lift"), "subject": {"email": "j.smith.new@example.ie"}}
+    take_in(rt, lift, "restriction")
+    restriction.plan_restriction(rt, "LIFT-NEW", "lift")
+    restriction.notify_lift(rt, "LIFT-NEW", lift)
+    restriction.lift_platform(rt, "LIFT-NEW")
+    restriction.check_restriction(rt, "LIFT-NEW", "lift")
+    old_key = restrictions.SubjectKeys.of(rt.hash_secret, emails=[normalize_email(HARD["H03"].email)])
+    assert restrictions.in_force(world, old_key) == []
+    assert all(r.lifted_by == "LIFT-NEW" for r in restrictions.of_request(world, "RES-OLD"))
 
 
 # -- rectification --------------------------------------------------------------------------
@@ -394,10 +416,10 @@ def test_an_objection_to_direct_marketing_stops_the_next_send_at_once(rt, world,
     take_in(rt, run, "objection")
     planned = objection.plan_objection(rt, "OBJ-DM", run)
     assert planned["weigh"] is False
-    assert planned["partners"] == []
     done = objection.apply_immediate(rt, "OBJ-DM")
     assert done["suppression_entries"] == 1
     objection.check_objection(rt, "OBJ-DM")
+    assert objection.plan_recipients(rt, "OBJ-DM")["partners"] == []  # no recipient markets for Fabconnect
     with world.connect() as conn:
         prefs = conn.execute(
             sa.select(app_schema.marketing_preferences).where(app_schema.marketing_preferences.c.account_id == h03)
@@ -470,3 +492,30 @@ def test_an_objection_on_legitimate_interests_waits_for_ops_then_applies_or_refu
         assert row.outcome == "refused"
         assert reason in body
         assert "supervisory authority" in body
+
+
+def test_recipients_that_market_for_fabconnect_are_told_which_purposes_stopped(rt, world):
+    """A data map in which the payment processor also runs our newsletters: it alone is told, with
+    the purposes that stopped (and not of a purpose ops decided to carry on with)."""
+    import yaml
+
+    from include import settings
+    from include.dsr.core.data_map import parse_data_map
+
+    raw = yaml.safe_load(settings.DATA_MAP_PATH.read_text())
+    payflow = next(s for s in raw["systems"] if s["key"] == "payflow")
+    payflow["collections"][0]["purposes"] = ["payments", "marketing", "pricing"]
+    rt.data_map = parse_data_map(raw)
+    run = conf("H01", "OBJ-MAILER", purposes=["marketing", "pricing"])
+    take_in(rt, run, "objection")
+    objection.plan_objection(rt, "OBJ-MAILER", run)
+    objection.apply_immediate(rt, "OBJ-MAILER")
+    reason = "Quotes below cost are flagged from pricing features"
+    objection.apply_decision(
+        rt, "OBJ-MAILER", {"chosen_options": [objection.OVERRIDE], "params_input": {"reason": reason}}
+    )
+    targets = objection.plan_recipients(rt, "OBJ-MAILER")
+    assert targets["partners"] == [{"system": "payflow", "channel": "api"}]
+    details = rt.staging("OBJ-MAILER").get_json("partner_details.json")["OBJ-MAILER"]
+    assert details == {"payflow": {"purposes": ["marketing"]}}
+    assert [r.status for r in rt.ledger.system_results("OBJ-MAILER") if r.system == "payflow"] == ["pending"]

@@ -169,6 +169,39 @@ def test_submit_triggers_the_run_and_prints_run_id_and_due_date(airflow: FakeAir
     assert "due       2026-12-28 23:59 CET" in out  # 25 Dec and 26 Dec are holidays, 27 Dec a Sunday
 
 
+def test_submit_rectification_and_objection(airflow: FakeAirflow, dsr) -> None:
+    for dag_id in ("dsr_rectification", "dsr_objection"):
+        airflow.routes[("GET", f"/api/v2/dags/{dag_id}")] = (200, {"dag_id": dag_id, "is_paused": False})
+    code, out, err = dsr(
+        "submit", "rectification", "--email", EMAIL, "--verified-by", "email_link",
+        "--correct", "accounts.email=maria.new@example.com", "--correct", "addresses.city@17=Köln",
+    )  # fmt: skip
+    assert code == 0, err
+    assert airflow.calls[-1][2]["conf"]["corrections"] == [
+        {"field": "accounts.email", "value": "maria.new@example.com"},
+        {"field": "addresses.city", "value": "Köln", "row_id": 17},
+    ]
+    assert "maria.new" not in out + err
+    code, out, err = dsr("submit", "objection", "--email", EMAIL, "--purpose", "marketing", "--purpose", "pricing")
+    assert code == 0, err
+    assert airflow.calls[-1][2]["conf"]["purposes"] == ["marketing", "pricing"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--correct", "accounts.email"], "FIELD=VALUE"),
+        (["--correct", "addresses.city@x=Köln"], "ROW is the row's id"),
+        (["--correct", "accounts.role=admin"], "cannot be rectified"),
+    ],
+)
+def test_submit_refuses_bad_corrections_before_sending(airflow: FakeAirflow, dsr, argv, message) -> None:
+    code, out, err = dsr("submit", "rectification", "--email", EMAIL, *argv)
+    assert code != 0
+    assert message in err
+    assert not [c for c in airflow.calls if c[0] == "POST" and c[1].endswith("/dagRuns")]
+
+
 def test_submit_with_given_id_time_phone_and_account(airflow: FakeAirflow, dsr) -> None:
     code, out, _ = dsr(
         "submit",

@@ -23,7 +23,7 @@ from include.dsr.core.request import (
 )
 from include.dsr.sla import deadlines as sla
 
-RIGHTS = ("access", "portability", "erasure", "restriction")
+RIGHTS = ("access", "portability", "erasure", "restriction", "rectification", "objection")
 REDACTED = "<redacted>"
 _EMAIL_LIKE = re.compile(r"[\w.+%-]+@[\w-]+(\.[\w-]+)+")
 
@@ -50,6 +50,18 @@ def add_parser(subparsers: argparse._SubParsersAction, api_options: argparse.Arg
     parser.add_argument("--jurisdiction", choices=JURISDICTIONS, default="GDPR")
     parser.add_argument("--action", choices=RESTRICTION_ACTIONS, help="restriction only: apply or lift")
     parser.add_argument("--transmit-to", help="portability only: the receiving controller's endpoint URL")
+    parser.add_argument(
+        "--correct",
+        action="append",
+        metavar="FIELD[@ROW]=VALUE",
+        help="rectification only, repeatable: e.g. accounts.email=new@example.com, addresses.city@17=Köln "
+        "(the value is never printed)",
+    )
+    parser.add_argument(
+        "--purpose",
+        action="append",
+        help="objection only, repeatable: a data-map purpose objected to (marketing, pricing, ...)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="run without side effects on the systems")
     parser.set_defaults(func=run)
 
@@ -86,7 +98,25 @@ def build_conf(args: argparse.Namespace, now: datetime) -> dict:
         conf["action"] = args.action
     if args.transmit_to:
         conf["transmit_to"] = args.transmit_to
+    if args.correct:
+        conf["corrections"] = [_correction(item) for item in args.correct]
+    if args.purpose:
+        conf["purposes"] = list(args.purpose)
     return conf
+
+
+def _correction(item: str) -> dict:
+    """``FIELD[@ROW]=VALUE`` as a correction of the run conf."""
+    name, sep, value = item.partition("=")
+    field, _, row = name.strip().partition("@")
+    if not sep or not field:
+        raise CliError("--correct takes FIELD=VALUE or FIELD@ROW=VALUE, e.g. accounts.email=new@example.com")
+    correction: dict = {"field": field, "value": value}
+    if row:
+        if not row.isdigit():
+            raise CliError(f"--correct {field}@ROW: ROW is the row's id, a number")
+        correction["row_id"] = int(row)
+    return correction
 
 
 def redact(text: str, subject: dict) -> str:
@@ -120,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
             "(wait for the dag-processor, or check `airflow dags list-import-errors`)"
         ) from exc
     except AirflowApiError as exc:
-        raise type(exc)(redact(str(exc), conf["subject"]), exc.status) from exc
+        values = {**conf["subject"], **{f"c{i}": c["value"] for i, c in enumerate(conf.get("corrections", []))}}
+        raise type(exc)(redact(str(exc), values), exc.status) from exc
     due = sla.due_at(request.received_at, request.jurisdiction, right=request.right)
     print(
         fmt.fields(

@@ -40,10 +40,12 @@ def _dry_run(right: str):
     return report_dry_run()
 
 
-def _recipient_tasks(right: str, partners, kind: Callable[[dict], str]):
-    """tell_partner[*] over the plan's automated recipients, confirm_manual_partner[*] over the manual ones."""
+def _recipient_tasks(right: str, partners, kind: Callable[[dict], str], after: list):
+    """tell_partner[*] over the plan's automated recipients, confirm_manual_partner[*] over the
+    manual ones; both only once the ``after`` tasks changed the platform (a lift: once the subject
+    was told), so no recipient, and no ops member, hears of a change before it is made."""
 
-    @task
+    @task(trigger_rule="none_failed_min_one_success")
     def plan_manual_partners(**context) -> list[str]:
         rt, request_id = _runtime(), context["params"]["request_id"]
         manual = rt.staging(request_id).get_json("manual_targets.json")
@@ -57,7 +59,8 @@ def _recipient_tasks(right: str, partners, kind: Callable[[dict], str]):
         map_index_template="{{ task.target['system'] }}",
     ).expand(target=partners)
     bodies = plan_manual_partners()
-    partners >> bodies
+    [partners, *after] >> bodies
+    after >> told
     manual = HITLOperator.partial(
         task_id="confirm_manual_partner",
         retries=0,
@@ -166,9 +169,7 @@ def build_restriction_dag(doc_md: str, tags: list[str]) -> DAG:
         partners >> routed >> [restrict_platform(), notify_lift()]
         dag.get_task("notify_lift") >> lifted
         [dag.get_task("restrict_platform"), lifted] >> checked
-        # Recipients are told once the platform change is in (a lift: once the subject was told).
-        told, manual = _recipient_tasks(right, partners, kind)
-        [dag.get_task("restrict_platform"), lifted] >> told
+        told, manual = _recipient_tasks(right, partners, kind, after=[dag.get_task("restrict_platform"), lifted])
         [checked, told, manual] >> _close(right, closer, kind)
     return dag
 
@@ -211,8 +212,7 @@ def build_rectification_dag(doc_md: str, tags: list[str]) -> DAG:
         platform = rectify_platform()
         checked = check_changes()
         partners >> platform >> checked
-        told, manual = _recipient_tasks(right, partners, lambda params: right)
-        platform >> told
+        told, manual = _recipient_tasks(right, partners, lambda params: right, after=[platform])
         [checked, told, manual] >> _close(right, closer, lambda params: right)
     return dag
 
@@ -229,12 +229,14 @@ def build_objection_dag(doc_md: str, tags: list[str]) -> DAG:
             from include.dsr.rights import objection
 
             rt, request_id = _runtime(), context["params"]["request_id"]
-            planned = run_step(lambda: objection.plan_objection(rt, request_id, context["dag_run"].conf))
-            return {"partners": planned["partners"], "weigh": planned["weigh"]}
+            return run_step(lambda: objection.plan_objection(rt, request_id, context["dag_run"].conf))
 
+        # Once every purpose is decided: only recipients processing a purpose that stopped are told.
         @task
-        def partner_targets(planned: dict) -> list[dict]:
-            return planned["partners"]
+        def partner_targets(**context) -> list[dict]:
+            from include.dsr.rights import objection
+
+            return run_step(lambda: objection.plan_recipients(_runtime(), context["params"]["request_id"]))["partners"]
 
         @task(outlets=[RESTRICTIONS])
         def stop_immediately(**context) -> dict:
@@ -296,7 +298,6 @@ def build_objection_dag(doc_md: str, tags: list[str]) -> DAG:
         planned = plan_changes()
         joins[1:] >> planned
         joins[0] >> _dry_run(right)
-        partners = partner_targets(planned)
         stopped = stop_immediately()
         routed = route_weighing()
         checked = check_changes()
@@ -305,7 +306,8 @@ def build_objection_dag(doc_md: str, tags: list[str]) -> DAG:
         routed >> [body, nothing_to_weigh()]
         body >> weigh >> apply_decision() >> checked
         dag.get_task("nothing_to_weigh") >> checked
-        told, manual = _recipient_tasks(right, partners, lambda params: right)
-        checked >> told
+        partners = partner_targets()
+        checked >> partners
+        told, manual = _recipient_tasks(right, partners, lambda params: right, after=[])
         [checked, told, manual] >> _close(right, closer, lambda params: right)
     return dag

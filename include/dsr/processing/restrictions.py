@@ -57,6 +57,8 @@ restrictions = Table(
 
 @dataclass(frozen=True)
 class Restriction:
+    """One registry row; times are aware UTC."""
+
     request_id: str
     basis: str
     purpose: str
@@ -65,6 +67,7 @@ class Restriction:
     key_hash: str | None
     applied_at: datetime
     lifted_at: datetime | None
+    lifted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,16 @@ def _naive_utc(moment: datetime | None) -> datetime:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the table and the view where they are missing (idempotent, both backends)."""
+    """Create the table and the view where they are missing (both backends).
+
+    Nothing is executed when both exist, so jobs that call it on every run need no DDL rights
+    and never race a ``CREATE OR REPLACE VIEW`` against readers of the view.
+    """
+    from sqlalchemy import inspect
+
+    found = inspect(engine)
+    if found.has_table(restrictions.name) and VIEW in found.get_view_names():
+        return
     metadata.create_all(engine, checkfirst=True)
     body = (
         f"SELECT DISTINCT account_id, purpose FROM {restrictions.name} "
@@ -108,7 +120,9 @@ def ensure_schema(engine: Engine) -> None:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql(f"CREATE VIEW IF NOT EXISTS {VIEW} AS {body}")
         else:
-            conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {VIEW} AS {body}")
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('dsr_restricted_accounts'))")
+            if VIEW not in inspect(conn).get_view_names():
+                conn.exec_driver_sql(f"CREATE VIEW {VIEW} AS {body}")
 
 
 def _key_clause(keys: SubjectKeys):
@@ -169,18 +183,23 @@ def lift(
     keys: SubjectKeys,
     lifted_by: str,
     basis: str = RESTRICTION,
-    purposes: Iterable[str] | None = None,
     now: datetime | None = None,
-) -> int:
-    """End what is in force for the subject's keys under ``basis`` (all purposes, or those given),
-    in the caller's transaction; returns the rows lifted."""
-    where = _key_clause(keys)
-    if where is None:
-        return 0
-    query = update(restrictions).where(where, restrictions.c.basis == basis, restrictions.c.lifted_at.is_(None))
-    if purposes is not None:
-        query = query.where(restrictions.c.purpose.in_(sorted(set(purposes))))
-    return conn.execute(query.values(lifted_at=_naive_utc(now), lifted_by=lifted_by)).rowcount or 0
+) -> list[str]:
+    """End, in the caller's transaction, every request's restriction under ``basis`` that any of
+    the subject's keys is in: all of that request's rows, also those keyed by identities the
+    lift did not resolve (an email rectified since, a phone not given). Returns those requests."""
+    requests = sorted({r.request_id for r in in_force(conn, keys, basis)})
+    if requests:
+        conn.execute(
+            update(restrictions)
+            .where(
+                restrictions.c.request_id.in_(requests),
+                restrictions.c.basis == basis,
+                restrictions.c.lifted_at.is_(None),
+            )
+            .values(lifted_at=_naive_utc(now), lifted_by=lifted_by)
+        )
+    return requests
 
 
 def in_force(engine_or_conn: Engine | Connection, keys: SubjectKeys, basis: str | None = None) -> list[Restriction]:
@@ -265,5 +284,18 @@ def _rows(engine_or_conn, query):
 
 def _row(r) -> Restriction:
     return Restriction(
-        r.request_id, r.basis, r.purpose, r.key_type, r.account_id, r.key_hash, r.applied_at, r.lifted_at
+        r.request_id,
+        r.basis,
+        r.purpose,
+        r.key_type,
+        r.account_id,
+        r.key_hash,
+        _aware(r.applied_at),
+        _aware(r.lifted_at),
+        r.lifted_by,
     )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """The platform stores UTC wall time; callers get aware UTC datetimes."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment

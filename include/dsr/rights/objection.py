@@ -49,28 +49,53 @@ def _now() -> datetime:
 
 
 def plan_objection(rt: Runtime, request_id: str, conf: dict) -> dict:
-    """Sort the purposes, stage the plan and record it; returns the recipients to tell and whether
-    ops must weigh any purpose (counts and purpose keys only: no personal data)."""
+    """Sort the purposes, stage the plan and record it; returns whether ops must weigh any
+    purpose (counts and purpose keys only: no personal data)."""
     from include.dsr.core.request import parse_request
 
     request = parse_request(conf, "objection")
-    subject = staged_subject(rt, request_id)
     kinds = {p: objection_kind(p) for p in request.purposes}
     plan = {
         "immediate": sorted(p for p, k in kinds.items() if k != LEGITIMATE_INTEREST),
         "weigh": sorted(p for p, k in kinds.items() if k == LEGITIMATE_INTEREST),
         "kinds": kinds,
     }
-    rt.staging(request_id).put_json(PLAN_FILE, plan)
-    rt.ledger.append_event(request_id, "objection.planned", plan, dedupe_key=f"{request_id}:objection.planned")
-    rt.ledger.upsert_system_result(request_id, PLATFORM, "restrict", "pending")
+    staging = rt.staging(request_id)
+    if staging.exists(PLAN_FILE):  # a re-run keeps ops' decision, if there was one
+        plan = {**plan, **{k: v for k, v in staging.get_json(PLAN_FILE).items() if k == "overridden"}}
+    staging.put_json(PLAN_FILE, plan)
+    rt.ledger.append_event(
+        request_id,
+        "objection.planned",
+        {k: v for k, v in plan.items() if k != "overridden"},
+        dedupe_key=f"{request_id}:objection.planned",
+    )
+    recipients.pending_once(rt, request_id, PLATFORM, "restrict")
     restrictions.ensure_schema(rt.app_engine)
-    # Recipients processing for a purpose objected to (e.g. a mailing house marketing for us).
-    processing = {
-        s.key for s in rt.data_map.partners() if any(set(c.purposes) & set(request.purposes) for c in s.collections)
+    return {"weigh": bool(plan["weigh"]), "immediate": len(plan["immediate"])}
+
+
+def stopped_purposes(plan: dict) -> list[str]:
+    """The purposes no longer processed: the immediate ones, and the weighed ones ops upheld."""
+    overridden = plan.get("overridden") or {}
+    return sorted(set(plan["immediate"]) | {p for p in plan["weigh"] if p not in overridden and "overridden" in plan})
+
+
+def plan_recipients(rt: Runtime, request_id: str) -> dict:
+    """Once every purpose is decided: the recipients that process a stopped purpose for Fabconnect
+    (a mailing house sending our newsletter) are told, with the purposes (Art. 19, 21(3))."""
+    from include.dsr.rights.partner_exchange import DETAILS_FILE
+
+    plan = rt.staging(request_id).get_json(PLAN_FILE)
+    stopped = set(stopped_purposes(plan))
+    subject = staged_subject(rt, request_id)
+    details = {
+        s.key: {"purposes": sorted(stopped & {p for c in s.collections for p in c.purposes})}
+        for s in rt.data_map.partners()
+        if s.key in subject.recipients and any(set(c.purposes) & stopped for c in s.collections)
     }
-    targets = recipients.plan(rt, request_id, "objection", processing & subject.recipients)
-    return {**targets, "weigh": bool(plan["weigh"]), "immediate": len(plan["immediate"])}
+    rt.staging(request_id).put_json(DETAILS_FILE, {request_id: details})
+    return recipients.plan(rt, request_id, "objection", set(details))
 
 
 def _stop(rt: Runtime, request_id: str, purposes: dict[str, str]) -> dict[str, int]:
@@ -111,6 +136,11 @@ def apply_immediate(rt: Runtime, request_id: str) -> dict:
 
 
 def _record_platform(rt: Runtime, request_id: str, plan: dict, stopped: list[str], final: bool, counts: dict) -> None:
+    earlier = next(
+        (r.evidence for r in rt.ledger.system_results(request_id) if r.system == PLATFORM and r.action == "restrict"),
+        {},
+    )
+    counts = {k: counts.get(k, 0) + int(earlier.get(k, 0) or 0) for k in {*counts, *earlier} if k != "stopped"}
     rt.ledger.upsert_system_result(
         request_id,
         PLATFORM,
@@ -177,53 +207,40 @@ def apply_decision(rt: Runtime, request_id: str, reply: dict[str, Any] | None) -
 
 def check_objection(rt: Runtime, request_id: str) -> dict:
     """Great Expectations: every purpose stopped is in the registry for every key of the subject,
-    and every ``stops_with`` field holds its value on the subject's rows."""
+    and every ``stops_with`` field holds its value on the subject's rows (flags, never values)."""
     import pandas as pd
 
-    from include.dsr.checks.gx import GxRunner
     from include.dsr.rights.platform_rows import rows_of
     from include.dsr.rights.restriction import subject_keys
 
-    plan = rt.staging(request_id).get_json(PLAN_FILE)
-    stopped = sorted(set(plan["immediate"]) | (set(plan["weigh"]) - set(plan.get("overridden") or {})))
+    stopped = stopped_purposes(rt.staging(request_id).get_json(PLAN_FILE))
     subject = staged_subject(rt, request_id)
     keys = subject_keys(rt, subject)
     in_force = {(r.purpose, r.key_type, r.account_id, r.key_hash) for r in restrictions.in_force(rt.app_engine, keys)}
     wanted = [(p, "account_id", a, None) for p in stopped for a in sorted(keys.account_ids)]
     wanted += [(p, kind, None, h) for p in stopped for kind, h in sorted(keys.hashes)]
-    registry = pd.DataFrame({"purpose": [w[0] for w in wanted], "stopped": [w in in_force for w in wanted]})
-    fields = []
+    checks = [{"what": f"registry {w[0]}", "ok": w in in_force} for w in wanted]
     system = rt.data_map.system(PLATFORM)
     with rt.app_engine.connect() as conn:
         for purpose in stopped:
             for coll_name, values in rt.data_map.purposes[purpose].stops_with.items():
                 for row in rows_of(conn, system.collection(coll_name), subject.account_ids).values():
-                    for name, value in values.items():
-                        fields.append({"field": f"{coll_name}.{name}", "set": row[name] == value})
-    gx = GxRunner("dsr_objection_checks")
-    outcomes = gx.outcomes(
-        "dsr_processing_restrictions",
-        registry,
-        [
-            gx.E.ExpectTableRowCountToEqual(value=len(wanted)),
-            gx.E.ExpectColumnValuesToBeInSet(column="stopped", value_set=[True]),
-        ],
-    )
-    if fields:
-        outcomes += gx.outcomes(
-            "stops_with", pd.DataFrame(fields), [gx.E.ExpectColumnValuesToBeInSet(column="set", value_set=[True])]
-        )
-    failed = [o for o in outcomes if not o.success]
-    rt.ledger.append_event(
+                    checks += [{"what": f"{coll_name}.{name}", "ok": row[name] == v} for name, v in values.items()]
+    frame = pd.DataFrame(checks, columns=["what", "ok"])
+    failed = recipients.record_checks(
+        rt,
         request_id,
-        "checks.failed" if failed else "checks.passed",
-        {"expectations": len(outcomes), "failures": len(failed), "purposes_stopped": len(stopped)},
+        "objection",
+        frame,
+        lambda E: [
+            E.ExpectTableRowCountToBeBetween(min_value=len(wanted)),
+            E.ExpectColumnValuesToBeInSet(column="ok", value_set=[True]),
+        ],
+        {"purposes_stopped": len(stopped)},
     )
     if failed:
-        raise CheckFailedError(
-            f"request {request_id}: objection checks failed: "
-            + "; ".join(f"{o.collection} {o.expectation}" for o in failed)
-        )
+        wrong = sorted(set(frame.loc[~frame["ok"].astype(bool), "what"]))
+        raise CheckFailedError(f"request {request_id}: objection checks failed: {', '.join(wrong) or 'row count'}")
     return {"purposes_stopped": len(stopped)}
 
 
@@ -232,32 +249,26 @@ def close_objection(rt: Runtime, request_id: str, conf: dict) -> dict:
     from include.dsr.notify.notices import answer_address
     from include.dsr.rights import intake
 
-    waiting = recipients.owed(rt, request_id, "objection")
-    if waiting:
-        rt.ledger.set_status(request_id, "waiting_on_partner", outcome_summary="not closed: " + "; ".join(waiting))
-        raise TerminalError(f"request {request_id} stays open until its recipients confirm: " + "; ".join(waiting))
     plan = rt.staging(request_id).get_json(PLAN_FILE)
     overridden = plan.get("overridden") or {}
-    stopped = [p for p in plan["immediate"] + plan["weigh"] if p not in overridden]
-    told, _ = recipients.told(rt, request_id, "objection")
+    stopped = stopped_purposes(plan)
     describe = {p: rt.data_map.purposes[p].description for p in plan["immediate"] + plan["weigh"]}
-    recipient = answer_address(conf, request_id, staged_subject(rt, request_id).emails)
-    if recipient:
-        intake.notices(rt).objection(
-            request_id, recipient, [describe[p] for p in stopped], {describe[p]: r for p, r in overridden.items()}, told
-        )
+
+    def notify(told: list[str], exceptions: list[str]) -> None:
+        recipient = answer_address(conf, request_id, staged_subject(rt, request_id).emails)
+        if recipient:
+            intake.notices(rt).objection(
+                request_id,
+                recipient,
+                [describe[p] for p in stopped],
+                {describe[p]: r for p, r in overridden.items()},
+                told,
+            )
+
     if stopped:
-        outcome = "processing_stopped"
         text = f"stopped: {', '.join(stopped)}" + (f"; carried on: {', '.join(overridden)}" if overridden else "")
-        rt.ledger.close_request(request_id, "completed", _now(), text, outcome=outcome)
+        closed = recipients.close_when_told(rt, request_id, "objection", text, "processing_stopped", notify)
     else:
-        rt.ledger.close_request(
-            request_id,
-            "refused",
-            _now(),
-            f"compelling legitimate grounds for {', '.join(overridden)}",
-            outcome="refused",
-        )
-    rt.staging(request_id).clear()
-    rt.ledger.verify_chain_or_raise()
-    return {"request_id": request_id, "stopped": len(stopped), "overridden": len(overridden)}
+        text = f"compelling legitimate grounds for {', '.join(overridden)}"
+        closed = recipients.close_when_told(rt, request_id, "objection", text, "refused", notify, status="refused")
+    return {**closed, "stopped": len(stopped), "overridden": len(overridden)}

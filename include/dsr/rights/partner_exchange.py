@@ -139,13 +139,13 @@ def submit(rt: Runtime, batch_id: str, right: str, system_key: str, verify: bool
 
 
 #: Staged per batch by a right whose partner requests carry more than identities (rectification:
-#: the corrected values, per request and partner).
+#: the corrected values; objection: the purposes stopped), per request and partner.
 DETAILS_FILE = "partner_details.json"
 
 
 def _details(rt: Runtime, batch_id: str, right: str, system_key: str) -> dict[str, dict] | None:
     """Per request, what the partner request carries besides identities (``None``: nothing)."""
-    if right != "rectification":
+    if right not in ("rectification", "objection") or not rt.staging(batch_id).exists(DETAILS_FILE):
         return None
     staged = rt.staging(batch_id).get_json(DETAILS_FILE)
     return {rid: per[system_key] for rid, per in staged.items() if system_key in per}
@@ -361,6 +361,10 @@ def clean(rt: Runtime, request_id: str, text: str, limit: int = 500) -> str:
     try:
         for subject in rt.staging(request_id).get_subjects():
             identities += [*subject.emails, *subject.phones, *(p.lstrip("+") for p in subject.phones), *subject.names]
+        if rt.staging(request_id).exists(DETAILS_FILE):  # corrected values a partner may quote back
+            for per_partner in rt.staging(request_id).get_json(DETAILS_FILE).values():
+                for sent in per_partner.values():
+                    identities += [str(v) for v in (sent.get("corrections") or {}).values()]
     except Exception as exc:  # no staged subject (yet): the generic patterns still apply
         log.debug("no staged subject to redact with for request %s (%s)", request_id, type(exc).__name__)
     return redact(text, identities, limit=limit)

@@ -17,14 +17,15 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import column, select, table, update
+from sqlalchemy import column, or_, select, table, update
 
 from include.dsr.core.corrections import postal_code_problem
 from include.dsr.core.errors import CheckFailedError, RequestValidationError, TerminalError
 from include.dsr.core.pii import keyed_hash
 from include.dsr.rights import recipients
+from include.dsr.rights.partner_exchange import DETAILS_FILE
 from include.dsr.rights.platform_rows import ACCOUNTS, rows_of
-from include.dsr.rights.recipients import staged_subject
+from include.dsr.rights.recipients import record_checks, staged_subject
 
 if TYPE_CHECKING:
     from include.dsr.identity.resolver import ResolvedSubject
@@ -34,20 +35,21 @@ log = logging.getLogger(__name__)
 PLATFORM = "fabconnect_app"
 PLAN_FILE = "rectification_plan.json"
 RECTIFY = "rectify"
-#: Data category of a corrected field -> the field of a partner's rectification request
-#: (``corrections`` in OpenDSR 0.1 as Fabconnect's partners extended it).
-PARTNER_FIELDS = {
-    "user.contact.email": "email",
-    "user.contact.phone_number": "phone",
-    "user.name": "name",
-    "user.workplace": "company",
+#: Account field -> the field of a partner's rectification request (``corrections``, OpenDSR 0.1
+#: as Fabconnect's partners extended it); the others (job title, addresses) partners do not hold.
+PARTNER_FIELDS = {"email": "email", "phone": "phone", "first_name": "name", "last_name": "name", "company": "company"}
+#: The data category under which a partner stores each of those fields (for the read-back check).
+PARTNER_CATEGORIES = {
+    "email": "user.contact.email",
+    "phone": "user.contact.phone_number",
+    "name": "user.name",
+    "company": "user.workplace",
 }
 #: Account fields whose correction changes how the subject is found (the identity graph).
 IDENTITY_FIELDS = {"email": "email", "phone": "phone"}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def value_hash(rt: Runtime, name: str, value: Any) -> str | None:
@@ -121,7 +123,7 @@ def plan_rectification(rt: Runtime, request_id: str, conf: dict) -> dict:
     details = _partner_details(rt, subject, planned, full_names)
     staging = rt.staging(request_id)
     staging.put_json(PLAN_FILE, planned)
-    staging.put_json("partner_details.json", {request_id: details})
+    staging.put_json(DETAILS_FILE, {request_id: details})
     rt.ledger.append_event(
         request_id,
         "rectification.planned",
@@ -139,26 +141,37 @@ def plan_rectification(rt: Runtime, request_id: str, conf: dict) -> dict:
         },
         dedupe_key=f"{request_id}:rectification.planned",
     )
-    rt.ledger.upsert_system_result(request_id, PLATFORM, RECTIFY, "pending")
+    recipients.pending_once(rt, request_id, PLATFORM, RECTIFY)
     return recipients.plan(rt, request_id, "rectification", set(details))
 
 
 def _identity_clashes(rt: Runtime, subject: ResolvedSubject, planned: list[dict]) -> list[str]:
-    """A corrected email or phone that is already someone else's would merge two people."""
-    from include.dsr.identity.resolver import IdentityResolver, SubjectQuery
+    """A corrected email or phone that is already someone else's would merge two people: another
+    account's (now, or before a correction of theirs: aliases), or rows that carry it with no
+    account of the subject's (a chat or a support mail of someone without an account)."""
+    from include.dsr.identity.resolver import ResolvedSubject, SubjectQuery
+    from include.dsr.rights.intake import resolve_query
 
     problems = []
     for p in planned:
         kind = IDENTITY_FIELDS.get(p["field"]) if p["collection"] == ACCOUNTS else None
         if kind is None:
             continue
-        (other,) = IdentityResolver(rt.app_engine, rt.data_map, rt.hash_secret).resolve(
-            [SubjectQuery("rectification-check", **{kind: p["value"]})]
-        )
+        # received "at the epoch": every alias of the value counts, however old
+        other = resolve_query(rt, SubjectQuery("rectification-check", **{kind: p["value"]}, received_at=EPOCH))
         if other.account_ids - subject.account_ids:
             problems.append(
                 f"corrections ({ACCOUNTS}.{p['field']}): the new {kind} belongs to another account; "
                 "ops must look at this request (two people may share it)"
+            )
+            continue
+        if other.account_ids:
+            continue  # the subject's own already
+        probe = ResolvedSubject("rectification-check", **{f"{kind}s": {p["value"]}})
+        if any(rt.connector(PLATFORM).locate([probe]).values()):
+            problems.append(
+                f"corrections ({ACCOUNTS}.{p['field']}): records without an account of the subject's already "
+                f"carry the new {kind}; ops must look at this request before they become the subject's"
             )
     return problems
 
@@ -177,26 +190,20 @@ def _full_names(accounts: dict[int, dict], planned: list[dict]) -> dict[int, str
 def _partner_details(
     rt: Runtime, subject: ResolvedSubject, planned: list[dict], full_names: dict[int, str]
 ) -> dict[str, dict]:
-    """Per recipient that holds a corrected field's data category, the ``corrections`` it is sent."""
-    system = rt.data_map.system(PLATFORM)
+    """Per recipient holding a corrected field's data category, the ``corrections`` it is sent."""
     sent: dict[str, Any] = {}
     for p in planned:
-        if p["collection"] != ACCOUNTS:
-            continue  # addresses: partners hold where past orders went, which a correction does not change
-        for category in system.collection(ACCOUNTS).field(p["field"]).data_categories:
-            key = PARTNER_FIELDS.get(category)
-            if key == "name":
-                sent["name"] = full_names[p["row_id"]]
-            elif key:
-                sent[key] = p["value"]
+        key = PARTNER_FIELDS.get(p["field"]) if p["collection"] == ACCOUNTS else None
+        if key == "name":
+            sent["name"] = full_names[p["row_id"]]
+        elif key:
+            sent[key] = p["value"]
     details: dict[str, dict] = {}
     for partner in rt.data_map.partners():
         if partner.key not in subject.recipients:
             continue
-        held = {
-            PARTNER_FIELDS.get(cat) for coll in partner.collections for f in coll.fields for cat in f.data_categories
-        }
-        mine = {k: v for k, v in sent.items() if k in held}
+        held = {cat for coll in partner.collections for f in coll.fields for cat in f.data_categories}
+        mine = {k: v for k, v in sent.items() if PARTNER_CATEGORIES[k] in held}
         if mine:
             details[partner.key] = {"corrections": mine}
     return details
@@ -220,7 +227,7 @@ def verify_partner(rt: Runtime, request_id: str, system_key: str, refs: dict[str
     finally:
         connector.close()
     system = rt.data_map.system(system_key)
-    sent = rt.staging(request_id).get_json("partner_details.json")[request_id][system_key]["corrections"]
+    sent = rt.staging(request_id).get_json(DETAILS_FILE)[request_id][system_key]["corrections"]
     claimed = next(
         (r for r in rt.ledger.system_results(request_id) if r.system == system_key and r.action == RECTIFY), None
     )
@@ -233,7 +240,7 @@ def verify_partner(rt: Runtime, request_id: str, system_key: str, refs: dict[str
         rows += len(frame)
         for f in coll.fields:
             key = {"email": "email", "phone": "phone"}.get(f.identity or "") or next(
-                (PARTNER_FIELDS[c] for c in f.data_categories if PARTNER_FIELDS.get(c) in ("name", "company")), None
+                (k for k in ("name", "company") if PARTNER_CATEGORIES[k] in f.data_categories), None
             )
             if key not in sent or f.name not in frame.columns:
                 continue
@@ -291,20 +298,23 @@ def rectify_platform(rt: Runtime, request_id: str) -> dict:
         for (collection, row_id), fields in sorted(by_row.items()):
             coll = system.collection(collection)
             t = table(collection, *(column(n) for n in coll.field_names))
-            current = conn.execute(select(t).where(t.c[coll.primary_key] == row_id)).mappings().one()
-            for p in fields:
-                now_hash = value_hash(rt, f"{collection}.{p['field']}", current[p["field"]])
-                if now_hash not in (p["before"], p["after"]):
-                    raise TerminalError(
-                        f"request {request_id}: {collection}.{p['field']} of row {row_id} changed since the plan; "
-                        "nothing was written (run the request again to plan afresh)"
-                    )
+            # Compare and set: each field still holds the value planned from (or already the new one,
+            # a re-run); a row someone changed since is left alone and the transaction rolled back.
+            unchanged = [
+                or_(t.c[p["field"]].is_not_distinct_from(p["old"]), t.c[p["field"]] == p["value"]) for p in fields
+            ]
             values = {p["field"]: p["value"] for p in fields}
-            changed += conn.execute(update(t).where(t.c[coll.primary_key] == row_id).values(**values)).rowcount
+            written = conn.execute(update(t).where(t.c[coll.primary_key] == row_id, *unchanged).values(**values))
+            if written.rowcount != 1:
+                raise TerminalError(
+                    f"request {request_id}: row {row_id} of {collection} changed since the plan; nothing was "
+                    "written (run the request again to plan afresh)"
+                )
+            changed += 1
             if collection == ACCOUNTS:
                 for p in fields:
                     if p["field"] in IDENTITY_FIELDS and p["old"] and p["old"] != p["value"]:
-                        old = _normal(p["field"], p["old"], system.collection(ACCOUNTS).field(p["field"]))
+                        old = _as_sent(p["field"], p["old"], system.collection(ACCOUNTS).field(p["field"]))
                         if old:
                             aliases.record(conn, request_id, row_id, IDENTITY_FIELDS[p["field"]], old, rt.hash_secret)
     rt.ledger.upsert_system_result(
@@ -319,21 +329,13 @@ def rectify_platform(rt: Runtime, request_id: str) -> dict:
     return {"fields": len(planned), "rows": changed}
 
 
-def _normal(field: str, value: Any, spec) -> str | None:
-    from include.dsr.core.identities import normalize_email, normalize_phone
-
-    if field == "email":
-        return normalize_email(str(value))
-    return normalize_phone(str(value), spec.phone_region)
-
-
 def check_rectification(rt: Runtime, request_id: str) -> dict:
     """Great Expectations reads every corrected field back (as keyed hashes: the report holds no
     value), and a corrected email or phone must find the subject's account."""
     import pandas as pd
 
-    from include.dsr.checks.gx import GxRunner
-    from include.dsr.identity.resolver import IdentityResolver, SubjectQuery
+    from include.dsr.identity.resolver import SubjectQuery
+    from include.dsr.rights.intake import resolve_query
 
     planned = rt.staging(request_id).get_json(PLAN_FILE)
     subject = staged_subject(rt, request_id)
@@ -350,36 +352,27 @@ def check_rectification(rt: Runtime, request_id: str) -> dict:
     for p in planned:
         kind = IDENTITY_FIELDS.get(p["field"]) if p["collection"] == ACCOUNTS else None
         if kind:
-            (again,) = IdentityResolver(rt.app_engine, rt.data_map, rt.hash_secret).resolve(
-                [SubjectQuery("rectification-check", **{kind: p["value"]})]
-            )
+            again = resolve_query(rt, SubjectQuery("rectification-check", **{kind: p["value"]}))
             found.append({"identity": kind, "finds_subject": again.account_ids == {p["row_id"]} & subject.account_ids})
-    gx = GxRunner("dsr_rectification_checks")
-    outcomes = gx.outcomes(
-        "rectified_fields",
-        pd.DataFrame(read, columns=["field", "corrected"]),
-        [
-            gx.E.ExpectTableRowCountToEqual(value=len(planned)),
-            gx.E.ExpectColumnValuesToBeInSet(column="corrected", value_set=[True]),
-        ],
+    frame = pd.DataFrame(
+        [{"what": r["field"], "ok": r["corrected"]} for r in read]
+        + [{"what": f"finds subject by {f['identity']}", "ok": f["finds_subject"]} for f in found],
+        columns=["what", "ok"],
     )
-    if found:
-        outcomes += gx.outcomes(
-            "identity_graph",
-            pd.DataFrame(found, columns=["identity", "finds_subject"]),
-            [gx.E.ExpectColumnValuesToBeInSet(column="finds_subject", value_set=[True])],
-        )
-    failed = [o for o in outcomes if not o.success]
-    rt.ledger.append_event(
+    failed = record_checks(
+        rt,
         request_id,
-        "checks.failed" if failed else "checks.passed",
-        {"expectations": len(outcomes), "failures": len(failed), "fields_checked": len(read)},
+        "rectified_fields",
+        frame,
+        lambda E: [
+            E.ExpectTableRowCountToEqual(value=len(planned) + len(found)),
+            E.ExpectColumnValuesToBeInSet(column="ok", value_set=[True]),
+        ],
+        {"fields_checked": len(read), "identities_checked": len(found)},
     )
     if failed:
-        raise CheckFailedError(
-            f"request {request_id}: rectification checks failed: "
-            + "; ".join(f"{o.collection} {o.expectation}" for o in failed)
-        )
+        wrong = sorted(frame.loc[~frame["ok"].astype(bool), "what"])
+        raise CheckFailedError(f"request {request_id}: rectification checks failed: {', '.join(wrong) or 'row count'}")
     return {"fields_checked": len(read)}
 
 
@@ -388,23 +381,18 @@ def close_rectification(rt: Runtime, request_id: str, conf: dict) -> dict:
     from include.dsr.notify.notices import answer_address
     from include.dsr.rights import intake
 
-    waiting = recipients.owed(rt, request_id, "rectification")
-    if waiting:
-        rt.ledger.set_status(request_id, "waiting_on_partner", outcome_summary="not closed: " + "; ".join(waiting))
-        raise TerminalError(f"request {request_id} stays open until its recipients confirm: " + "; ".join(waiting))
     planned = rt.staging(request_id).get_json(PLAN_FILE)
-    told, exceptions = recipients.told(rt, request_id, "rectification")
     labels = sorted({field_label(rt, p["collection"], p["field"]) for p in planned})
-    recipient = answer_address(conf, request_id, staged_subject(rt, request_id).emails)
-    if recipient:
-        intake.notices(rt).rectification(request_id, recipient, labels, told, exceptions)
-    outcome, text = "rectified", f"{len(planned)} fields corrected"
-    if exceptions:
-        outcome, text = "completed_with_exceptions", f"{text}; not confirmed by {', '.join(exceptions)}"
-    rt.ledger.close_request(request_id, "completed", _now(), text, outcome=outcome)
-    rt.staging(request_id).clear()
-    rt.ledger.verify_chain_or_raise()
-    return {"request_id": request_id, "outcome": outcome, "fields": len(planned)}
+
+    def notify(told: list[str], exceptions: list[str]) -> None:
+        recipient = answer_address(conf, request_id, staged_subject(rt, request_id).emails)
+        if recipient:
+            intake.notices(rt).rectification(request_id, recipient, labels, told, exceptions)
+
+    closed = recipients.close_when_told(
+        rt, request_id, "rectification", f"{len(planned)} fields corrected", "rectified", notify
+    )
+    return {**closed, "fields": len(planned)}
 
 
 def field_label(rt: Runtime, collection: str, field: str) -> str:
