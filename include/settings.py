@@ -69,3 +69,8 @@ METADATA_PURGE_AFTER_DAYS = float(os.environ.get("DSR_METADATA_PURGE_AFTER_DAYS"
 # Deliver packages as an AES-encrypted package.zip; the password is written to
 # s3://<exports>/_keys/<request_id>.txt, for sending to the subject by another channel.
 ENCRYPT_PACKAGES = os.environ.get("DSR_ENCRYPT_PACKAGES", "").lower() in ("1", "true", "yes")
+
+# Retention run: keys per batch (one short transaction each), and the days after which the
+# product's own leftovers (staging of closed requests, dry-run reports) are removed.
+RETENTION_BATCH_ROWS = int(os.environ.get("DSR_RETENTION_BATCH_ROWS", "5000"))
+RETENTION_COPIES_AFTER_DAYS = float(os.environ.get("DSR_RETENTION_COPIES_AFTER_DAYS", "30"))

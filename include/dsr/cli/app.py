@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from include.dsr.cli import extend, records, status, submit, wave
+from include.dsr.cli import extend, holds, records, status, submit, wave
 from include.dsr.cli.context import CliError, default_api_url
 from include.dsr.core.errors import DSRError, RequestValidationError
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     extend.add_parser(commands, api_options)
     wave.add_parser(commands, api_options)
     records.add_parsers(commands)
+    holds.add_parsers(commands)
     return parser
 
 

@@ -101,6 +101,15 @@ class Retention(_Strict):
     basis: str = Field(description="Why this long: the law or the purpose.")
     legal_hold: bool = Field(False, description="A legal obligation forbids erasure before the period ends.")
     timestamp_field: str | None = Field(None, description="Field holding the trigger date, for retention runs.")
+    action: Literal["delete", "anonymise"] = Field(
+        "delete",
+        description="What the retention run does to an expired row: delete it, or anonymise it (its personal "
+        "fields emptied or replaced by keyed hashes, per the fields' erasure strategy).",
+    )
+    only_when: dict[str, str | int | bool] = Field(
+        default_factory=dict,
+        description="The rule applies to rows whose fields hold these values only (a ticket once closed).",
+    )
 
     @field_validator("period")
     @classmethod
@@ -264,6 +273,12 @@ class DataMap(_Strict):
             raise ValueError(f"{where}: a personal collection needs at least one purpose")
         if coll.personal and coll.retention is None:
             raise ValueError(f"{where}: a personal collection needs a 'retention' block")
+        if coll.retention and coll.retention.timestamp_field:
+            missing = [
+                f for f in [coll.retention.timestamp_field, *coll.retention.only_when] if f not in coll.field_names
+            ]
+            if missing:
+                raise ValueError(f"{where}.retention: {missing} are not fields of {coll.name}")
         held = bool(coll.retention and coll.retention.legal_hold)
         if coll.erasure == "keep" and not held:
             raise ValueError(

@@ -206,6 +206,27 @@ dsr_held_data = Table(
     Index("ix_dsr_held_data_due", "status", "retain_until"),
 )
 
+# Legal holds ops place (litigation, a tax audit): nothing under a hold is deleted by the
+# retention run. A hold covers one subject (an account id, or the keyed hash of an email) or a
+# whole collection; it ends at ``until`` or when released.
+dsr_legal_holds = Table(
+    "dsr_legal_holds",
+    metadata,
+    Column("hold_id", String(64), primary_key=True),
+    Column("scope", String(16), nullable=False),  # subject | collection
+    Column("system", String(128), nullable=False),
+    Column("collection", String(128), nullable=True),  # a collection hold; NULL: every collection
+    Column("account_id", String(32), nullable=True),
+    Column("key_hash", String(64), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("until", UTCDateTime(), nullable=True),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("released_at", UTCDateTime(), nullable=True),
+    Column("released_by", String(128), nullable=True),
+    Index("ix_dsr_legal_holds_open", "released_at", "until"),
+)
+
 
 @dataclass(frozen=True)
 class RequestRow:

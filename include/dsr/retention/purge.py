@@ -1,0 +1,297 @@
+"""Set-based, chunked retention of one platform collection: delete (or anonymise) its expired rows,
+never holding a long lock.
+
+The collection is walked by primary-key range, ``batch`` keys at a time; each range is one short
+transaction of one statement (``DELETE ... WHERE <range> AND <expired> AND NOT <kept>
+RETURNING``), so a lock lasts as long as one batch, whatever the table's size. A row is kept when:
+
+* a legal hold covers its collection, or its subject (an account id; or an email's keyed hash,
+  checked in Python for rows keyed by email alone);
+* an erasure keeps it under a legal obligation whose ``retain_until`` has not come;
+* a row still retained points at it (an order at its quote): deleting it would leave that dangling;
+* (anonymisation only) its subject is restricted: a restriction allows storage and nothing else.
+
+Objects that deleted rows name (uploaded specifications, ID-document copies) are deleted with
+every version, in batches of 1,000. SQLite and PostgreSQL (``RETURNING`` on both).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, column, delete, exists, false, func, not_, or_, select, table, update
+
+from include.dsr.connectors.sql_erasure import HASH_PREFIX
+from include.dsr.core.data_map import NOT_PERSONAL
+from include.dsr.core.identities import normalize_email
+from include.dsr.core.pii import keyed_hash
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from include.dsr.core.data_map import Collection, DataMap
+    from include.dsr.retention.rules import RetentionRule
+
+log = logging.getLogger(__name__)
+ACCOUNTS = "accounts"
+BATCH_ROWS = 5000
+
+
+@dataclass
+class Exclusions:
+    """What the run must not touch, gathered once per run."""
+
+    collection_holds: set[tuple[str, str | None]] = field(default_factory=set)  # (system, collection | None)
+    held_accounts: set[int] = field(default_factory=set)
+    held_email_hashes: set[str] = field(default_factory=set)
+    held_rows: dict[str, set[str]] = field(default_factory=dict)  # collection -> row keys an erasure keeps
+    restricted_accounts: set[int] = field(default_factory=set)
+
+    def holds_collection(self, system: str, collection: str) -> bool:
+        return (system, collection) in self.collection_holds or (system, None) in self.collection_holds
+
+
+@dataclass
+class Outcome:
+    """Counts of one collection's run (no values)."""
+
+    expired: int = 0
+    deleted: int = 0
+    anonymised: int = 0
+    held: int = 0
+    kept_referenced: int = 0
+    kept_restricted: int = 0
+    objects: list[str] = field(default_factory=list)
+    batches: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "expired": self.expired,
+            "deleted": self.deleted,
+            "anonymised": self.anonymised,
+            "held": self.held,
+            "kept_referenced": self.kept_referenced,
+            "kept_restricted": self.kept_restricted,
+            "objects": len(self.objects),
+            "batches": self.batches,
+        }
+
+
+def email_hold_hash(email: str, secret: str) -> str:
+    """The keyed hash a subject hold stores for an email (the registries' ``email:<value>`` form)."""
+    return keyed_hash(f"email:{email}", secret)
+
+
+class CollectionPurge:
+    """:param cutoff: rows whose clock is before it have expired (naive UTC, as the platform stores)"""
+
+    def __init__(
+        self,
+        engine: Engine,
+        data_map: DataMap,
+        rule: RetentionRule,
+        cutoff: datetime,
+        exclusions: Exclusions,
+        secret: str,
+        batch: int = BATCH_ROWS,
+    ) -> None:
+        self.engine, self.rule, self.secret, self.batch = engine, rule, secret, batch
+        self.system = data_map.system(rule.system)
+        self.coll: Collection = self.system.collection(rule.collection)
+        self.cutoff = cutoff.astimezone(UTC).replace(tzinfo=None) if cutoff.tzinfo else cutoff
+        self.ex = exclusions
+        self.pk = self.coll.primary_key
+        self.link = _account_link(self.coll)
+        self.email_fields = [f.name for f in self.coll.fields if f.identity == "email"]
+        self.object_fields = _object_fields(data_map, self.coll.name)
+        self.referrers = [
+            (c.name, f.name)
+            for c in self.system.collections
+            if c.name != self.coll.name
+            for f in c.fields
+            for r in f.references
+            if r.collection == self.coll.name and r.field == self.pk
+        ]
+        self.t = table(self.coll.name, *(column(n) for n in self.coll.field_names))
+        #: the run's other collections by name: a row is kept only for rows that survive the run
+        self.peers: dict[str, CollectionPurge] = {}
+
+    # -- conditions ---------------------------------------------------------------------------
+
+    def expired(self):
+        t, clock = self.t, self.rule.clock
+        assert clock is not None
+        return and_(
+            t.c[clock].is_not(None), t.c[clock] < self.cutoff, *(t.c[k] == v for k, v in self.rule.only_when.items())
+        )
+
+    def _held(self):
+        t, clauses = self.t, []
+        if self.link and self.ex.held_accounts:  # NULL IN (...) is NULL, and NOT NULL keeps the row: say no
+            clauses.append(and_(t.c[self.link].is_not(None), t.c[self.link].in_(sorted(self.ex.held_accounts))))
+        rows = self.ex.held_rows.get(self.coll.name)
+        if rows:
+            clauses.append(t.c[self.pk].in_(sorted(int(k) if str(k).isdigit() else k for k in rows)))
+        return or_(*clauses) if clauses else false()
+
+    def _referenced(self):
+        """A row that survives this run points at it. A pointing row the run itself deletes (an
+        invoice past its 8 years pointing at an order past its 10) does not keep it: the plan then
+        says exactly what the run, which goes children first, will do."""
+        clauses = []
+        for name, fname in self.referrers:
+            peer = self.peers.get(name)
+            if peer is not None and peer.rule.clock is not None:
+                points = peer.t.c[fname] == self.t.c[self.pk]
+                clauses.append(exists().where(points, not_(peer.deletable())))
+            else:
+                other = table(name, column(fname))
+                clauses.append(exists().where(other.c[fname] == self.t.c[self.pk]))
+        return or_(*clauses) if clauses else false()
+
+    def _restricted(self):
+        if self.rule.action != "anonymise" or not self.link or not self.ex.restricted_accounts:
+            return false()
+        link = self.t.c[self.link]
+        return and_(link.is_not(None), link.in_(sorted(self.ex.restricted_accounts)))
+
+    def _blocking_references(self):
+        """Rows still pointing at it keep a row from deletion; an anonymised row stays, so they do not matter."""
+        return false() if self.rule.action == "anonymise" else self._referenced()
+
+    def deletable(self):
+        return and_(self.expired(), not_(self._held()), not_(self._blocking_references()), not_(self._restricted()))
+
+    def _email_held(self, row) -> bool:
+        if not self.ex.held_email_hashes:
+            return False
+        for name in self.email_fields:
+            email = normalize_email(row[name]) if row[name] else None
+            if email and email_hold_hash(email, self.secret) in self.ex.held_email_hashes:
+                return True
+        return False
+
+    @property
+    def _filters_in_python(self) -> bool:
+        return bool(self.ex.held_email_hashes and self.email_fields) or self.rule.action == "anonymise"
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def count(self) -> Outcome:
+        """What a run would do (the dry run, and the checks before and after)."""
+        out = Outcome()
+        if self.rule.clock is None:
+            return out
+        with self.engine.connect() as conn:
+            out.expired = self._count(conn, self.expired())
+            if self.ex.holds_collection(self.system.key, self.coll.name):
+                out.held = out.expired
+                return out
+            out.held = self._count(conn, and_(self.expired(), self._held()))
+            out.kept_referenced = self._count(
+                conn, and_(self.expired(), not_(self._held()), self._blocking_references())
+            )
+            out.kept_restricted = self._count(
+                conn, and_(self.expired(), not_(self._held()), not_(self._blocking_references()), self._restricted())
+            )
+            if self.ex.held_email_hashes and self.email_fields:
+                rows = conn.execute(select(self.t).where(self.deletable())).mappings()
+                email_held = sum(1 for row in rows if self._email_held(row))
+                out.held += email_held
+        would = out.expired - out.held - out.kept_referenced - out.kept_restricted
+        if self.rule.action == "anonymise":
+            out.anonymised = would
+        else:
+            out.deleted = would
+        return out
+
+    def _count(self, conn: Connection, where) -> int:
+        return conn.execute(select(func.count()).select_from(self.t).where(where)).scalar_one()
+
+    def run(self) -> Outcome:
+        """Delete or anonymise every deletable row, one short transaction per key range."""
+        out = self.count()
+        out.deleted = out.anonymised = 0
+        if self.rule.clock is None or self.ex.holds_collection(self.system.key, self.coll.name):
+            return out
+        with self.engine.connect() as conn:
+            low, high = conn.execute(
+                select(func.min(self.t.c[self.pk]), func.max(self.t.c[self.pk])).where(self.deletable())
+            ).one()
+        if low is None:
+            return out
+        start = int(low)
+        while start <= int(high):
+            end = start + self.batch
+            in_range = and_(self.t.c[self.pk] >= start, self.t.c[self.pk] < end)
+            with self.engine.begin() as conn:
+                if self.rule.action == "anonymise":
+                    out.anonymised += self._anonymise(conn, in_range)
+                elif self._filters_in_python:
+                    out.deleted += self._delete_filtered(conn, in_range, out)
+                else:
+                    returning = [self.t.c[self.pk], *(self.t.c[f] for f in self.object_fields)]
+                    rows = conn.execute(delete(self.t).where(in_range, self.deletable()).returning(*returning)).all()
+                    out.deleted += len(rows)
+                    out.objects += [r[i] for r in rows for i in range(1, len(returning)) if r[i]]
+            out.batches += 1
+            start = end
+        log.info("retention %s.%s: %s", self.system.key, self.coll.name, out.to_json())
+        return out
+
+    def _delete_filtered(self, conn: Connection, in_range, out: Outcome) -> int:
+        rows = conn.execute(select(self.t).where(in_range, self.deletable())).mappings().all()
+        ids = [r[self.pk] for r in rows if not self._email_held(r)]
+        out.objects += [r[f] for r in rows if r[self.pk] in set(ids) for f in self.object_fields if r[f]]
+        if ids:
+            conn.execute(delete(self.t).where(self.t.c[self.pk].in_(ids)))
+        return len(ids)
+
+    def _anonymise(self, conn: Connection, in_range) -> int:
+        rows = conn.execute(select(self.t).where(in_range, self.deletable())).mappings().all()
+        done = 0
+        for row in rows:
+            if self._email_held(row):
+                continue
+            values = self._anonymous(row)
+            conn.execute(update(self.t).where(self.t.c[self.pk] == row[self.pk]).values(**values))
+            done += 1
+        return done
+
+    def _anonymous(self, row) -> dict[str, Any]:
+        """The row's personal fields emptied, or replaced by keyed hashes where the data map says
+        ``hash`` (a column that identifies the row to other systems and may not be empty)."""
+        values: dict[str, Any] = {}
+        for f in self.coll.fields:
+            if f.primary_key or f.references or f.data_categories == [NOT_PERSONAL] or f.identity == "account_id":
+                continue
+            strategy = f.erasure or self.coll.erasure
+            value = row[f.name]
+            if value is None or (isinstance(value, str) and value.startswith(HASH_PREFIX)):
+                continue
+            values[f.name] = f"{HASH_PREFIX}{keyed_hash(str(value), self.secret)}" if strategy == "hash" else None
+        if self.rule.clock and self.rule.clock not in values:
+            values[self.rule.clock] = None  # the clock stops: a second run finds nothing to do
+        return values
+
+
+def _account_link(coll: Collection) -> str | None:
+    if coll.name == ACCOUNTS:
+        return coll.primary_key
+    for f in coll.fields:
+        if any(r.collection == ACCOUNTS for r in f.references):
+            return f.name
+    return None
+
+
+def _object_fields(data_map: DataMap, collection: str) -> list[str]:
+    """Fields of ``collection`` that name objects in an object store (``object_key_field``)."""
+    found = []
+    for system in data_map.systems:
+        for coll in system.collections:
+            if coll.object_key_field and coll.object_key_field.partition(".")[0] == collection:
+                found.append(coll.object_key_field.partition(".")[2])
+    return sorted(set(found))
