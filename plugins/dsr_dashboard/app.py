@@ -102,6 +102,14 @@ async def _report() -> ComplianceReport:
     return await asyncio.to_thread(_load_report)
 
 
+def _load_retention() -> dict | None:
+    """The last retention run's record in the ledger (counts per collection, next due), or None."""
+    from include.dsr.ledger.api import Ledger
+    from include.dsr.retention.run import last_run
+
+    return last_run(Ledger.from_engine(_engine(sqlalchemy_url(constants.CONN_LEDGER))))
+
+
 def _filtered(report: ComplianceReport, status: StatusFilter | None) -> list[OpenRequest]:
     return [row for row in report.open_requests if status is None or row.status == status]
 
@@ -110,7 +118,8 @@ def _filtered(report: ComplianceReport, status: StatusFilter | None) -> list[Ope
 async def dashboard() -> HTMLResponse:
     """Figures, breached and at-risk lists, open requests, volume and charts, as one HTML page."""
     report = await _report()
-    body = await asyncio.to_thread(render_page, report)
+    retention = await asyncio.to_thread(_load_retention)
+    body = await asyncio.to_thread(render_page, report, retention)
     return HTMLResponse(body, headers={**_HEADERS, "Content-Security-Policy": _PAGE_CSP})
 
 
@@ -119,6 +128,13 @@ async def summary() -> JSONResponse:
     """Counts per SLA status, breached and at-risk requests, answered-in-time shares,
     median time to close and volume per right per month."""
     return JSONResponse(formats.summary_dict(await _report()), headers=_HEADERS)
+
+
+@app.get("/api/retention.json", summary="The last retention run")
+async def retention() -> JSONResponse:
+    """Per collection what the last retention run removed, kept and when the next row falls due."""
+    await _report()  # the same 503s when the ledger cannot be read
+    return JSONResponse({"last_run": await asyncio.to_thread(_load_retention)}, headers=_HEADERS)
 
 
 @app.get("/api/open.json", summary="Open requests")

@@ -52,11 +52,12 @@ def _environment() -> Environment:
     return env
 
 
-def render_page(report: ComplianceReport) -> str:
-    """The dashboard page for ``report``."""
+def render_page(report: ComplianceReport, retention: dict | None = None) -> str:
+    """The dashboard page for ``report`` and the last retention run's record (if any)."""
     template = _environment().get_template("dashboard.html.j2")
     return template.render(
         report=report,
+        retention=retention,
         rights=[name for name in RIGHTS if any(month.counts.get(name) for month in report.volume)],
         windows=[(WINDOW_TITLES[window], report.shares[window]) for window in WINDOWS],
         days_left_svg=days_left_chart(report.open_requests, report.at_risk_days),

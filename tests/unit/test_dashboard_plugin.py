@@ -153,6 +153,7 @@ def test_every_route_is_a_get_behind_airflow_auth() -> None:
         "/api/open.json",
         "/api/open.csv",
         "/api/open/{request_id}.json",
+        "/api/retention.json",
         "/metrics",
     }
     for route in routes:
@@ -196,3 +197,40 @@ def test_ledger_without_tables_is_503(get: Callable, tmp_path: Path) -> None:
     response = get("/metrics")
     assert response.status_code == 503
     assert "no tables yet" in response.json()["detail"]
+
+
+def test_page_shows_the_last_retention_run(empty: ComplianceReport) -> None:
+    assert "No retention run yet." in render_page(empty)
+    run = {
+        "at": "2026-12-01T02:31:00+00:00",
+        "collections": {
+            "web_logs": {
+                "deleted": 1200,
+                "anonymised": 0,
+                "held": 3,
+                "kept_referenced": 0,
+                "next_due": "2026-12-02T01:00:00",
+            },
+            "accounts": {"deleted": 0, "anonymised": 7, "held": 1, "kept_referenced": 0, "next_due": None},
+        },
+        "object_versions_deleted": 4,
+        "own_copies": {"versions": 9},
+    }
+    html = render_page(empty, run)
+    assert "Last run 2026-12-01 02:31 UTC" in html
+    assert '<td>web_logs</td><td class="num">1200</td>' in html
+    assert "2026-12-02" in html
+
+
+def test_retention_json_gives_the_last_run(get: Callable, tmp_path: Path) -> None:
+    from include.dsr.ledger.api import Ledger
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger.create_schema()
+    assert get("/api/retention.json").json() == {"last_run": None}
+    ledger.append_event(None, "retention.dry_run", {"run_id": "dry", "would": {}})  # a dry run is not a run
+    ledger.append_event(None, "retention.run", {"run_id": "r1", "collections": {"web_logs": {"deleted": 5}}})
+    body = get("/api/retention.json").json()["last_run"]
+    assert body["run_id"] == "r1"
+    assert body["collections"] == {"web_logs": {"deleted": 5}}
+    ledger.close()

@@ -1,0 +1,202 @@
+"""Retention purge of millions of expired web-log rows on PostgreSQL: the product's chunked run
+vs one raw ``DELETE`` of the same rows, and the longest lock either holds.
+
+Both runs start from the same table (``--rows`` expired web-log rows plus 5 % recent ones that
+must stay, built server-side with ``generate_series``), vacuumed. The product's run is
+:class:`include.dsr.retention.purge.CollectionPurge` with the data map's ``web_logs`` rule, as the
+DAG runs it (key-range batches of ``--batch``, one transaction each). The raw run is a single
+``DELETE ... WHERE requested_at < cutoff``.
+
+Locks are measured from the server: a sampler polls ``pg_locks`` joined with
+``pg_stat_activity`` every 20 ms for the row-exclusive lock on the table, and takes the age of
+the holding transaction (``now() - xact_start``); the longest age seen is the longest lock.
+The client also times every batch transaction. Output: a table, the ratios, and
+``bench/results/retention.json``.
+
+    .venv/bin/python bench/bench_retention.py [--postgres-url URL] [--rows 5000000] [--batch 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+DEFAULT_URL = os.environ.get("DSR_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+
+
+class LockSampler(threading.Thread):
+    """Polls the server for the age of the transaction holding a row-exclusive lock on ``table``."""
+
+    def __init__(self, url: str, schema: str, table: str, every: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.engine = sa.create_engine(url)
+        self.query = sa.text(
+            "SELECT max(extract(epoch FROM clock_timestamp() - a.xact_start)) FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.relation = to_regclass(:name) AND l.mode = 'RowExclusiveLock' AND l.granted"
+        )
+        self.name, self.every = f'"{schema}".{table}', every
+        self.longest, self.samples = 0.0, 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        with self.engine.connect() as conn:
+            while not self._stop.wait(self.every):
+                age = conn.execute(self.query, {"name": self.name}).scalar()
+                self.samples += 1
+                if age is not None:
+                    self.longest = max(self.longest, float(age))
+
+    def stop(self) -> tuple[float, int]:
+        self._stop.set()
+        self.join()
+        self.engine.dispose()
+        return self.longest, self.samples
+
+
+def fill(engine: sa.Engine, rows: int) -> tuple[int, int]:
+    """A fresh web_logs table: ``rows`` expired rows, 5 % more recent ones; returns both counts."""
+    from include.demo import app_schema
+
+    recent = rows // 20
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS web_logs")
+        app_schema.web_logs.create(conn)
+        conn.exec_driver_sql(
+            "INSERT INTO web_logs (id, account_id, ip_address, user_agent, path, requested_at) "
+            "SELECT g, NULL, '10.0.' || (g % 250) || '.' || (g % 200), 'Mozilla/5.0 (bench)', '/quotes/' || g, "
+            f"timestamp '2026-06-01' - (g % 86400) * interval '1 second' FROM generate_series(1, {rows}) g"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO web_logs (id, account_id, ip_address, user_agent, path, requested_at) "
+            "SELECT g, NULL, '10.1.0.1', 'Mozilla/5.0 (bench)', '/recent', timestamp '2026-11-30' "
+            f"FROM generate_series({rows + 1}, {rows + recent}) g"
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE web_logs")
+    return rows, recent
+
+
+def left(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT count(*) FROM web_logs").scalar_one()
+
+
+def product_run(engine: sa.Engine, batch: int) -> dict:
+    """The run's code path for one collection, with every batch transaction timed."""
+    from include import settings
+    from include.dsr.core.data_map import load_data_map
+    from include.dsr.retention.purge import CollectionPurge, Exclusions
+    from include.dsr.retention.rules import platform_rules
+
+    data_map = load_data_map()
+    rule = next(r for r in platform_rules(data_map)[0] if r.collection == "web_logs")
+    purge = CollectionPurge(
+        engine, data_map, rule, rule.cutoff(NOW), Exclusions(), settings.DEMO_ERASURE_HASH_SECRET, batch
+    )
+    timings: list[float] = []
+    original = engine.begin
+
+    def timed_begin(*args, **kwargs):  # every batch is one engine.begin() block
+        from contextlib import contextmanager
+
+        @contextmanager
+        def block():
+            started = time.perf_counter()
+            with original(*args, **kwargs) as conn:
+                yield conn
+            timings.append(time.perf_counter() - started)
+
+        return block()
+
+    engine.begin = timed_begin  # type: ignore[method-assign]
+    try:
+        started = time.perf_counter()
+        out = purge.run()
+        wall = time.perf_counter() - started
+    finally:
+        engine.begin = original  # type: ignore[method-assign]
+    return {"wall": wall, "deleted": out.deleted, "batches": out.batches, "longest_batch": max(timings, default=0.0)}
+
+
+def raw_delete(engine: sa.Engine) -> dict:
+    from include.dsr.retention.rules import minus_period
+
+    cutoff = minus_period(NOW, "P90D").replace(tzinfo=None)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        deleted = conn.execute(sa.text("DELETE FROM web_logs WHERE requested_at < :c"), {"c": cutoff}).rowcount
+    return {"wall": time.perf_counter() - started, "deleted": deleted}
+
+
+def measured(url: str, schema: str, call) -> dict:
+    sampler = LockSampler(url, schema, "web_logs")
+    sampler.start()
+    time.sleep(0.1)
+    try:
+        result = call()
+    finally:
+        longest, samples = sampler.stop()
+    return {**result, "longest_lock_sampled": longest, "lock_samples": samples}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres-url", default=DEFAULT_URL)
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    args = parser.parse_args()
+    schema = f"bench_retention_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(args.postgres_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = sa.make_url(args.postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    engine = sa.create_engine(url)
+    try:
+        expired, recent = fill(engine, args.rows)
+        print(f"table: {expired:,} expired + {recent:,} recent web-log rows (schema {schema})", flush=True)
+        product = measured(args.postgres_url, schema, lambda: product_run(engine, args.batch))
+        assert product["deleted"] == expired and left(engine) == recent, "the product's run removed the wrong rows"
+        fill(engine, args.rows)
+        raw = measured(args.postgres_url, schema, lambda: raw_delete(engine))
+        assert raw["deleted"] == expired and left(engine) == recent
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+    rate = {name: r["deleted"] / r["wall"] for name, r in (("product", product), ("raw", raw))}
+    print(f"\n{'run':<10}{'rows/s':>12}{'wall s':>9}{'batches':>9}{'longest lock s':>16}{'longest batch s':>17}")
+    print(f"{'product':<10}{rate['product']:>12,.0f}{product['wall']:>9.1f}{product['batches']:>9}"
+          f"{product['longest_lock_sampled']:>16.3f}{product['longest_batch']:>17.3f}")  # fmt: skip
+    print(
+        f"{'raw DELETE':<10}{rate['raw']:>12,.0f}{raw['wall']:>9.1f}{1:>9}{raw['longest_lock_sampled']:>16.3f}{'':>17}"
+    )
+    ratio = rate["product"] / rate["raw"]
+    print(f"\nthroughput product / raw DELETE: {ratio:.2f} (goal >= 0.5)")
+    print(
+        f"longest lock: product {product['longest_lock_sampled']:.3f} s (goal < 1 s) vs raw {raw['longest_lock_sampled']:.1f} s"
+    )
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "retention.json").write_text(
+        json.dumps({"rows": args.rows, "batch": args.batch, "product": product, "raw": raw, "ratio": ratio}, indent=1)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
