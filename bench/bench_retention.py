@@ -50,18 +50,18 @@ class LockSampler(threading.Thread):
         )
         self.name, self.every = f'"{schema}".{table}', every
         self.longest, self.samples = 0.0, 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         with self.engine.connect() as conn:
-            while not self._stop.wait(self.every):
+            while not self._halt.wait(self.every):
                 age = conn.execute(self.query, {"name": self.name}).scalar()
                 self.samples += 1
                 if age is not None:
                     self.longest = max(self.longest, float(age))
 
     def stop(self) -> tuple[float, int]:
-        self._stop.set()
+        self._halt.set()
         self.join()
         self.engine.dispose()
         return self.longest, self.samples
@@ -74,11 +74,13 @@ def fill(engine: sa.Engine, rows: int) -> tuple[int, int]:
     recent = rows // 20
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS web_logs")
+        app_schema.manufacturing_partners.create(conn, checkfirst=True)
+        app_schema.accounts.create(conn, checkfirst=True)  # web_logs.account_id references it
         app_schema.web_logs.create(conn)
         conn.exec_driver_sql(
             "INSERT INTO web_logs (id, account_id, ip_address, user_agent, path, requested_at) "
-            "SELECT g, NULL, '10.0.' || (g % 250) || '.' || (g % 200), 'Mozilla/5.0 (bench)', '/quotes/' || g, "
-            f"timestamp '2026-06-01' - (g % 86400) * interval '1 second' FROM generate_series(1, {rows}) g"
+            "SELECT g, NULL, '10.0.' || mod(g, 250) || '.' || mod(g, 200), 'Mozilla/5.0 (bench)', '/quotes/' || g, "
+            f"timestamp '2026-06-01' - mod(g, 86400) * interval '1 second' FROM generate_series(1, {rows}) g"
         )
         conn.exec_driver_sql(
             "INSERT INTO web_logs (id, account_id, ip_address, user_agent, path, requested_at) "

@@ -257,7 +257,7 @@ def test_exactly_the_expired_rows_go_and_a_second_run_removes_nothing(rt):
     assert planned["collections"]["sms_messages"]["held"] == 1
     assert planned["collections"]["quotes"]["kept_referenced"] == 1
     assert planned["collections"]["accounts"]["kept_restricted"] == 1
-    assert applied["held_leftovers"] == {"deleted": 1, "kept_referenced": 0}
+    assert applied["held_leftovers"] == {"deleted": 1, "kept_referenced": 0, "held": 0}
     assert [r.row_key for r in rt.registry.held()] == ["3"]  # the order kept until next year
     # the anonymised account: personal fields gone, the email a keyed hash, found no more
     with rt.app_engine.connect() as conn:
@@ -296,6 +296,20 @@ def test_the_checks_fail_when_a_held_row_changed_or_an_expired_row_is_left(rt):
         )
     with pytest.raises(CheckFailedError, match="web_logs"):
         retention.check(rt, planned)
+
+
+def test_a_legal_hold_keeps_an_erasure_leftover_past_its_date_and_a_held_collection_keeps_its_parents(rt):
+    build(rt)
+    holds = LegalHolds(rt.ledger)
+    holds.add(SUBJECT, "audit of account 1", "ops", account_ids=[1], now=NOW - timedelta(days=1))
+    holds.add(COLLECTION, "invoices under tax audit", "ops", collection="invoices", now=NOW - timedelta(days=1))
+    before = rows_of(rt)
+    retention.apply(rt, NOW)
+    after = rows_of(rt)
+    assert set(after["invoices"]) == {1, 2}  # the held collection, and the leftover of a held account
+    assert [r.row_key for r in rt.registry.held()] == ["2", "3"]  # not marked deleted
+    assert 2 in after["orders"]  # an invoice the hold keeps still points at it: kept
+    assert after["invoices"] == before["invoices"]
 
 
 def test_small_batches_give_the_same_result(rt):

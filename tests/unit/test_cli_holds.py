@@ -56,7 +56,7 @@ def test_holds_are_placed_listed_and_released_each_in_the_chain(ledger, capsys):
         capsys, "hold", "add", "--email", EMAIL, "--reason", "litigation 2026-17", "--until", "2027-06-30"
     )
     assert code == 0, err
-    assert "placed on account 7 until 2027-06-30" in out
+    assert "placed on account 7 through 2027-06-30" in out
     code, out, _ = dsr(capsys, "hold", "add", "--collection", "support_tickets", "--reason", "tax audit")
     assert code == 0
     (by_email,) = [h for h in LegalHolds(ledger).list(NOW) if h.scope == "subject"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from include.dsr.cli import context, fmt
 from include.dsr.cli.context import CliError, open_ledger
@@ -40,12 +40,32 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _until(text: str | None) -> datetime | None:
+    """The end of the day named (in the controller's time zone): a hold "until 31 December" holds
+    through that day."""
+    from datetime import date, time
+
+    from include.dsr.core.calendar import CONTROLLER_TZ
+
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC) if len(text) == 10 else datetime.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise CliError("--until takes a date, YYYY-MM-DD") from None
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=CONTROLLER_TZ).astimezone(UTC)
+
+
+def _account_email(account_id: int) -> str | None:
+    """The account's email, so rows keyed by it alone (chats, mails) are held with the account."""
+    from sqlalchemy import column, select, table
+
+    from include import constants
+    from include.dsr.connections import engine_for
+
+    accounts = table("accounts", column("id"), column("email"))
+    with engine_for(constants.CONN_APP_DB).connect() as conn:
+        found = conn.execute(select(accounts.c.email).where(accounts.c.id == account_id)).scalar()
+    return str(found) if found else None
 
 
 def _subject(email: str) -> tuple[list[int], str]:
@@ -67,6 +87,15 @@ def _subject(email: str) -> tuple[list[int], str]:
     return sorted(subject.account_ids), email_hold_hash(normal, key)
 
 
+def _known_collection(system: str, collection: str) -> None:
+    from include.dsr.core.data_map import load_data_map
+
+    try:
+        load_data_map().system(system).collection(collection)
+    except KeyError:
+        raise CliError(f"{system}.{collection} is not a collection of the data map") from None
+
+
 def run_add(args: argparse.Namespace) -> int:
     from include.dsr.core.errors import TerminalError
     from include.dsr.ledger.holds import COLLECTION, SUBJECT, LegalHolds
@@ -75,6 +104,7 @@ def run_add(args: argparse.Namespace) -> int:
     with open_ledger() as ledger:
         try:
             if args.collection:
+                _known_collection(args.system, args.collection)
                 placed = LegalHolds(ledger).add(
                     COLLECTION,
                     args.reason,
@@ -85,7 +115,11 @@ def run_add(args: argparse.Namespace) -> int:
                     now=now,
                 )
             else:
-                accounts, digest = ([args.account_id], None) if args.account_id else _subject(args.email)
+                if args.account_id is not None:
+                    email = _account_email(args.account_id)
+                    accounts, digest = [args.account_id], (_subject(email)[1] if email else None)
+                else:
+                    accounts, digest = _subject(args.email)
                 placed = LegalHolds(ledger).add(
                     SUBJECT, args.reason, getpass.getuser(), account_ids=accounts, key_hash=digest,
                     until=_until(args.until), now=now,
@@ -96,7 +130,8 @@ def run_add(args: argparse.Namespace) -> int:
         what = f"collection {hold.system}.{hold.collection}" if hold.collection else (
             f"account {hold.account_id}" if hold.account_id else "subject (by email, no account)"
         )  # fmt: skip
-        print(f"hold {hold.hold_id} placed on {what} until {fmt.day(hold.until) if hold.until else 'released'}")
+        through = fmt.day(hold.until - timedelta(seconds=1)) if hold.until else "released"
+        print(f"hold {hold.hold_id} placed on {what} through {through}")
     return 0
 
 

@@ -532,6 +532,13 @@ class Ledger:
         with self._read() as conn:
             return store.fetch_event_by_dedupe_key(conn, dedupe_key)
 
+    def last_event(self, event_type: str) -> EventRow | None:
+        """The newest event of a type (one query in chain order, not the whole chain)."""
+        query = select(dsr_events).where(dsr_events.c.event_type == event_type).order_by(dsr_events.c.seq.desc())
+        with self._read() as conn:
+            row = conn.execute(query.limit(1)).mappings().first()
+        return EventRow.from_mapping(row) if row is not None else None
+
     def events(self, request_id: str | None = None) -> list[EventRow]:
         """Events in chain order; all of them, or only those of ``request_id``."""
         with self._read() as conn:

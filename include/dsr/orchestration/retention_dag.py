@@ -1,6 +1,6 @@
-"""The shape of ``retention_enforcement``: plan -> (report_dry_run | purge -> purge_metadata ->
-check_retention -> record_run). Task bodies call :mod:`include.dsr.retention.run`; XCom carries
-counts, cutoffs and digests only."""
+"""The shape of ``retention_enforcement``: plan -> (report_dry_run | purge -> [purge_metadata,
+check_retention] -> record_run, which records what was purged even when a check failed). Task
+bodies call :mod:`include.dsr.retention.run`; XCom carries counts, cutoffs and digests only."""
 
 from __future__ import annotations
 
@@ -73,11 +73,29 @@ def build_retention_dag(doc_md: str) -> DAG:
 
             return run_step(lambda: run.check(_runtime(), planned, batch=settings.RETENTION_BATCH_ROWS))
 
-        @task
-        def record_run(planned: dict, applied: dict, checks: dict, metadata: dict, **context) -> int:
+        # Runs whatever the checks and the metadata purge did: what was deleted is recorded, and
+        # the run then fails with them (the dashboard shows the run, and that it failed its checks).
+        @task(trigger_rule="all_done")
+        def record_run(**context) -> int:
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
             from include.dsr.retention import run
 
-            return run.record(_runtime(), planned, {**applied, "metadata_db": metadata}, checks, context["run_id"])
+            ti = context["ti"]
+            planned, applied = ti.xcom_pull(task_ids="plan_retention"), ti.xcom_pull(task_ids="purge")
+            if planned is None or applied is None:
+                raise AirflowSkipException("nothing was purged (a dry run, or the purge failed before any batch)")
+            checks = ti.xcom_pull(task_ids="check_retention")
+            metadata = ti.xcom_pull(task_ids="purge_metadata")
+            record = {**applied, "metadata_db": metadata if metadata is not None else "failed"}
+            seq = run.record(
+                _runtime(), planned, record, checks or {"failures": "the checks did not pass"}, context["run_id"]
+            )
+            if checks is None or metadata is None:
+                raise AirflowFailException(
+                    f"retention run recorded (event {seq}) but its checks or metadata purge failed"
+                )
+            return seq
 
         planned = plan_retention()
         routed = route()
@@ -85,8 +103,7 @@ def build_retention_dag(doc_md: str) -> DAG:
         applied = purge(planned)
         routed >> [report_dry_run(planned), applied]
         metadata = purge_metadata()
-        applied >> metadata
         checks = check_retention(planned)
-        metadata >> checks
-        record_run(planned, applied, checks, metadata)
+        applied >> [metadata, checks]
+        [metadata, checks] >> record_run()
     return dag

@@ -18,6 +18,7 @@ every version, in batches of 1,000. SQLite and PostgreSQL (``RETURNING`` on both
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -144,7 +145,7 @@ class CollectionPurge:
         clauses = []
         for name, fname in self.referrers:
             peer = self.peers.get(name)
-            if peer is not None and peer.rule.clock is not None:
+            if peer is not None and peer.removes_in_sql:
                 points = peer.t.c[fname] == self.t.c[self.pk]
                 clauses.append(exists().where(points, not_(peer.deletable())))
             else:
@@ -173,6 +174,17 @@ class CollectionPurge:
             if email and email_hold_hash(email, self.secret) in self.ex.held_email_hashes:
                 return True
         return False
+
+    @property
+    def removes_in_sql(self) -> bool:
+        """Whether ``deletable()`` alone says which of its rows this run deletes: not when a hold
+        covers the collection, rows are anonymised (they stay), or holds are checked in Python."""
+        return (
+            self.rule.clock is not None
+            and self.rule.action == "delete"
+            and not self.ex.holds_collection(self.system.key, self.coll.name)
+            and not self._filters_in_python
+        )
 
     @property
     def _filters_in_python(self) -> bool:
@@ -211,54 +223,64 @@ class CollectionPurge:
     def _count(self, conn: Connection, where) -> int:
         return conn.execute(select(func.count()).select_from(self.t).where(where)).scalar_one()
 
-    def run(self) -> Outcome:
-        """Delete or anonymise every deletable row, one short transaction per key range."""
+    def run(self, delete_objects: Callable[[list[str]], object] | None = None) -> Outcome:
+        """Delete or anonymise every deletable row, ``batch`` rows per short transaction.
+
+        Batches follow the primary key (``pk > last``, in key order, ``LIMIT batch``), so sparse or
+        non-integer keys cost nothing extra. The objects a batch's rows name are deleted inside its
+        transaction, before it commits: if the store fails, the rows stay and a retry finds them.
+        """
         out = self.count()
         out.deleted = out.anonymised = 0
         if self.rule.clock is None or self.ex.holds_collection(self.system.key, self.coll.name):
             return out
-        with self.engine.connect() as conn:
-            low, high = conn.execute(
-                select(func.min(self.t.c[self.pk]), func.max(self.t.c[self.pk])).where(self.deletable())
-            ).one()
-        if low is None:
-            return out
-        start = int(low)
-        while start <= int(high):
-            end = start + self.batch
-            in_range = and_(self.t.c[self.pk] >= start, self.t.c[self.pk] < end)
+        last = None
+        while True:
             with self.engine.begin() as conn:
+                page = select(self.t.c[self.pk]).where(self.deletable())
+                if last is not None:
+                    page = page.where(self.t.c[self.pk] > last)
+                keys = [k for (k,) in conn.execute(page.order_by(self.t.c[self.pk]).limit(self.batch))]
+                if not keys:
+                    break
+                last = keys[-1]
+                in_page = and_(self.t.c[self.pk] >= keys[0], self.t.c[self.pk] <= last)
                 if self.rule.action == "anonymise":
-                    out.anonymised += self._anonymise(conn, in_range)
-                elif self._filters_in_python:
-                    out.deleted += self._delete_filtered(conn, in_range, out)
+                    out.anonymised += self._anonymise(conn, in_page)
                 else:
-                    returning = [self.t.c[self.pk], *(self.t.c[f] for f in self.object_fields)]
-                    rows = conn.execute(delete(self.t).where(in_range, self.deletable()).returning(*returning)).all()
-                    out.deleted += len(rows)
-                    out.objects += [r[i] for r in rows for i in range(1, len(returning)) if r[i]]
+                    removed, objects = self._delete(conn, in_page)
+                    out.deleted += removed
+                    if objects and delete_objects is not None:
+                        delete_objects(objects)
+                    out.objects += objects
             out.batches += 1
-            start = end
         log.info("retention %s.%s: %s", self.system.key, self.coll.name, out.to_json())
         return out
 
-    def _delete_filtered(self, conn: Connection, in_range, out: Outcome) -> int:
-        rows = conn.execute(select(self.t).where(in_range, self.deletable())).mappings().all()
+    def _delete(self, conn: Connection, in_page) -> tuple[int, list[str]]:
+        """Delete the page's deletable rows (the predicate re-checked in the statement itself)."""
+        returning = [self.t.c[self.pk], *(self.t.c[f] for f in self.object_fields)]
+        if not self._filters_in_python:
+            rows = conn.execute(delete(self.t).where(in_page, self.deletable()).returning(*returning)).all()
+            return len(rows), [r[i] for r in rows for i in range(1, len(returning)) if r[i]]
+        rows = conn.execute(select(self.t).where(in_page, self.deletable())).mappings().all()
         ids = [r[self.pk] for r in rows if not self._email_held(r)]
-        out.objects += [r[f] for r in rows if r[self.pk] in set(ids) for f in self.object_fields if r[f]]
-        if ids:
-            conn.execute(delete(self.t).where(self.t.c[self.pk].in_(ids)))
-        return len(ids)
+        if not ids:
+            return 0, []
+        gone = conn.execute(
+            delete(self.t).where(self.t.c[self.pk].in_(ids), self.deletable()).returning(*returning)
+        ).all()
+        return len(gone), [r[i] for r in gone for i in range(1, len(returning)) if r[i]]
 
-    def _anonymise(self, conn: Connection, in_range) -> int:
-        rows = conn.execute(select(self.t).where(in_range, self.deletable())).mappings().all()
+    def _anonymise(self, conn: Connection, in_page) -> int:
+        rows = conn.execute(select(self.t).where(in_page, self.deletable())).mappings().all()
         done = 0
         for row in rows:
             if self._email_held(row):
                 continue
             values = self._anonymous(row)
-            conn.execute(update(self.t).where(self.t.c[self.pk] == row[self.pk]).values(**values))
-            done += 1
+            where = and_(self.t.c[self.pk] == row[self.pk], self.deletable())  # still expired (no login since)
+            done += conn.execute(update(self.t).where(where).values(**values)).rowcount or 0
         return done
 
     def _anonymous(self, row) -> dict[str, Any]:

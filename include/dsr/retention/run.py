@@ -41,13 +41,19 @@ def exclusions(rt: Runtime, now: datetime) -> Exclusions:
     for row in rt.registry.held():
         if row.system == PLATFORM and row.retain_until > now:
             held_rows.setdefault(row.collection, set()).add(row.row_key)
-    restrictions.ensure_schema(rt.app_engine)
+    from sqlalchemy import inspect
+
+    restricted = (  # no registry yet: nobody was ever restricted (a dry run creates nothing)
+        restrictions.restricted_accounts(rt.app_engine, "retention")
+        if inspect(rt.app_engine).has_table(restrictions.restrictions.name)
+        else set()
+    )
     return Exclusions(
         collection_holds={(h.system, h.collection) for h in holds if h.scope == COLLECTION},
         held_accounts={int(h.account_id) for h in holds if h.scope == SUBJECT and h.account_id},
         held_email_hashes={h.key_hash for h in holds if h.scope == SUBJECT and h.key_hash},
         held_rows=held_rows,
-        restricted_accounts=restrictions.restricted_accounts(rt.app_engine, "retention"),
+        restricted_accounts=restricted,
     )
 
 
@@ -109,36 +115,50 @@ def plan(rt: Runtime, now: datetime | None = None, after_days: float = 30, batch
     }
 
 
-def purge_held_leftovers(rt: Runtime, now: datetime) -> dict[str, int]:
-    """Delete the rows an erasure kept whose ``retain_until`` has passed; mark them deleted."""
+def purge_held_leftovers(rt: Runtime, now: datetime, ex: Exclusions, chunk: int = 500) -> dict[str, int]:
+    """Delete the rows an erasure kept whose ``retain_until`` has passed, and mark them deleted;
+    a legal hold over the row (its collection, or its account) keeps it, as does a row still
+    pointing at it. One short transaction per ``chunk`` rows."""
     from sqlalchemy import column, delete, exists, or_, table
 
     due = [r for r in rt.registry.held(due_by=now) if r.system == PLATFORM]
     system = rt.data_map.system(PLATFORM)
-    deleted, kept = [], 0
-    with rt.app_engine.begin() as conn:
-        for row in due:
-            coll = system.collection(row.collection)
-            t = table(coll.name, column(coll.primary_key))
-            key = int(row.row_key) if row.row_key.isdigit() else row.row_key
-            pointing = [
-                exists().where(table(c.name, column(f.name)).c[f.name] == t.c[coll.primary_key])
-                for c in system.collections
-                for f in c.fields
-                for r in f.references
-                if r.collection == coll.name and c.name != coll.name
-            ]
-            stmt = delete(t).where(t.c[coll.primary_key] == key)
-            if pointing:
-                stmt = stmt.where(~or_(*pointing))
-            if conn.execute(stmt).rowcount:
-                deleted.append(row)
-            elif conn.execute(select(t.c[coll.primary_key]).where(t.c[coll.primary_key] == key)).first():
-                kept += 1  # a row still retained points at it: it waits for that row
-            else:
-                deleted.append(row)  # gone already (an earlier run, or the rule's own delete)
+    deleted, kept, held = [], 0, 0
+    for i in range(0, len(due), chunk):
+        with rt.app_engine.begin() as conn:
+            for row in due[i : i + chunk]:
+                if ex.holds_collection(PLATFORM, row.collection):
+                    held += 1
+                    continue
+                coll = system.collection(row.collection)
+                link = next(
+                    (f.name for f in coll.fields if any(r.collection == "accounts" for r in f.references)), None
+                )
+                t = table(coll.name, *(column(n) for n in {coll.primary_key, *([link] if link else [])}))
+                key = int(row.row_key) if row.row_key.isdigit() else row.row_key
+                if link and ex.held_accounts:
+                    owner = conn.execute(select(t.c[link]).where(t.c[coll.primary_key] == key)).scalar()
+                    if owner is not None and int(owner) in ex.held_accounts:
+                        held += 1
+                        continue
+                pointing = [
+                    exists().where(table(c.name, column(f.name)).c[f.name] == t.c[coll.primary_key])
+                    for c in system.collections
+                    for f in c.fields
+                    for r in f.references
+                    if r.collection == coll.name and c.name != coll.name
+                ]
+                stmt = delete(t).where(t.c[coll.primary_key] == key)
+                if pointing:
+                    stmt = stmt.where(~or_(*pointing))
+                if conn.execute(stmt).rowcount:
+                    deleted.append(row)
+                elif conn.execute(select(t.c[coll.primary_key]).where(t.c[coll.primary_key] == key)).first():
+                    kept += 1  # a row still retained points at it: it waits for that row
+                else:
+                    deleted.append(row)  # gone already (an earlier run, or the rule's own delete)
     rt.registry.mark_deleted(deleted, now)
-    return {"deleted": len(deleted), "kept_referenced": kept}
+    return {"deleted": len(deleted), "kept_referenced": kept, "held": held}
 
 
 def apply(rt: Runtime, now: datetime | None = None, after_days: float = 30, batch: int = BATCH_ROWS) -> dict[str, Any]:
@@ -147,16 +167,21 @@ def apply(rt: Runtime, now: datetime | None = None, after_days: float = 30, batc
     from include.dsr.retention.own_copies import purge_own_copies
 
     now = now or datetime.now(UTC)
-    leftovers = purge_held_leftovers(rt, now)
     ex = exclusions(rt, now)
+    leftovers = purge_held_leftovers(rt, now, ex)
     store = rt.connector(OBJECTS)
     collections: dict[str, dict] = {}
-    objects = 0
+    versions = [0]
+
+    def delete_objects(keys: list[str]) -> None:
+        # inside the batch's transaction: a store that fails rolls the rows back, so a retry finds them
+        versions[0] += delete_versions(store.s3, store.bucket, sorted(set(keys)))["versions"]  # type: ignore[attr-defined]
+
     for purge in _purges(rt, now, ex, batch):
-        out = purge.run()
-        if out.objects:
-            objects += delete_versions(store.s3, store.bucket, sorted(set(out.objects)))["versions"]  # type: ignore[attr-defined]
+        object_held = any(ex.holds_collection(OBJECTS, c.name) for c in rt.data_map.system(OBJECTS).collections)
+        out = purge.run(None if object_held else delete_objects)
         collections[purge.coll.name] = {**out.to_json(), "next_due": _next_due(purge)}
+    objects = versions[0]
     copies = purge_own_copies(rt.s3, rt.exports_bucket, rt.ledger, now, after_days)
     return {
         "now": now.isoformat(),
@@ -227,8 +252,5 @@ def record(
 
 def last_run(ledger) -> dict[str, Any] | None:
     """The last real run's record (the compliance dashboard's retention panel), or None."""
-    runs = [e for e in ledger.events(None) if e.event_type == RUN_EVENT]
-    if not runs:
-        return None
-    latest = runs[-1]
-    return {"at": latest.created_at.isoformat(), **latest.payload}
+    latest = ledger.last_event(RUN_EVENT)
+    return None if latest is None else {"at": latest.created_at.isoformat(), **latest.payload}
