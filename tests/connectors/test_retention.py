@@ -376,3 +376,50 @@ def test_the_products_own_copies_go_once_they_have_served(rt):
 
 def _date(value) -> date:
     return value if isinstance(value, date) else value.date()
+
+
+def test_cutoffs_to_the_second_and_to_the_day(rt):
+    """A moment clock: a row one second inside its period stays, one second outside goes. A day
+    clock (invoice dates): the anniversary day is kept through that day, the day before goes."""
+    cutoff = minus_period(NOW, "P90D").replace(tzinfo=None)
+    anniversary = minus_period(NOW, "P8Y").date()
+    base = {"account_id": None, "ip_address": "1", "user_agent": "u", "path": "/"}
+    inv = {"account_id": 1, "billing_name": "A", "billing_address": "S", "net_eur": 1, "tax_eur": 0}
+    acc = {"id": 1, "role": "customer", "email": "a@example.com", "country": "DE", "created_at": N, "last_login_at": N}
+    q = {"id": 1, "account_id": 1, "process": "p", "material": "m", "quantity": 1, "price_eur": 1, "created_at": N}
+    with rt.app_engine.begin() as conn:
+        conn.execute(s.manufacturing_partners.insert(), [{"id": 1, "slug": "p", "legal_name": "P", "country": "DE"}])
+        conn.execute(s.accounts.insert(), [acc])
+        conn.execute(s.quotes.insert(), [{**q, "spec_object_key": "k"}])
+        conn.execute(
+            s.orders.insert(),
+            [
+                {
+                    "id": 1,
+                    "account_id": 1,
+                    "quote_id": 1,
+                    "partner_id": 1,
+                    "status": "x",
+                    "total_eur": 1,
+                    "ordered_at": N,
+                }
+            ],
+        )
+        conn.execute(
+            s.web_logs.insert(),
+            [
+                {**base, "id": 1, "requested_at": cutoff - timedelta(seconds=1)},
+                {**base, "id": 2, "requested_at": cutoff + timedelta(seconds=1)},
+            ],
+        )
+        conn.execute(
+            s.invoices.insert(),
+            [
+                {**inv, "id": 1, "order_id": 1, "invoice_number": "A", "issued_at": anniversary - timedelta(days=1)},
+                {**inv, "id": 2, "order_id": 1, "invoice_number": "B", "issued_at": anniversary},
+            ],
+        )
+    retention.apply(rt, NOW)
+    left = rows_of(rt)
+    assert set(left["web_logs"]) == {2}
+    assert set(left["invoices"]) == {2}

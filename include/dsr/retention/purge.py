@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, column, delete, exists, false, func, not_, or_, select, table, update
@@ -102,7 +102,7 @@ class CollectionPurge:
         self.engine, self.rule, self.secret, self.batch = engine, rule, secret, batch
         self.system = data_map.system(rule.system)
         self.coll: Collection = self.system.collection(rule.collection)
-        self.cutoff = cutoff.astimezone(UTC).replace(tzinfo=None) if cutoff.tzinfo else cutoff
+        self.cutoff: datetime | date = cutoff.astimezone(UTC).replace(tzinfo=None) if cutoff.tzinfo else cutoff
         self.ex = exclusions
         self.pk = self.coll.primary_key
         self.link = _account_link(self.coll)
@@ -117,6 +117,10 @@ class CollectionPurge:
             if r.collection == self.coll.name and r.field == self.pk
         ]
         self.t = table(self.coll.name, *(column(n) for n in self.coll.field_names))
+        if rule.clock and _is_date_column(engine, self.coll.name, rule.clock):
+            # a day, not a moment: a row dated on the anniversary is kept through that day (and a
+            # date is compared with a date: SQLite compares the text, '2018-12-01' < '2018-12-01 00:00')
+            self.cutoff = self.cutoff.date()
         #: the run's other collections by name: a row is kept only for rows that survive the run
         self.peers: dict[str, CollectionPurge] = {}
 
@@ -125,9 +129,8 @@ class CollectionPurge:
     def expired(self):
         t, clock = self.t, self.rule.clock
         assert clock is not None
-        return and_(
-            t.c[clock].is_not(None), t.c[clock] < self.cutoff, *(t.c[k] == v for k, v in self.rule.only_when.items())
-        )
+        only = [and_(t.c[k].is_not(None), t.c[k] == v) for k, v in self.rule.only_when.items()]  # never NULL
+        return and_(t.c[clock].is_not(None), t.c[clock] < self.cutoff, *only)
 
     def _held(self):
         t, clauses = self.t, []
@@ -240,19 +243,33 @@ class CollectionPurge:
                 page = select(self.t.c[self.pk]).where(self.deletable())
                 if last is not None:
                     page = page.where(self.t.c[self.pk] > last)
-                keys = [k for (k,) in conn.execute(page.order_by(self.t.c[self.pk]).limit(self.batch))]
-                if not keys:
-                    break
-                last = keys[-1]
-                in_page = and_(self.t.c[self.pk] >= keys[0], self.t.c[self.pk] <= last)
-                if self.rule.action == "anonymise":
-                    out.anonymised += self._anonymise(conn, in_page)
+                page = page.order_by(self.t.c[self.pk]).limit(self.batch)
+                if self.rule.action == "delete" and not self._filters_in_python:
+                    # one statement per batch: the page's keys, deleted, returned with their objects
+                    returning = [self.t.c[self.pk], *(self.t.c[f] for f in self.object_fields)]
+                    gone = conn.execute(
+                        delete(self.t).where(self.t.c[self.pk].in_(page.scalar_subquery())).returning(*returning)
+                    ).all()
+                    if not gone:
+                        break
+                    last = max(r[0] for r in gone)
+                    objects = [r[i] for r in gone for i in range(1, len(returning)) if r[i]]
+                    out.deleted += len(gone)
                 else:
-                    removed, objects = self._delete(conn, in_page)
-                    out.deleted += removed
-                    if objects and delete_objects is not None:
-                        delete_objects(objects)
-                    out.objects += objects
+                    keys = [k for (k,) in conn.execute(page)]
+                    if not keys:
+                        break
+                    last = keys[-1]
+                    in_page = and_(self.t.c[self.pk] >= keys[0], self.t.c[self.pk] <= last)
+                    if self.rule.action == "anonymise":
+                        out.anonymised += self._anonymise(conn, in_page)
+                        objects = []
+                    else:
+                        removed, objects = self._delete(conn, in_page)
+                        out.deleted += removed
+                if objects and delete_objects is not None:
+                    delete_objects(objects)
+                out.objects += objects
             out.batches += 1
         log.info("retention %s.%s: %s", self.system.key, self.coll.name, out.to_json())
         return out
@@ -298,6 +315,15 @@ class CollectionPurge:
         if self.rule.clock and self.rule.clock not in values:
             values[self.rule.clock] = None  # the clock stops: a second run finds nothing to do
         return values
+
+
+def _is_date_column(engine: Engine, table_name: str, name: str) -> bool:
+    from sqlalchemy import Date, DateTime, inspect
+
+    for col in inspect(engine).get_columns(table_name):
+        if col["name"] == name:
+            return isinstance(col["type"], Date) and not isinstance(col["type"], DateTime)
+    return False
 
 
 def _account_link(coll: Collection) -> str | None:
