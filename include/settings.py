@@ -72,5 +72,5 @@ ENCRYPT_PACKAGES = os.environ.get("DSR_ENCRYPT_PACKAGES", "").lower() in ("1", "
 
 # Retention run: keys per batch (one short transaction each), and the days after which the
 # product's own leftovers (staging of closed requests, dry-run reports) are removed.
-RETENTION_BATCH_ROWS = int(os.environ.get("DSR_RETENTION_BATCH_ROWS", "5000"))
+RETENTION_BATCH_ROWS = int(os.environ.get("DSR_RETENTION_BATCH_ROWS", "50000"))
 RETENTION_COPIES_AFTER_DAYS = float(os.environ.get("DSR_RETENTION_COPIES_AFTER_DAYS", "30"))

@@ -423,3 +423,14 @@ def test_cutoffs_to_the_second_and_to_the_day(rt):
     left = rows_of(rt)
     assert set(left["web_logs"]) == {2}
     assert set(left["invoices"]) == {2}
+
+
+def test_sparse_keys_cost_one_batch_per_range_with_rows(rt):
+    base = {"account_id": None, "ip_address": "1", "user_agent": "u", "path": "/", "requested_at": ago(days=200)}
+    with rt.app_engine.begin() as conn:
+        conn.execute(
+            s.web_logs.insert(), [{**base, "id": 1}, {**base, "id": 2_000_000_000}, {**base, "id": 2_000_000_001}]
+        )
+    applied = retention.apply(rt, NOW, batch=1000)
+    assert applied["collections"]["web_logs"]["deleted"] == 3
+    assert applied["collections"]["web_logs"]["batches"] == 2

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ACCOUNTS = "accounts"
-BATCH_ROWS = 5000
+BATCH_ROWS = 50_000  # bench_retention: 0.66 of a raw DELETE's throughput, locks of 0.25 s
 
 
 @dataclass
@@ -229,50 +229,89 @@ class CollectionPurge:
     def run(self, delete_objects: Callable[[list[str]], object] | None = None) -> Outcome:
         """Delete or anonymise every deletable row, ``batch`` rows per short transaction.
 
-        Batches follow the primary key (``pk > last``, in key order, ``LIMIT batch``), so sparse or
-        non-integer keys cost nothing extra. The objects a batch's rows name are deleted inside its
-        transaction, before it commits: if the store fails, the rows stay and a retry finds them.
+        Integer keys go by key range (each range starts at the next deletable key, so gaps cost
+        nothing); other keys, and rows checked in Python, by pages of keys in key order. The objects
+        a batch's rows name are deleted inside its transaction, before it commits: if the store
+        fails, the rows stay and a retry finds them.
         """
         out = self.count()
         out.deleted = out.anonymised = 0
         if self.rule.clock is None or self.ex.holds_collection(self.system.key, self.coll.name):
             return out
+        if self.rule.action == "delete" and not self._filters_in_python and self._integer_keys():
+            self._delete_by_key_range(out, delete_objects)
+        else:
+            self._by_pages(out, delete_objects)
+        log.info("retention %s.%s: %s", self.system.key, self.coll.name, out.to_json())
+        return out
+
+    def _integer_keys(self) -> bool:
+        from sqlalchemy import Integer, inspect
+
+        return any(
+            c["name"] == self.pk and isinstance(c["type"], Integer)
+            for c in inspect(self.engine).get_columns(self.coll.name)
+        )
+
+    def _next_key(self, conn: Connection, at_least: int | None):
+        """The smallest deletable key from ``at_least`` on: the next range starts there, so gaps in
+        the key space (sparse ids, kept rows) cost one indexed lookup, not empty transactions."""
+        query = select(func.min(self.t.c[self.pk])).where(self.deletable())
+        if at_least is not None:
+            query = query.where(self.t.c[self.pk] >= at_least)
+        return conn.execute(query).scalar()
+
+    def _delete_by_key_range(self, out: Outcome, delete_objects) -> None:
+        """``DELETE ... WHERE pk >= a AND pk < a + batch AND deletable``: an index range per batch.
+
+        On PostgreSQL each batch commits with ``synchronous_commit = off``: a crash may lose the last
+        few batches' commits, which the next run (idempotent) simply deletes again."""
+        with self.engine.connect() as conn:
+            start = self._next_key(conn, None)
+        returning = [self.t.c[f] for f in self.object_fields]
+        while start is not None:
+            end = int(start) + self.batch
+            with self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                stmt = delete(self.t).where(self.t.c[self.pk] >= start, self.t.c[self.pk] < end, self.deletable())
+                if returning:
+                    rows = conn.execute(stmt.returning(*returning)).all()
+                    objects = [v for r in rows for v in r if v]
+                    removed = len(rows)
+                else:
+                    objects, removed = [], conn.execute(stmt).rowcount or 0
+                if objects and delete_objects is not None:
+                    delete_objects(objects)  # before the commit: a store failure rolls the rows back
+                out.objects += objects
+                out.deleted += removed
+                start = self._next_key(conn, end)
+            out.batches += 1
+
+    def _by_pages(self, out: Outcome, delete_objects) -> None:
+        """Pages of ``batch`` deletable keys in key order (``pk > last``): rows filtered in Python
+        (email holds), anonymised rows, and keys that are not integers."""
         last = None
         while True:
             with self.engine.begin() as conn:
                 page = select(self.t.c[self.pk]).where(self.deletable())
                 if last is not None:
                     page = page.where(self.t.c[self.pk] > last)
-                page = page.order_by(self.t.c[self.pk]).limit(self.batch)
-                if self.rule.action == "delete" and not self._filters_in_python:
-                    # one statement per batch: the page's keys, deleted, returned with their objects
-                    returning = [self.t.c[self.pk], *(self.t.c[f] for f in self.object_fields)]
-                    gone = conn.execute(
-                        delete(self.t).where(self.t.c[self.pk].in_(page.scalar_subquery())).returning(*returning)
-                    ).all()
-                    if not gone:
-                        break
-                    last = max(r[0] for r in gone)
-                    objects = [r[i] for r in gone for i in range(1, len(returning)) if r[i]]
-                    out.deleted += len(gone)
+                keys = [k for (k,) in conn.execute(page.order_by(self.t.c[self.pk]).limit(self.batch))]
+                if not keys:
+                    return
+                last = keys[-1]
+                in_page = and_(self.t.c[self.pk] >= keys[0], self.t.c[self.pk] <= last)
+                if self.rule.action == "anonymise":
+                    out.anonymised += self._anonymise(conn, in_page)
+                    objects: list[str] = []
                 else:
-                    keys = [k for (k,) in conn.execute(page)]
-                    if not keys:
-                        break
-                    last = keys[-1]
-                    in_page = and_(self.t.c[self.pk] >= keys[0], self.t.c[self.pk] <= last)
-                    if self.rule.action == "anonymise":
-                        out.anonymised += self._anonymise(conn, in_page)
-                        objects = []
-                    else:
-                        removed, objects = self._delete(conn, in_page)
-                        out.deleted += removed
+                    removed, objects = self._delete(conn, in_page)
+                    out.deleted += removed
                 if objects and delete_objects is not None:
                     delete_objects(objects)
                 out.objects += objects
             out.batches += 1
-        log.info("retention %s.%s: %s", self.system.key, self.coll.name, out.to_json())
-        return out
 
     def _delete(self, conn: Connection, in_page) -> tuple[int, list[str]]:
         """Delete the page's deletable rows (the predicate re-checked in the statement itself)."""
