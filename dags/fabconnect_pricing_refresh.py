@@ -18,6 +18,7 @@ with DAG(
     tags=["fabconnect", "pricing", "demo"],
     doc_md=__doc__,
     max_active_runs=1,
+    is_paused_upon_creation=True,  # a demo of a team's job: it changes the demo world, so it runs when unpaused
 ) as dag:
 
     @task

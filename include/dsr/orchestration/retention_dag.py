@@ -20,6 +20,9 @@ def build_retention_dag(doc_md: str) -> DAG:
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,
         max_active_runs=1,
+        # Deletes for good: created paused, so ops turn it on once the data map's rules are signed off
+        # (and a fresh deployment, the demo, or a test stack never purges on its first scheduler loop).
+        is_paused_upon_creation=True,
         tags=["dsr", "gdpr", "retention", "art5"],
         params={"dry_run": Param(False, type="boolean", title="Dry run", description="Report, touch nothing")},
         default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(minutes=5)},
