@@ -254,10 +254,17 @@ def test_exactly_the_expired_rows_go_and_a_second_run_removes_nothing(rt):
     for name, counts in planned["collections"].items():
         did = applied["collections"][name]
         assert (counts["deleted"], counts["anonymised"]) == (did["deleted"], did["anonymised"]), name
+        assert counts["held_leftovers_due"] == did["held_leftovers_deleted"], name
     assert planned["collections"]["sms_messages"]["held"] == 1
     assert planned["collections"]["quotes"]["kept_referenced"] == 1
     assert planned["collections"]["accounts"]["kept_restricted"] == 1
-    assert applied["held_leftovers"] == {"deleted": 1, "kept_referenced": 0, "held": 0}
+    assert applied["held_leftovers"] == {
+        "deleted": 1,
+        "kept_referenced": 0,
+        "held": 0,
+        "by_collection": {"invoices": 1},
+    }
+    assert applied["collections"]["invoices"]["held_leftovers_deleted"] == 1
     assert [r.row_key for r in rt.registry.held()] == ["3"]  # the order kept until next year
     # the anonymised account: personal fields gone, the email a keyed hash, found no more
     with rt.app_engine.connect() as conn:

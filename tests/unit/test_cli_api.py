@@ -108,21 +108,27 @@ def test_client_unreachable() -> None:
     )
 
 
-LOCKED = (500, {"reason": "Database error", "statement": "hidden", "orig_error": "hidden", "message": "ID x"})
+# Airflow 3.3's answer when the metadata DB is locked (as seen in CI on the embedded SQLite DB)
+LOCKED = (
+    500,
+    {"detail": {"reason": "Database error", "statement": "hidden", "orig_error": "hidden", "message": "ID x"}},
+)
 
 
 def test_client_retries_a_locked_metadata_db_with_backoff(
     airflow: FakeAirflow, caplog: pytest.LogCaptureFixture
 ) -> None:
-    airflow.failures[("GET", "/api/v2/dags/dsr_access")] = [LOCKED, (503, {"detail": "Service Unavailable"})]
+    flat = (500, {"reason": "Database error"})  # the shape without ``detail`` is read too
+    airflow.failures[("GET", "/api/v2/dags/dsr_access")] = [LOCKED, flat, (503, {"detail": "Service Unavailable"})]
     api = AirflowApi(airflow.url, token=TOKEN, backoff=0.01)
     with caplog.at_level("WARNING"):
         assert api.get_dag("dsr_access")["is_paused"] is False
-    assert [c[1] for c in airflow.calls] == ["/api/v2/dags/dsr_access"] * 3
+    assert [c[1] for c in airflow.calls] == ["/api/v2/dags/dsr_access"] * 4
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 2
+    assert len(warnings) == 3
     assert "answered 500 (Database error); retrying in 0.0 s (1/5)" in warnings[0]
-    assert "answered 503 (Service Unavailable); retrying in 0.0 s (2/5)" in warnings[1]
+    assert "answered 500 (Database error); retrying in 0.0 s (2/5)" in warnings[1]
+    assert "answered 503 (Service Unavailable); retrying in 0.0 s (3/5)" in warnings[2]
 
 
 def test_client_gives_up_after_its_retries(airflow: FakeAirflow) -> None:

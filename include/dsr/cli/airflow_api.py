@@ -241,20 +241,30 @@ def _is_transient(status: int, body: Any) -> bool:
     """A failure worth retrying: 503, or a 500 that Airflow reports as a database error.
 
     The embedded demo's SQLite metadata DB answers concurrent writers with "database is
-    locked", which the API server turns into ``500 {"reason": "Database error"}``; the
-    transaction was rolled back, so sending the same call again is safe.
+    locked", which the API server turns into ``500 {"detail": {"reason": "Database error", ...}}``;
+    the transaction was rolled back, so sending the same call again is safe.
     """
     if status == 503:
         return True
-    return status == 500 and isinstance(body, dict) and body.get("reason") == "Database error"
+    return status == 500 and _reason(body) == "Database error"
+
+
+def _reason(body: Any) -> str | None:
+    """The ``reason`` of an error body, at the top level or inside ``detail`` (Airflow 3's shape)."""
+    if not isinstance(body, dict):
+        return None
+    detail = body.get("detail")
+    if isinstance(detail, dict) and detail.get("reason"):
+        return str(detail["reason"])
+    return str(body["reason"]) if body.get("reason") else None
 
 
 def _detail(exc: urllib.error.HTTPError, body: Any) -> str:
     """The ``detail`` of a FastAPI error body, else its ``reason``, else the HTTP reason."""
     if not isinstance(body, dict):
         return str(exc.reason)
-    if "detail" not in body and body.get("reason"):
-        return str(body["reason"])
+    if _reason(body):
+        return str(_reason(body))
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, list):  # pydantic validation errors
         return "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in detail)

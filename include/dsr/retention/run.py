@@ -88,23 +88,35 @@ def _next_due(purge: CollectionPurge) -> str | None:
 
 def plan(rt: Runtime, now: datetime | None = None, after_days: float = 30, batch: int = BATCH_ROWS) -> dict[str, Any]:
     """What a run would do, per collection (counts, cutoffs, bases); touches nothing."""
+    from dataclasses import replace
+
     from include.dsr.retention.own_copies import own_copies
 
     now = now or datetime.now(UTC)
     ex = exclusions(rt, now)
     _, not_enforced = platform_rules(rt.data_map)
+    due = [r for r in rt.registry.held(due_by=now) if r.system == PLATFORM]
+    due_by: dict[str, set[str]] = {}
+    for row in due:
+        due_by.setdefault(row.collection, set()).add(row.row_key)
+    # The run deletes due leftovers before the rules: the rules' counts leave them out
+    counting = replace(
+        ex, held_rows={c: ex.held_rows.get(c, set()) | due_by.get(c, set()) for c in {*ex.held_rows, *due_by}}
+    )
+    as_held = {p.coll.name: (_held_digest(p), p.count().held) for p in _purges(rt, now, ex, batch)}
     collections = {}
-    for purge in _purges(rt, now, ex, batch):
+    for purge in _purges(rt, now, counting, batch):
         counts = purge.count().to_json()
         collections[purge.coll.name] = {
             **counts,
+            "held": as_held[purge.coll.name][1],
+            "held_leftovers_due": len(due_by.get(purge.coll.name, set())),
             "cutoff": purge.cutoff.isoformat(),
             "period": purge.rule.period,
             "action": purge.rule.action,
             "basis": purge.rule.basis,
-            "held_digest": _held_digest(purge),
+            "held_digest": as_held[purge.coll.name][0],
         }
-    due = [r for r in rt.registry.held(due_by=now) if r.system == PLATFORM]
     copies = own_copies(rt.s3, rt.exports_bucket, rt.ledger, now, after_days)
     return {
         "now": now.isoformat(),
@@ -158,7 +170,10 @@ def purge_held_leftovers(rt: Runtime, now: datetime, ex: Exclusions, chunk: int 
                 else:
                     deleted.append(row)  # gone already (an earlier run, or the rule's own delete)
     rt.registry.mark_deleted(deleted, now)
-    return {"deleted": len(deleted), "kept_referenced": kept, "held": held}
+    per_collection: dict[str, int] = {}
+    for row in deleted:
+        per_collection[row.collection] = per_collection.get(row.collection, 0) + 1
+    return {"deleted": len(deleted), "kept_referenced": kept, "held": held, "by_collection": per_collection}
 
 
 def apply(rt: Runtime, now: datetime | None = None, after_days: float = 30, batch: int = BATCH_ROWS) -> dict[str, Any]:
@@ -180,7 +195,12 @@ def apply(rt: Runtime, now: datetime | None = None, after_days: float = 30, batc
     for purge in _purges(rt, now, ex, batch):
         object_held = any(ex.holds_collection(OBJECTS, c.name) for c in rt.data_map.system(OBJECTS).collections)
         out = purge.run(None if object_held else delete_objects)
-        collections[purge.coll.name] = {**out.to_json(), "next_due": _next_due(purge)}
+        collections[purge.coll.name] = {
+            **out.to_json(),
+            # expired rows an erasure kept and whose retain_until passed went first (the plan counts them here)
+            "held_leftovers_deleted": leftovers["by_collection"].get(purge.coll.name, 0),
+            "next_due": _next_due(purge),
+        }
     objects = versions[0]
     copies = purge_own_copies(rt.s3, rt.exports_bucket, rt.ledger, now, after_days)
     return {
