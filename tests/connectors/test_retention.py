@@ -441,3 +441,16 @@ def test_sparse_keys_cost_one_batch_per_range_with_rows(rt):
     applied = retention.apply(rt, NOW, batch=1000)
     assert applied["collections"]["web_logs"]["deleted"] == 3
     assert applied["collections"]["web_logs"]["batches"] == 2
+
+
+def test_a_row_two_erasures_kept_is_one_row_deleted_and_both_entries_closed(rt):
+    build(rt)
+    rt.ledger.record_request("ERASE-2", "erasure", "GDPR", "f" * 64, NOW - timedelta(days=30), NOW)
+    rt.registry.record_held(
+        [HeldRow("ERASE-2", "fabconnect_app", "invoices", "2", ["net_eur"], "§147 AO", NOW - timedelta(days=2), "held")]
+    )
+    planned = retention.plan(rt, NOW)
+    applied = retention.apply(rt, NOW)
+    assert planned["collections"]["invoices"]["held_leftovers_due"] == 1
+    assert applied["collections"]["invoices"]["held_leftovers_deleted"] == 1
+    assert [(r.request_id, r.row_key) for r in rt.registry.held()] == [("ERASE-1", "3")]

@@ -170,10 +170,12 @@ def purge_held_leftovers(rt: Runtime, now: datetime, ex: Exclusions, chunk: int 
                 else:
                     deleted.append(row)  # gone already (an earlier run, or the rule's own delete)
     rt.registry.mark_deleted(deleted, now)
+    # rows, not registry entries: two erasures (a wave, a repeated request) may have kept one row
+    rows = {(r.collection, r.row_key) for r in deleted}
     per_collection: dict[str, int] = {}
-    for row in deleted:
-        per_collection[row.collection] = per_collection.get(row.collection, 0) + 1
-    return {"deleted": len(deleted), "kept_referenced": kept, "held": held, "by_collection": per_collection}
+    for collection, _ in rows:
+        per_collection[collection] = per_collection.get(collection, 0) + 1
+    return {"deleted": len(rows), "kept_referenced": kept, "held": held, "by_collection": per_collection}
 
 
 def apply(rt: Runtime, now: datetime | None = None, after_days: float = 30, batch: int = BATCH_ROWS) -> dict[str, Any]:
