@@ -30,6 +30,20 @@ MANUAL_DONE, MANUAL_NO_DATA, MANUAL_REFUSED = (
 )
 
 
+def _request_step(task_id: str, module: str, function: str, **task_kwargs):
+    """A task running ``include.dsr.rights.<module>.<function>(runtime, request_id)`` (a platform
+    change or a check: counts back, through ``run_step``'s error mapping)."""
+
+    @task(task_id=task_id, **task_kwargs)
+    def step(**context) -> dict:
+        import importlib
+
+        steps = importlib.import_module(f"include.dsr.rights.{module}")
+        return run_step(lambda: getattr(steps, function)(_runtime(), context["params"]["request_id"]))
+
+    return step()
+
+
 def _dry_run(right: str):
     @task
     def report_dry_run(**context) -> dict:
@@ -128,24 +142,12 @@ def build_restriction_dag(doc_md: str, tags: list[str]) -> DAG:
         def route_action(**context) -> str:
             return "notify_lift" if context["dag_run"].conf.get("action") == "lift" else "restrict_platform"
 
-        @task(outlets=[RESTRICTIONS])
-        def restrict_platform(**context) -> dict:
-            from include.dsr.rights import restriction
-
-            return run_step(lambda: restriction.apply_platform(_runtime(), context["params"]["request_id"]))
-
         @task
         def notify_lift(**context) -> dict:
             from include.dsr.rights import restriction
 
             rt, request_id = _runtime(), context["params"]["request_id"]
             return run_step(lambda: restriction.notify_lift(rt, request_id, context["dag_run"].conf))
-
-        @task(outlets=[RESTRICTIONS])
-        def lift_platform(**context) -> dict:
-            from include.dsr.rights import restriction
-
-            return run_step(lambda: restriction.lift_platform(_runtime(), context["params"]["request_id"]))
 
         @task(trigger_rule="none_failed_min_one_success")
         def check_changes(**context) -> dict:
@@ -165,11 +167,12 @@ def build_restriction_dag(doc_md: str, tags: list[str]) -> DAG:
         joins[0] >> _dry_run(right)
         routed = route_action()
         checked = check_changes()
-        lifted = lift_platform()
-        partners >> routed >> [restrict_platform(), notify_lift()]
+        lifted = _request_step("lift_platform", "restriction", "lift_platform", outlets=[RESTRICTIONS])
+        restricted = _request_step("restrict_platform", "restriction", "apply_platform", outlets=[RESTRICTIONS])
+        partners >> routed >> [restricted, notify_lift()]
         dag.get_task("notify_lift") >> lifted
-        [dag.get_task("restrict_platform"), lifted] >> checked
-        told, manual = _recipient_tasks(right, partners, kind, after=[dag.get_task("restrict_platform"), lifted])
+        [restricted, lifted] >> checked
+        told, manual = _recipient_tasks(right, partners, kind, after=[restricted, lifted])
         [checked, told, manual] >> _close(right, closer, kind)
     return dag
 
@@ -188,18 +191,6 @@ def build_rectification_dag(doc_md: str, tags: list[str]) -> DAG:
                 "partners"
             ]
 
-        @task
-        def rectify_platform(**context) -> dict:
-            from include.dsr.rights import rectification
-
-            return run_step(lambda: rectification.rectify_platform(_runtime(), context["params"]["request_id"]))
-
-        @task
-        def check_changes(**context) -> dict:
-            from include.dsr.rights import rectification
-
-            return run_step(lambda: rectification.check_rectification(_runtime(), context["params"]["request_id"]))
-
         def closer(rt, request_id, conf):
             from include.dsr.rights import rectification
 
@@ -209,8 +200,8 @@ def build_rectification_dag(doc_md: str, tags: list[str]) -> DAG:
         partners = plan_changes()
         joins[1:] >> partners
         joins[0] >> _dry_run(right)
-        platform = rectify_platform()
-        checked = check_changes()
+        platform = _request_step("rectify_platform", "rectification", "rectify_platform")
+        checked = _request_step("check_changes", "rectification", "check_rectification")
         partners >> platform >> checked
         told, manual = _recipient_tasks(right, partners, lambda params: right, after=[platform])
         [checked, told, manual] >> _close(right, closer, lambda params: right)
@@ -237,12 +228,6 @@ def build_objection_dag(doc_md: str, tags: list[str]) -> DAG:
             from include.dsr.rights import objection
 
             return run_step(lambda: objection.plan_recipients(_runtime(), context["params"]["request_id"]))["partners"]
-
-        @task(outlets=[RESTRICTIONS])
-        def stop_immediately(**context) -> dict:
-            from include.dsr.rights import objection
-
-            return run_step(lambda: objection.apply_immediate(_runtime(), context["params"]["request_id"]))
 
         @task.branch
         def route_weighing(**context) -> str:
@@ -283,12 +268,6 @@ def build_objection_dag(doc_md: str, tags: list[str]) -> DAG:
             rt, reply = _runtime(), context["ti"].xcom_pull(task_ids="weigh_objection")
             return run_step(lambda: objection.apply_decision(rt, context["params"]["request_id"], reply))
 
-        @task(trigger_rule="none_failed_min_one_success")
-        def check_changes(**context) -> dict:
-            from include.dsr.rights import objection
-
-            return run_step(lambda: objection.check_objection(_runtime(), context["params"]["request_id"]))
-
         def closer(rt, request_id, conf):
             from include.dsr.rights import objection
 
@@ -298,9 +277,11 @@ def build_objection_dag(doc_md: str, tags: list[str]) -> DAG:
         planned = plan_changes()
         joins[1:] >> planned
         joins[0] >> _dry_run(right)
-        stopped = stop_immediately()
+        stopped = _request_step("stop_immediately", "objection", "apply_immediate", outlets=[RESTRICTIONS])
         routed = route_weighing()
-        checked = check_changes()
+        checked = _request_step(
+            "check_changes", "objection", "check_objection", trigger_rule="none_failed_min_one_success"
+        )
         planned >> stopped >> routed
         body = weighing_body()
         routed >> [body, nothing_to_weigh()]

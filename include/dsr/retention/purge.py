@@ -29,6 +29,7 @@ from include.dsr.connectors.sql_erasure import HASH_PREFIX
 from include.dsr.core.data_map import NOT_PERSONAL
 from include.dsr.core.identities import normalize_email
 from include.dsr.core.pii import keyed_hash
+from include.dsr.rights.platform_rows import account_link
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from include.dsr.retention.rules import RetentionRule
 
 log = logging.getLogger(__name__)
-ACCOUNTS = "accounts"
 BATCH_ROWS = 50_000  # bench_retention: 0.66 of a raw DELETE's throughput, locks of 0.25 s
 
 
@@ -105,7 +105,7 @@ class CollectionPurge:
         self.cutoff: datetime | date = cutoff.astimezone(UTC).replace(tzinfo=None) if cutoff.tzinfo else cutoff
         self.ex = exclusions
         self.pk = self.coll.primary_key
-        self.link = _account_link(self.coll)
+        self.link = account_link(self.coll, required=False)
         self.email_fields = [f.name for f in self.coll.fields if f.identity == "email"]
         self.object_fields = _object_fields(data_map, self.coll.name)
         self.referrers = [
@@ -363,15 +363,6 @@ def _is_date_column(engine: Engine, table_name: str, name: str) -> bool:
         if col["name"] == name:
             return isinstance(col["type"], Date) and not isinstance(col["type"], DateTime)
     return False
-
-
-def _account_link(coll: Collection) -> str | None:
-    if coll.name == ACCOUNTS:
-        return coll.primary_key
-    for f in coll.fields:
-        if any(r.collection == ACCOUNTS for r in f.references):
-            return f.name
-    return None
 
 
 def _object_fields(data_map: DataMap, collection: str) -> list[str]:

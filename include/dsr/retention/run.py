@@ -133,6 +133,8 @@ def purge_held_leftovers(rt: Runtime, now: datetime, ex: Exclusions, chunk: int 
     pointing at it. One short transaction per ``chunk`` rows."""
     from sqlalchemy import column, delete, exists, or_, table
 
+    from include.dsr.rights.platform_rows import account_link
+
     due = [r for r in rt.registry.held(due_by=now) if r.system == PLATFORM]
     system = rt.data_map.system(PLATFORM)
     deleted, kept, held = [], 0, 0
@@ -143,9 +145,7 @@ def purge_held_leftovers(rt: Runtime, now: datetime, ex: Exclusions, chunk: int 
                     held += 1
                     continue
                 coll = system.collection(row.collection)
-                link = next(
-                    (f.name for f in coll.fields if any(r.collection == "accounts" for r in f.references)), None
-                )
+                link = account_link(coll, required=False)
                 t = table(coll.name, *(column(n) for n in {coll.primary_key, *([link] if link else [])}))
                 key = int(row.row_key) if row.row_key.isdigit() else row.row_key
                 if link and ex.held_accounts:

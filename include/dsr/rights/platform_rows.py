@@ -19,20 +19,31 @@ if TYPE_CHECKING:
 ACCOUNTS = "accounts"
 
 
-def account_link(coll: Collection) -> str:
-    """The field of ``coll`` holding the account id (the primary key of ``accounts`` itself)."""
+def account_link(coll: Collection, required: bool = True) -> str | None:
+    """The field of ``coll`` holding the account id (the primary key of ``accounts`` itself).
+
+    :param required: raise ``KeyError`` for a collection tied to no account (else None)
+    """
     if coll.name == ACCOUNTS:
         return coll.primary_key
     for f in coll.fields:
         if any(r.collection == ACCOUNTS for r in f.references):
             return f.name
-    raise KeyError(f"collection {coll.name} is not tied to an account")
+    if required:
+        raise KeyError(f"collection {coll.name} is not tied to an account")
+    return None
+
+
+def _link(coll: Collection) -> str:
+    link = account_link(coll)
+    assert link is not None  # required=True raised otherwise
+    return link
 
 
 def rows_of(conn: Connection, coll: Collection, account_ids: set[int]) -> dict[int, dict[str, Any]]:
     """The accounts' rows of ``coll``, keyed by primary key."""
     t = table(coll.name, *(column(n) for n in coll.field_names))
-    query = select(t).where(t.c[account_link(coll)].in_(sorted(account_ids)))
+    query = select(t).where(t.c[_link(coll)].in_(sorted(account_ids)))
     return {int(r[coll.primary_key]): dict(r) for r in conn.execute(query).mappings()}
 
 
@@ -41,9 +52,9 @@ def set_fields(conn: Connection, coll: Collection, account_ids: set[int], values
     returns the rows that changed."""
     if not account_ids:
         return 0
-    t = table(coll.name, *(column(n) for n in {account_link(coll), *values}))
+    t = table(coll.name, *(column(n) for n in {_link(coll), *values}))
     differs = [t.c[name].is_distinct_from(value) for name, value in values.items()]
     from sqlalchemy import or_
 
-    query = update(t).where(t.c[account_link(coll)].in_(sorted(account_ids)), or_(*differs)).values(**values)
+    query = update(t).where(t.c[_link(coll)].in_(sorted(account_ids)), or_(*differs)).values(**values)
     return conn.execute(query).rowcount or 0
