@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 # (the lock is then resolved against PyPI, keeping the pins already in requirements.txt).
 AIRFLOW_CONSTRAINTS ?= https://raw.githubusercontent.com/apache/airflow/constraints-3.3.2/constraints-3.11.txt
 
-.PHONY: demo down test test-fast lint lock bench clean chromium
+.PHONY: demo down stack stack-down test test-fast lint lock bench clean chromium
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ demo: $(VENV)/.installed
 ## down: stop a demo started in another terminal
 down: $(VENV)/.installed
 	$(PY) -m include.demo.launcher down
+
+## stack: the same demo on the CeleryExecutor (PostgreSQL metadata DB, Redis broker, 2 workers); Ctrl-C stops all
+stack: $(VENV)/.installed
+	$(PY) -m include.demo.launcher up --celery
+
+## stack-down: stop a stack (or demo) started in another terminal
+stack-down: down
 
 ## chromium: Debian chromium for the dashboard's headless-browser test (no-op when present)
 chromium:

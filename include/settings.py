@@ -57,6 +57,11 @@ PARTNER_MAX_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_MAX_WAIT_SECONDS", 
 # Presigned package links expire after this many seconds (capped at 7 days).
 PACKAGE_LINK_SECONDS = int(os.environ.get("DSR_PACKAGE_LINK_SECONDS", str(7 * 24 * 3600)))
 
+# Celery queue of the fan-out tasks (gathers of internal groups and partners, partner notices):
+# on the Celery stack a worker of its own serves it beside the default queue, so a wave of
+# partner calls never starves the platform steps. The embedded demo's LocalExecutor ignores queues.
+FANOUT_QUEUE = os.environ.get("DSR_FANOUT_QUEUE", "fanout")
+
 # Airflow retries of every DSR task (exponential backoff from this first delay).
 TASK_RETRIES = int(os.environ.get("DSR_TASK_RETRIES", "3"))
 TASK_RETRY_DELAY_SECONDS = float(os.environ.get("DSR_TASK_RETRY_DELAY_SECONDS", "20"))

@@ -87,11 +87,18 @@ def _airflow(*args: str) -> list[str]:
     return [sys.executable, "-m", "airflow", *args]
 
 
-def start_airflow(group: ProcessGroup, env: dict[str, str], port: int, timeout: float = 180) -> str:
-    """Start the scheduler, dag-processor, triggerer and api-server; return the API URL once it answers."""
+def start_airflow(
+    group: ProcessGroup, env: dict[str, str], port: int, timeout: float = 180, workers: tuple = ()
+) -> str:
+    """Start the scheduler, dag-processor, triggerer and api-server (and the Celery ``workers`` of
+    :mod:`include.demo.celery_stack`); return the API URL once it answers."""
     for component in AIRFLOW_COMPONENTS:
         args = ("api-server", "--port", str(port)) if component == "api-server" else (component,)
         group.start(component, _airflow(*args), env)
+    for worker in workers:
+        # Each worker serves its task logs on a port of its own (two on one host would clash).
+        worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker.log_port)}
+        group.start(worker.name, _airflow(*worker.command()), worker_env)
     url = f"http://localhost:{port}"
     wait_for_http(f"{url}/api/v2/monitor/health", timeout=timeout, alive=group.check_alive)
     return url
@@ -118,13 +125,22 @@ def stop_previous() -> bool:
     return True
 
 
-def up(run_demo_requests: bool = True, hold: bool = True) -> int:
+def up(run_demo_requests: bool = True, hold: bool = True, celery: bool = False) -> int:
+    """Run the demo; ``celery`` runs it on the CeleryExecutor stack (``make stack``) instead."""
     if stop_previous():
         log.info("stopped the previous demo first")
     settings.DEMO_DIR.mkdir(parents=True, exist_ok=True)
     PID_FILE.write_text(str(os.getpid()))
-    env = airflow_environment()
-    group = ProcessGroup()
+    workers: tuple = ()
+    if celery:
+        from include.demo import celery_stack
+
+        celery_stack.ensure_database(celery_stack.METADATA_URL)
+        env, home, workers = celery_stack.stack_environment(), celery_stack.STACK_HOME, celery_stack.workers()
+        metadata_db = celery_stack.METADATA_URL.split("@")[-1]
+    else:
+        env, home, metadata_db = airflow_environment(), AIRFLOW_HOME, str(AIRFLOW_HOME / "airflow.db")
+    group = ProcessGroup(log_dir=home / "process-logs")
     stopping = False
 
     def _on_signal(signum, _frame):
@@ -135,8 +151,9 @@ def up(run_demo_requests: bool = True, hold: bool = True) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        write_passwords_file()
-        log.info("migrating the Airflow metadata DB (%s)", AIRFLOW_HOME / "airflow.db")
+        started = time.monotonic()
+        write_passwords_file(home)
+        log.info("migrating the Airflow metadata DB (%s)", metadata_db)
         subprocess.run(_airflow("db", "migrate"), env=env, check=True, stdout=subprocess.DEVNULL)
         group.start("s3-server", [sys.executable, "-m", "include.demo.services", "s3"], env)
         wait_for_port("127.0.0.1", settings.S3_PORT, timeout=60, alive=group.check_alive)
@@ -146,8 +163,13 @@ def up(run_demo_requests: bool = True, hold: bool = True) -> int:
         subprocess.run([sys.executable, "-m", "include.demo.world", "build"], env=env, check=True)
         group.start("partner-simulators", [sys.executable, "-m", "include.demo.services", "partners"], env)
         wait_for_port("127.0.0.1", settings.PARTNER_BASE_PORT, timeout=60, alive=group.check_alive)
-        url = start_airflow(group, env, settings.AIRFLOW_PORT)
-        print(f"\nFabconnect DSR is up: {url}  (login {DEMO_USER} / {DEMO_PASSWORD})", flush=True)
+        url = start_airflow(group, env, settings.AIRFLOW_PORT, workers=workers)
+        executor = "CeleryExecutor, 2 workers" if celery else "LocalExecutor"
+        print(
+            f"\nFabconnect DSR is up ({executor}, {time.monotonic() - started:.0f} s): {url}"
+            f"  (login {DEMO_USER} / {DEMO_PASSWORD})",
+            flush=True,
+        )
         print(f"Mail sent by the product lands in {settings.DEMO_DIR / 'mail'}/*.eml", flush=True)
         print("Stop with Ctrl-C or `make down`.\n", flush=True)
         if run_demo_requests:
@@ -178,11 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Fabconnect DSR demo")
     parser.add_argument("command", choices=("up", "down"))
     parser.add_argument("--no-requests", action="store_true", help="do not submit the sample requests")
+    parser.add_argument("--celery", action="store_true", help="CeleryExecutor, PostgreSQL metadata DB, Redis broker")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.command == "down":
         return down()
-    return up(run_demo_requests=not args.no_requests)
+    return up(run_demo_requests=not args.no_requests, celery=args.celery)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,19 @@ class Stack:
     url: str
     env: dict[str, str]
     api: AirflowApi
+    group: ProcessGroup
 
     @property
     def metadata_db(self) -> Path:
         return self.home / "airflow.db"
+
+    @property
+    def metadata_url(self) -> str:
+        return self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
+    @property
+    def process_logs(self) -> Path:
+        return self.group.log_dir
 
     @property
     def task_logs(self) -> Path:
@@ -70,13 +79,44 @@ def running_stack(home: Path) -> Iterator[Stack]:
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
         "AIRFLOW_CONN_DSR_AIRFLOW_METADATA": metadata_connection(home),
     }
+    with _started(home, env, port) as stack:
+        yield stack
+
+
+@contextmanager
+def running_celery_stack(home: Path, postgres_url: str, broker_db: int = 7) -> Iterator[Stack]:
+    """``make stack`` in ``home``: CeleryExecutor with two workers, a throw-away metadata database
+    on the PostgreSQL server of ``postgres_url`` and the Redis database ``broker_db`` (flushed)."""
+    import redis
+
+    from include.demo import celery_stack
+
+    port = free_port()
+    metadata_url = f"{postgres_url.rsplit('/', 1)[0]}/dsr_airflow_e2e_{os.getpid()}"
+    broker_url = f"redis://127.0.0.1:6379/{broker_db}"
+    redis.Redis.from_url(broker_url).flushdb()
+    celery_stack.drop_database(metadata_url)
+    celery_stack.ensure_database(metadata_url)
+    env = celery_stack.stack_environment(home, metadata_url, broker_url, port, base=dict(os.environ))
+    env.update(
+        {"AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5"}
+    )
+    try:
+        with _started(home, env, port, workers=celery_stack.workers(base_log_port=free_port())) as stack:
+            yield stack
+    finally:
+        celery_stack.drop_database(metadata_url)
+
+
+@contextmanager
+def _started(home: Path, env: dict[str, str], port: int, workers: tuple = ()) -> Iterator[Stack]:
     home.mkdir(parents=True, exist_ok=True)
     write_passwords_file(home)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     group = ProcessGroup(log_dir=home / "process-logs")
     try:
-        url = start_airflow(group, env, port, timeout=START_TIMEOUT)
+        url = start_airflow(group, env, port, timeout=START_TIMEOUT, workers=workers)
         api = AirflowApi(url, username=DEMO_USER, password=DEMO_PASSWORD, timeout=30)
-        yield Stack(home, url, env, api)
+        yield Stack(home, url, env, api, group)
     finally:
         group.stop()

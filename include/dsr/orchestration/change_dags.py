@@ -16,6 +16,7 @@ from collections.abc import Callable
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, task
 
+from include import settings
 from include.dsr.core.request import OBJECTION_DECISIONS
 from include.dsr.orchestration.assets import RESTRICTIONS
 from include.dsr.orchestration.dag_factory import _manual_body, _runtime, intake_tasks, right_dag
@@ -67,6 +68,7 @@ def _recipient_tasks(right: str, partners, kind: Callable[[dict], str], after: l
 
     told = PartnerNoticeOperator.partial(
         task_id="tell_partner",
+        queue=settings.FANOUT_QUEUE,
         right=right,
         trigger_rule="none_failed_min_one_success",  # a restriction's apply or lift path ran
         max_active_tis_per_dagrun=6,

@@ -392,6 +392,7 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
         joins[0] >> report_dry_run()
         gathered = GatherOperator.partial(
             task_id="gather",
+            queue=settings.FANOUT_QUEUE,
             right=right,
             max_active_tis_per_dagrun=6,
             map_index_template=(

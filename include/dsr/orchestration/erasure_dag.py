@@ -12,6 +12,7 @@ from __future__ import annotations
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, task
 
+from include import settings
 from include.dsr.orchestration.dag_factory import (
     _manual_body,
     _runtime,
@@ -99,6 +100,7 @@ def build_erasure_dag(doc_md: str, tags: list[str]) -> DAG:
         partners >> platform >> objects >> checked
         told = PartnerNoticeOperator.partial(
             task_id="tell_partner",
+            queue=settings.FANOUT_QUEUE,
             right=RIGHT,
             max_active_tis_per_dagrun=6,
             map_index_template="{{ task.target['system'] }}",

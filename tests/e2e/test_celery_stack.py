@@ -1,0 +1,169 @@
+"""The end-to-end core on the CeleryExecutor stack of ``make stack``, not on ``dag.test()``.
+
+A PostgreSQL metadata DB (a throw-away database on the server of ``DSR_TEST_POSTGRES_URL``),
+the Redis broker, two Celery workers (default queue; fan-out and default queue), the scheduler,
+dag-processor, triggerer and api-server, all started as ``make stack`` starts them:
+
+* one REST-triggered run of every right DAG, all at once, each closing its request; the fan-out
+  tasks ran on the fan-out queue, the rest on the default queue, and both workers worked;
+* partner faults: a partner failing twice is retried and the request completes; a partner that
+  lies fails the check, naming the partner;
+* the leak scan: once the requests closed, no identity in any table of the PostgreSQL metadata
+  DB or in any task-log file; the ledger's hash chain verifies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from include import constants
+from include.demo.partners.faults import Faults
+from include.dsr.core.data_map import load_data_map
+from tests.e2e.conftest import rebuild_world
+from tests.e2e.helpers import VERIFIED, conf_for, ledger
+from tests.e2e.pii_scan import scan_database, scan_files
+from tests.e2e.stack import running_celery_stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+RUN_TIMEOUT = 900
+RIGHT_DAGS = (
+    constants.DAG_ACCESS,
+    constants.DAG_PORTABILITY,
+    constants.DAG_ERASURE,
+    constants.DAG_RESTRICTION,
+    constants.DAG_RECTIFICATION,
+    constants.DAG_OBJECTION,
+)
+FANOUT_TASKS = {"gather", "tell_partner"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def world_restored_afterwards(demo_world):
+    yield
+    rebuild_world(demo_world)  # erasure, restriction, rectification and objection change it
+
+
+@pytest.fixture(scope="module")
+def stack(demo_world, tmp_path_factory):
+    postgres = os.environ.get("DSR_TEST_POSTGRES_URL")
+    if not postgres:
+        pytest.skip("DSR_TEST_POSTGRES_URL is not set: the Celery stack needs a PostgreSQL metadata DB")
+    started = time.monotonic()
+    with running_celery_stack(tmp_path_factory.mktemp("celery-stack"), postgres) as running:
+        running.env["DSR_STARTED_IN"] = f"{time.monotonic() - started:.0f}"
+        yield running
+
+
+@pytest.fixture(scope="module")
+def customers(demo_world) -> list[tuple[str, str]]:
+    """Ordinary customers whose data went to automated partners only, with payflow among them."""
+    manual = {s.key for s in load_data_map().partners() if s.channel == "manual"}
+    truth = sqlite3.connect(demo_world.paths.ground_truth)
+    found = []
+    for key, email in truth.execute("SELECT person_key, email FROM people WHERE kind='customer' ORDER BY person_key"):
+        systems = {s for (s,) in truth.execute("SELECT DISTINCT system FROM owned_rows WHERE person_key=?", (key,))}
+        if key.startswith("P") and "payflow" in systems and not systems & manual:
+            found.append((key, email))
+    truth.close()
+    assert len(found) >= 8, "the demo world has too few customers served by automated partners only"
+    return found
+
+
+def _conf(email: str, request_id: str, **extra) -> dict:
+    return {"request_id": request_id, "subject": {"email": email}, "verification": VERIFIED, **extra}
+
+
+def _finish(stack, dag_id: str, run_id: str) -> dict:
+    return stack.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+
+
+def _received_by(stack, worker: str) -> int:
+    """How many task workloads a worker took from the broker, from its own log."""
+    text = (stack.process_logs / f"{worker}.log").read_text(errors="replace")
+    return len(re.findall(r"Task execute_workload\[[^\]]+\] received", text))
+
+
+def test_every_right_runs_on_the_celery_workers_and_leaves_no_identity(stack, demo_world, customers, capsys):
+    emails = dict(customers)
+    keys = [key for key, _ in customers]
+    confs = {
+        constants.DAG_ACCESS: _conf(emails[keys[0]], "E2E-CELERY-ACCESS"),
+        constants.DAG_PORTABILITY: _conf(emails[keys[1]], "E2E-CELERY-PORT"),
+        constants.DAG_ERASURE: _conf(emails[keys[2]], "E2E-CELERY-ERASE"),
+        constants.DAG_RESTRICTION: _conf(emails[keys[3]], "E2E-CELERY-RESTRICT", action="apply"),
+        constants.DAG_RECTIFICATION: _conf(
+            emails[keys[4]],
+            "E2E-CELERY-RECTIFY",
+            corrections=[{"field": "accounts.email", "value": f"fixed.{keys[4]}@example.org"}],
+        ),
+        constants.DAG_OBJECTION: _conf(
+            emails[keys[5]], "E2E-CELERY-OBJECT", purposes=["marketing"], grounds="no newsletters"
+        ),
+    }
+    started = time.monotonic()
+    runs = {dag_id: stack.api.trigger(dag_id, conf) for dag_id, conf in confs.items()}
+    finished = {dag_id: _finish(stack, dag_id, run_id) for dag_id, run_id in runs.items()}
+    wall = time.monotonic() - started
+    assert {dag_id: run["state"] for dag_id, run in finished.items()} == dict.fromkeys(RIGHT_DAGS, "success")
+    for conf in confs.values():
+        request = ledger().get_request(conf["request_id"])
+        assert request.status == "completed", (conf["request_id"], request.outcome_summary)
+        assert request.closed_at is not None
+
+    engine = sa.create_engine(stack.metadata_url)
+    with engine.connect() as conn:
+        queues = conn.execute(
+            sa.text(
+                "SELECT task_id, queue, count(*) FROM task_instance WHERE dag_id = ANY(:dags) AND state = 'success' "
+                "GROUP BY task_id, queue"
+            ),
+            {"dags": list(RIGHT_DAGS)},
+        ).all()
+    assert {task for task, queue, _ in queues if queue == "fanout"} == FANOUT_TASKS
+    assert {queue for task, queue, _ in queues if task not in FANOUT_TASKS} == {"default"}
+    fanout_runs = sum(n for task, queue, n in queues if queue == "fanout")
+    assert _received_by(stack, "worker-fanout") >= fanout_runs  # only it consumes the fan-out queue
+    assert _received_by(stack, "worker-default") > 0
+
+    needles = []
+    for conf in confs.values():
+        needles.append(conf["subject"]["email"])
+    needles += [c["value"] for c in confs[constants.DAG_RECTIFICATION]["corrections"]]
+    tables = scan_database(stack.metadata_url, needles)
+    logs = scan_files(stack.task_logs, needles)
+    engine.dispose()
+    with capsys.disabled():
+        print(
+            f"\nCelery stack up in {stack.env['DSR_STARTED_IN']} s; six right DAGs at once in {wall:.0f} s; "
+            f"{fanout_runs} fan-out tasks on worker-fanout, {_received_by(stack, 'worker-default')} workloads on "
+            f"worker-default; identity hits: {sum(tables.values())} in {len(tables)} tables, "
+            f"{sum(logs.values())} in {len(logs)} task-log files"
+        )
+    assert {table: n for table, n in tables.items() if n} == {}
+    assert {path: n for path, n in logs.items() if n} == {}
+    assert len(tables) > 30
+    assert logs
+    assert ledger().verify_chain().ok
+
+
+def test_partner_faults_on_the_stack_end_as_documented(stack, demo_world, healthy_partners):
+    healthy_partners["payflow"].faults = Faults(mode="fail", fail_count=2)
+    retried = stack.api.trigger(constants.DAG_ACCESS, conf_for("H01", "E2E-CELERY-FAIL"))
+    assert _finish(stack, constants.DAG_ACCESS, retried)["state"] == "success"
+    row = next(r for r in ledger().system_results("E2E-CELERY-FAIL") if r.system == "payflow")
+    assert row.status == "completed"
+
+    healthy_partners["payflow"].faults = Faults(mode="lie")
+    lied = stack.api.trigger(constants.DAG_ACCESS, conf_for("H02", "E2E-CELERY-LIE"))
+    assert _finish(stack, constants.DAG_ACCESS, lied)["state"] == "failed"
+    summary = ledger().get_request("E2E-CELERY-LIE").outcome_summary
+    assert "payflow" in summary
+    assert "do not belong to the subject" in summary
+    assert ledger().verify_chain().ok
