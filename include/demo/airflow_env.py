@@ -58,8 +58,11 @@ def demo_variables(path: Path = SETTINGS_FILE) -> dict[str, str]:
     return {v["variable_name"]: str(v["variable_value"]) for v in raw["airflow"].get("variables", [])}
 
 
-def airflow_environment(home: Path = AIRFLOW_HOME, base: dict | None = None) -> dict[str, str]:
-    """Variables for an Airflow process of this project (merged over ``base``, default os.environ)."""
+def airflow_environment(
+    home: Path = AIRFLOW_HOME, base: dict | None = None, port: int = settings.AIRFLOW_PORT
+) -> dict[str, str]:
+    """Variables for an Airflow process of this project (merged over ``base``, default os.environ),
+    its api-server on ``port``."""
     env = dict(os.environ if base is None else base)
     root = settings.PROJECT_ROOT
     env.update(
@@ -76,9 +79,9 @@ def airflow_environment(home: Path = AIRFLOW_HOME, base: dict | None = None) -> 
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{DEMO_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__API__PORT": str(settings.AIRFLOW_PORT),
-            "AIRFLOW__API__BASE_URL": f"http://localhost:{settings.AIRFLOW_PORT}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{settings.AIRFLOW_PORT}/execution/",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",

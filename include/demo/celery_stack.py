@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from include import settings
 from include.demo.airflow_env import airflow_environment
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 STACK_HOME = Path(os.environ.get("DSR_STACK_HOME", settings.PROJECT_ROOT / ".airflow-stack"))
 METADATA_URL = os.environ.get("DSR_STACK_METADATA_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/dsr_airflow")
@@ -58,46 +64,50 @@ def workers(base_log_port: int = 8793) -> tuple[Worker, ...]:
 
 
 def libpq_url(url: str) -> str:
-    """``postgresql+psycopg2://…`` -> ``postgresql://…`` (what psycopg2 and Celery's result backend read)."""
-    scheme, rest = url.split("://", 1)
-    return f"{scheme.split('+', 1)[0]}://{rest}"
+    """``postgresql+psycopg2://…`` -> ``postgresql://…`` (what Celery's result backend reads)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _server_and_name(url: str) -> tuple[str, str]:
-    server, name = libpq_url(url).rsplit("/", 1)
-    return server, name.split("?", 1)[0]
+@contextmanager
+def _server(url: str) -> Iterator[tuple[Connection, str]]:
+    """An autocommit connection to the server of ``url`` (its ``postgres`` database), and the
+    quoted name of the database ``url`` names: CREATE / DROP DATABASE run outside a transaction."""
+    import sqlalchemy as sa
+
+    target = sa.engine.make_url(url)
+    engine = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            yield conn, conn.dialect.identifier_preparer.quote(target.database)
+    finally:
+        engine.dispose()
 
 
 def ensure_database(url: str) -> None:
     """Create the metadata database named in ``url`` when the server does not have it yet."""
-    import psycopg2
-    from psycopg2 import sql
+    import sqlalchemy as sa
 
-    server, name = _server_and_name(url)
-    conn = psycopg2.connect(f"{server}/postgres")
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    with _server(url) as (conn, name):
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": sa.engine.make_url(url).database}
+        ).first()
+        if exists is None:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
 
 
 def drop_database(url: str) -> None:
     """Drop the database named in ``url`` (the tests' throw-away metadata DBs), closing its sessions."""
-    import psycopg2
-    from psycopg2 import sql
+    with _server(url) as (conn, name):
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
-    server, name = _server_and_name(url)
-    conn = psycopg2.connect(f"{server}/postgres")
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+
+def display_url(url: str) -> str:
+    """``url`` without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def stack_environment(
@@ -110,7 +120,7 @@ def stack_environment(
     """The embedded demo's environment with the CeleryExecutor, PostgreSQL metadata DB and Redis broker."""
     from sqlalchemy.engine import make_url
 
-    env = airflow_environment(home, base)
+    env = airflow_environment(home, base, port=port)
     db = make_url(metadata_url)
     env.update(
         {
@@ -119,11 +129,7 @@ def stack_environment(
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
             "AIRFLOW__CELERY__BROKER_URL": broker_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{libpq_url(metadata_url)}",
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": DEFAULT_QUEUE,
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
             # The metadata purge reaches the metadata DB by a connection of its own.
             "AIRFLOW_CONN_DSR_AIRFLOW_METADATA": json.dumps(
                 {

@@ -137,7 +137,7 @@ def up(run_demo_requests: bool = True, hold: bool = True, celery: bool = False) 
 
         celery_stack.ensure_database(celery_stack.METADATA_URL)
         env, home, workers = celery_stack.stack_environment(), celery_stack.STACK_HOME, celery_stack.workers()
-        metadata_db = celery_stack.METADATA_URL.split("@")[-1]
+        metadata_db = celery_stack.display_url(celery_stack.METADATA_URL)
     else:
         env, home, metadata_db = airflow_environment(), AIRFLOW_HOME, str(AIRFLOW_HOME / "airflow.db")
     group = ProcessGroup(log_dir=home / "process-logs")

@@ -93,3 +93,21 @@ def people_without_manual_partner(paths: WorldPaths) -> list[str]:
         )
     }
     return [key for key in sorted(HARD) if key not in with_manual]
+
+
+def customers_of_automated_partners(paths: WorldPaths, min_partners: int = 1) -> list[tuple[str, str, set[str]]]:
+    """Ordinary customers (``P…``) whose data went to automated partners only, payflow among them,
+    and to at least ``min_partners`` of them: (person key, email, those partners)."""
+    from include.dsr.core.data_map import load_data_map
+
+    partners = {s.key for s in load_data_map().partners() if s.channel != "manual"}
+    manual = set(manual_partners())
+    truth = sqlite3.connect(paths.ground_truth)
+    found = []
+    for key, email in truth.execute("SELECT person_key, email FROM people WHERE kind='customer' ORDER BY person_key"):
+        systems = {s for (s,) in truth.execute("SELECT DISTINCT system FROM owned_rows WHERE person_key=?", (key,))}
+        served = systems & partners
+        if key.startswith("P") and not systems & manual and "payflow" in systems and len(served) >= min_partners:
+            found.append((key, email, served))
+    truth.close()
+    return found

@@ -35,6 +35,7 @@ class Stack:
     env: dict[str, str]
     api: AirflowApi
     group: ProcessGroup
+    started_in: float  # seconds from the metadata DB migration until the API answered
 
     @property
     def metadata_db(self) -> Path:
@@ -110,6 +111,7 @@ def running_celery_stack(home: Path, postgres_url: str, broker_db: int = 7) -> I
 
 @contextmanager
 def _started(home: Path, env: dict[str, str], port: int, workers: tuple = ()) -> Iterator[Stack]:
+    started = time.monotonic()
     home.mkdir(parents=True, exist_ok=True)
     write_passwords_file(home)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -117,6 +119,6 @@ def _started(home: Path, env: dict[str, str], port: int, workers: tuple = ()) ->
     try:
         url = start_airflow(group, env, port, timeout=START_TIMEOUT, workers=workers)
         api = AirflowApi(url, username=DEMO_USER, password=DEMO_PASSWORD, timeout=30)
-        yield Stack(home, url, env, api, group)
+        yield Stack(home, url, env, api, group, time.monotonic() - started)
     finally:
         group.stop()

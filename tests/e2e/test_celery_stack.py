@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import time
 
 import pytest
@@ -24,9 +23,8 @@ import sqlalchemy as sa
 
 from include import constants
 from include.demo.partners.faults import Faults
-from include.dsr.core.data_map import load_data_map
 from tests.e2e.conftest import rebuild_world
-from tests.e2e.helpers import VERIFIED, conf_for, ledger
+from tests.e2e.helpers import VERIFIED, conf_for, customers_of_automated_partners, ledger
 from tests.e2e.pii_scan import scan_database, scan_files
 from tests.e2e.stack import running_celery_stack
 
@@ -55,23 +53,14 @@ def stack(demo_world, tmp_path_factory):
     postgres = os.environ.get("DSR_TEST_POSTGRES_URL")
     if not postgres:
         pytest.skip("DSR_TEST_POSTGRES_URL is not set: the Celery stack needs a PostgreSQL metadata DB")
-    started = time.monotonic()
     with running_celery_stack(tmp_path_factory.mktemp("celery-stack"), postgres) as running:
-        running.env["DSR_STARTED_IN"] = f"{time.monotonic() - started:.0f}"
         yield running
 
 
 @pytest.fixture(scope="module")
 def customers(demo_world) -> list[tuple[str, str]]:
     """Ordinary customers whose data went to automated partners only, with payflow among them."""
-    manual = {s.key for s in load_data_map().partners() if s.channel == "manual"}
-    truth = sqlite3.connect(demo_world.paths.ground_truth)
-    found = []
-    for key, email in truth.execute("SELECT person_key, email FROM people WHERE kind='customer' ORDER BY person_key"):
-        systems = {s for (s,) in truth.execute("SELECT DISTINCT system FROM owned_rows WHERE person_key=?", (key,))}
-        if key.startswith("P") and "payflow" in systems and not systems & manual:
-            found.append((key, email))
-    truth.close()
+    found = [(key, email) for key, email, _ in customers_of_automated_partners(demo_world.paths)]
     assert len(found) >= 8, "the demo world has too few customers served by automated partners only"
     return found
 
@@ -141,7 +130,7 @@ def test_every_right_runs_on_the_celery_workers_and_leaves_no_identity(stack, de
     engine.dispose()
     with capsys.disabled():
         print(
-            f"\nCelery stack up in {stack.env['DSR_STARTED_IN']} s; six right DAGs at once in {wall:.0f} s; "
+            f"\nCelery stack up in {stack.started_in:.0f} s; six right DAGs at once in {wall:.0f} s; "
             f"{fanout_runs} fan-out tasks on worker-fanout, {_received_by(stack, 'worker-default')} workloads on "
             f"worker-default; identity hits: {sum(tables.values())} in {len(tables)} tables, "
             f"{sum(logs.values())} in {len(logs)} task-log files"

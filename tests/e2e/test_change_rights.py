@@ -16,8 +16,6 @@ The module changes the shared world, so it rebuilds it at the end.
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 import sqlalchemy as sa
 
@@ -30,7 +28,7 @@ from include.dsr.core.identities import normalize_email
 from include.dsr.processing import restrictions
 from include.dsr.rights.objection import UPHOLD
 from tests.e2e.conftest import rebuild_world, run_dag
-from tests.e2e.helpers import VERIFIED, gathered_rows, ledger, package_data
+from tests.e2e.helpers import VERIFIED, customers_of_automated_partners, gathered_rows, ledger, package_data
 from tests.e2e.hitl import HitlResponder
 
 pytestmark = pytest.mark.slow
@@ -51,15 +49,7 @@ def _automated_partners() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cast(demo_world) -> list[tuple[str, str, set[str]]]:
     """Ordinary customers whose data went to automated partners only: (key, email, partners)."""
-    truth = sqlite3.connect(demo_world.paths.ground_truth)
-    partners = _automated_partners()
-    manual = {s.key for s in load_data_map().partners() if s.channel == "manual"}
-    found = []
-    for key, email in truth.execute("SELECT person_key, email FROM people WHERE kind='customer' ORDER BY person_key"):
-        systems = {s for (s,) in truth.execute("SELECT DISTINCT system FROM owned_rows WHERE person_key=?", (key,))}
-        if key.startswith("P") and not systems & manual and "payflow" in systems and len(systems & set(partners)) >= 2:
-            found.append((key, email, systems & set(partners)))
-    truth.close()
+    found = customers_of_automated_partners(demo_world.paths, min_partners=2)
     assert len(found) >= 8, "the demo world has too few customers with two automated partners"
     return found
 
