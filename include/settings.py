@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from include.constants import MAX_PRESIGN_SECONDS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Where the demo world keeps its files (SQLite databases, partner copies, ground truth).
@@ -54,8 +56,22 @@ PARTNER_POLL_SECONDS = float(os.environ.get("DSR_PARTNER_POLL_SECONDS", "30"))
 PARTNER_INLINE_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_INLINE_WAIT_SECONDS", "3"))
 PARTNER_MAX_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_MAX_WAIT_SECONDS", "0")) or None
 
-# Presigned package links expire after this many seconds (capped at 7 days).
-PACKAGE_LINK_SECONDS = int(os.environ.get("DSR_PACKAGE_LINK_SECONDS", str(7 * 24 * 3600)))
+
+# Presigned package links expire after this many seconds: at most 7 days (the DESIGN's promise,
+# and SigV4's own limit), however the variable is set; at least a minute.
+def package_link_seconds(raw: str | None) -> int:
+    """The link lifetime from ``DSR_PACKAGE_LINK_SECONDS``, kept between a minute and 7 days."""
+    return min(max(int(raw or MAX_PRESIGN_SECONDS), 60), MAX_PRESIGN_SECONDS)
+
+
+PACKAGE_LINK_SECONDS = package_link_seconds(os.environ.get("DSR_PACKAGE_LINK_SECONDS"))
+
+# The receiving controllers a portability package may be sent to (Art. 20(2)), comma-separated
+# endpoint URLs: ``transmit_to`` must be one of them or a path below one, so the conf cannot
+# point the worker at an internal address. Empty: no direct transmission is accepted.
+RECEIVING_CONTROLLERS = tuple(
+    url.strip() for url in os.environ.get("DSR_RECEIVING_CONTROLLERS", "").split(",") if url.strip()
+)
 
 # Celery queue of the fan-out tasks (gathers of internal groups and partners, partner notices):
 # on the Celery stack a worker of its own serves it beside the default queue, so a wave of
@@ -71,9 +87,17 @@ TASK_RETRY_DELAY_SECONDS = float(os.environ.get("DSR_TASK_RETRY_DELAY_SECONDS", 
 # request (refused input, dry runs) are cleared this long after they ended.
 METADATA_PURGE_AFTER_DAYS = float(os.environ.get("DSR_METADATA_PURGE_AFTER_DAYS", "0"))
 
+
 # Deliver packages as an AES-encrypted package.zip; the password is written to
 # s3://<exports>/_keys/<request_id>.txt, for sending to the subject by another channel.
-ENCRYPT_PACKAGES = os.environ.get("DSR_ENCRYPT_PACKAGES", "").lower() in ("1", "true", "yes")
+# On by default outside the embedded demo; DSR_ENCRYPT_PACKAGES=0 or 1 decides explicitly.
+def encrypt_packages() -> bool:
+    """Whether packages are delivered encrypted (read at each call, like :func:`demo_mode`)."""
+    value = os.environ.get("DSR_ENCRYPT_PACKAGES", "").strip().lower()
+    if value:
+        return value in ("1", "true", "yes")
+    return not demo_mode()
+
 
 # Retention run: keys per batch (one short transaction each), and the days after which the
 # product's own leftovers (staging of closed requests, dry-run reports) are removed.

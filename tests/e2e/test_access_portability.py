@@ -147,9 +147,7 @@ def test_encrypted_package_opens_with_the_per_request_password(airflow_db, demo_
     import pyzipper
     import requests
 
-    from include import settings
-
-    monkeypatch.setattr(settings, "ENCRYPT_PACKAGES", True)
+    monkeypatch.setenv("DSR_ENCRYPT_PACKAGES", "1")
     request_id = "E2E-AES-H02"
     assert run_dag("dsr_access", conf_for("H02", request_id)).state == "success"
     link = ledger().get_request(request_id).package_uri

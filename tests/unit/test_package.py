@@ -28,6 +28,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
+from include import settings
 from include.constants import MAX_PRESIGN_SECONDS
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, ExportResult
 from include.dsr.connectors.staging import Staging
@@ -551,7 +552,13 @@ def _url(server: ThreadingHTTPServer, path: str) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}{path}"
 
 
-def test_transmit_sends_schema_data_and_manifest(s3, portability, receiver, caplog):
+@pytest.fixture
+def declared(receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test receiver (and a closed loopback port) as the declared receiving controllers."""
+    monkeypatch.setattr(settings, "RECEIVING_CONTROLLERS", (_url(receiver, "/"), "http://127.0.0.1:1/dsr"))
+
+
+def test_transmit_sends_schema_data_and_manifest(s3, portability, receiver, declared, caplog):
     package = portability.transmit_body(s3, BUCKET)
     assert package == load_portability_package(s3, BUCKET, portability.prefix)
     caplog.set_level(logging.DEBUG)
@@ -577,7 +584,7 @@ def test_transmit_sends_schema_data_and_manifest(s3, portability, receiver, capl
         pytest.param("/moved", TerminalError, id="redirect is not followed"),
     ],
 )
-def test_transmit_maps_http_errors(receiver, path, error):
+def test_transmit_maps_http_errors(receiver, declared, path, error):
     with pytest.raises(error) as info:
         transmit_package(_url(receiver, f"{path}?token=s3cr3t"), {"schema": {}, "data": {}, "manifest": {}})
     assert "s3cr3t" not in str(info.value)
@@ -590,9 +597,10 @@ def test_transmit_maps_http_errors(receiver, path, error):
         pytest.param("http://127.0.0.1:1/dsr?token=s3cr3t", TransientError, {}, id="connection refused is transient"),
         pytest.param("http://receiver.example.com/dsr?token=s3cr3t", TerminalError, {}, id="plain http is refused"),
         pytest.param("not a url", TerminalError, {}, id="not a url"),
+        pytest.param("http://127.0.0.1:5432/dsr?token=s3cr3t", TerminalError, {}, id="undeclared internal port"),
     ],
 )
-def test_transmit_failures(receiver, url, error, kwargs):
+def test_transmit_failures(receiver, declared, url, error, kwargs):
     url = _url(receiver, "/slow?token=s3cr3t") if url == "slow" else url
     with pytest.raises(error) as info:
         transmit_package(url, {"schema": {}, "data": {}, "manifest": {}}, **kwargs)
@@ -605,6 +613,6 @@ def test_an_access_package_has_no_transmit_body(s3, access):
         access.transmit_body(s3, BUCKET)
 
 
-def test_transmit_refuses_an_incomplete_package(receiver):
+def test_transmit_refuses_an_incomplete_package(receiver, declared):
     with pytest.raises(TerminalError, match="lacks"):
         transmit_package(_url(receiver, "/ok"), {"data": {}})

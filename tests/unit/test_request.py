@@ -8,6 +8,7 @@ import pytest
 
 from include.dsr.core.errors import RequestValidationError
 from include.dsr.core.request import parse_request
+from tests.bad_confs import CASES, EMAIL
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -126,3 +127,87 @@ def test_every_problem_is_listed_and_no_identity_is_echoed():
     text = str(exc_info.value)
     assert text.count(";") >= 2
     assert "secret-bad-email" not in text
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.cli], ids=lambda c: c.name)
+def test_hostile_confs_are_refused_naming_the_field(case):
+    from include.dsr.core.request import is_wave, parse_wave
+
+    check = (lambda: parse_wave(case.conf, case.right)) if is_wave(case.conf) else None
+    check = check or (lambda: parse_request(case.conf, case.right, now=NOW))
+    with pytest.raises(RequestValidationError) as exc_info:
+        check()
+    text = str(exc_info.value)
+    assert case.field in text
+    assert "refused before anything was touched" in text
+    assert EMAIL not in text
+
+
+def test_the_table_covers_every_kind_of_bad_input():
+    assert len(CASES) >= 25
+    assert {c.refused_by for c in CASES} == {"api", "run"}
+    assert {c.right for c in CASES} >= {"access", "portability", "restriction", "objection", "rectification", "erasure"}
+
+
+def test_the_form_fields_are_the_subject_and_verification_of_the_contract():
+    request = parse_request(
+        {
+            "request_id": "DSR-5",
+            "subject": {"email": None, "phone": None, "account_id": None},
+            "subject_email": "Maria@Example.com",
+            "subject_account_id": 7,
+            "verification_method": "email_link",
+            "verified_at": None,
+        },
+        "access",
+        now=NOW,
+    )
+    assert request.subject.identities() == {"email": "maria@example.com", "account_id": 7}
+    assert request.verification is not None
+    assert (request.verification.method, request.verification.verified_at) == ("email_link", NOW)
+
+
+def test_the_same_identity_given_both_ways_is_taken_once():
+    request = parse_request(
+        {"request_id": "DSR-6", "subject": {"email": "a@example.com"}, "subject_email": " a@example.com "},
+        "access",
+        now=NOW,
+    )
+    assert request.subject.identities() == {"email": "a@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("url", "declared", "accepted"),
+    [
+        pytest.param("https://rx.example/dsr/in?token=1", ("https://rx.example/dsr",), True, id="below a declared"),
+        pytest.param("https://RX.example:443/dsr", ("https://rx.example/dsr",), True, id="default port, case"),
+        pytest.param("https://rx.example/dsrx", ("https://rx.example/dsr",), False, id="not a path segment"),
+        pytest.param("https://rx.example.evil/dsr", ("https://rx.example/dsr",), False, id="suffix host"),
+        pytest.param("https://rx.example@10.0.0.1/dsr", ("https://rx.example/",), False, id="userinfo trick"),
+        pytest.param("https://rx.example:8443/dsr", ("https://rx.example/dsr",), False, id="other port"),
+        pytest.param("http://rx.example/dsr", ("http://rx.example/dsr",), False, id="plain http declared"),
+        pytest.param("http://127.0.0.1:9/dsr", ("http://127.0.0.1:9/",), True, id="declared loopback http"),
+        pytest.param("http://127.0.0.1:5432/", ("http://127.0.0.1:9/",), False, id="undeclared loopback port"),
+        pytest.param("https://rx.example/dsr", (), False, id="nothing declared"),
+        pytest.param("https://[::1", ("https://rx.example/",), False, id="broken URL"),
+    ],
+)
+def test_only_declared_receivers_over_https_get_packages(url, declared, accepted):
+    from include.dsr.core.receivers import receiver_problem
+
+    assert (receiver_problem(url, declared) is None) is accepted
+
+
+def test_package_links_last_at_most_seven_days_and_packages_are_encrypted_outside_the_demo(monkeypatch):
+    from include import settings
+
+    assert settings.package_link_seconds(None) == 7 * 24 * 3600
+    assert settings.package_link_seconds(str(30 * 24 * 3600)) == 7 * 24 * 3600
+    assert settings.package_link_seconds("0") == 60
+    monkeypatch.delenv("DSR_ENCRYPT_PACKAGES", raising=False)
+    monkeypatch.setenv("DSR_DEMO", "1")
+    assert settings.encrypt_packages() is False
+    monkeypatch.delenv("DSR_DEMO")
+    assert settings.encrypt_packages() is True
+    monkeypatch.setenv("DSR_ENCRYPT_PACKAGES", "0")
+    assert settings.encrypt_packages() is False

@@ -9,9 +9,12 @@ email and phone are sent in the conf and never printed, not even inside an error
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import secrets
+import sys
 from datetime import datetime
+from pathlib import Path
 
 from include.dsr.cli import context, fmt
 from include.dsr.cli.context import CliError, make_api
@@ -19,7 +22,11 @@ from include.dsr.core.request import (
     JURISDICTIONS,
     RESTRICTION_ACTIONS,
     VERIFICATION_METHODS,
+    WAVE_RIGHTS,
+    is_wave,
     parse_request,
+    parse_wave,
+    subject_of,
 )
 from include.dsr.sla import deadlines as sla
 
@@ -63,7 +70,45 @@ def add_parser(subparsers: argparse._SubParsersAction, api_options: argparse.Arg
         help="objection only, repeatable: a data-map purpose objected to (marketing, pricing, ...)",
     )
     parser.add_argument("--dry-run", action="store_true", help="run without side effects on the systems")
+    parser.add_argument(
+        "--conf",
+        type=Path,
+        metavar="FILE",
+        help="the whole run conf as a JSON file (as an intake form exports it, or '-' for stdin) instead of "
+        "the options above; checked the same way before anything is sent",
+    )
     parser.set_defaults(func=run)
+
+
+#: The options that build a conf; ``--conf`` gives the whole conf instead.
+CONF_OPTIONS = (
+    "email",
+    "phone",
+    "account_id",
+    "request_id",
+    "received_at",
+    "verified_by",
+    "action",
+    "transmit_to",
+    "correct",
+    "purpose",
+    "dry_run",
+)
+
+
+def conf_from_file(path: Path) -> dict:
+    """The run conf of ``--conf``: a JSON object, read from the file or stdin."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"--conf {path}: cannot be read ({type(exc).__name__})") from None
+    try:
+        conf = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"--conf {path}: not JSON (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(conf, dict):
+        raise CliError(f"--conf {path}: must hold one JSON object, the run conf")
+    return conf
 
 
 def new_request_id(now: datetime) -> str:
@@ -127,6 +172,11 @@ def redact(text: str, subject: dict) -> str:
     return _EMAIL_LIKE.sub(REDACTED, text)
 
 
+def _corrections(conf: dict) -> list[dict]:
+    found = conf.get("corrections")
+    return [c for c in found if isinstance(c, dict) and "value" in c] if isinstance(found, list) else []
+
+
 def run_id_for(request_id: str, now: datetime) -> str:
     """``dsr__<request_id>__<UTC time>``: readable in the UI, unique per submission."""
     return f"dsr__{request_id}__{now:%Y%m%dT%H%M%SZ}"
@@ -134,30 +184,29 @@ def run_id_for(request_id: str, now: datetime) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, trigger, print the run id and the due date."""
-    from include.dsr.cli.airflow_api import AirflowApiError, ApiNotFoundError
-
     now = context.now_utc()
-    conf = build_conf(args, now)
+    if args.conf is not None:
+        given = [f"--{name.replace('_', '-')}" for name in CONF_OPTIONS if getattr(args, name) not in (None, False)]
+        if given:
+            raise CliError(f"--conf gives the whole conf: leave out {', '.join(given)}")
+        conf = conf_from_file(args.conf)
+    else:
+        conf = build_conf(args, now)
+    if (
+        is_wave(conf) and args.right in WAVE_RIGHTS
+    ):  # a wave already uploaded (``dsr wave`` uploads and checks its lines too)
+        wave = parse_wave(conf, args.right)  # RequestValidationError: exit 2, nothing sent
+        dag, run = _trigger(args.api_url, args.right, conf, wave.wave_id, now)
+        print(fmt.fields([("wave", f"{wave.wave_id} ({args.right})"), ("run", f"{run['dag_run_id']}")]))
+        return _paused_note(dag, args.right)
     request = parse_request(conf, args.right, now=now)  # RequestValidationError: exit 2, nothing sent
-    dag_id = f"dsr_{args.right}"
-    api = make_api(args.api_url)
-    try:
-        dag = api.get_dag(dag_id)
-        run = api.trigger_run(dag_id, conf, run_id=run_id_for(request.request_id, now), note="submitted with dsr")
-    except ApiNotFoundError as exc:
-        raise CliError(
-            f"DAG {dag_id} is not in Airflow at {api.base_url}: it is not deployed or not parsed yet "
-            "(wait for the dag-processor, or check `airflow dags list-import-errors`)"
-        ) from exc
-    except AirflowApiError as exc:
-        values = {**conf["subject"], **{f"c{i}": c["value"] for i, c in enumerate(conf.get("corrections", []))}}
-        raise type(exc)(redact(str(exc), values), exc.status) from exc
+    dag, run = _trigger(args.api_url, args.right, conf, request.request_id, now)
     due = sla.due_at(request.received_at, request.jurisdiction, right=request.right)
     print(
         fmt.fields(
             [
                 ("request", f"{request.request_id} ({args.right}, {request.jurisdiction})"),
-                ("run", f"{run['dag_run_id']} of {dag_id} ({run.get('state', 'queued')})"),
+                ("run", f"{run['dag_run_id']} of {dag['dag_id']} ({run.get('state', 'queued')})"),
                 ("received", fmt.when(request.received_at)),
                 ("due", fmt.when(due)),
                 (
@@ -167,9 +216,33 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
     )
+    return _paused_note(dag, args.right)
+
+
+def _trigger(api_url: str | None, right: str, conf: dict, request_id: str, now: datetime) -> tuple[dict, dict]:
+    """Trigger ``dsr_<right>``; returns the DAG and the run. Errors never quote the conf's identities."""
+    from include.dsr.cli.airflow_api import AirflowApiError, ApiNotFoundError
+
+    dag_id = f"dsr_{right}"
+    api = make_api(api_url)
+    try:
+        dag = api.get_dag(dag_id)
+        run = api.trigger_run(dag_id, conf, run_id=run_id_for(request_id, now), note="submitted with dsr")
+    except ApiNotFoundError as exc:
+        raise CliError(
+            f"DAG {dag_id} is not in Airflow at {api.base_url}: it is not deployed or not parsed yet "
+            "(wait for the dag-processor, or check `airflow dags list-import-errors`)"
+        ) from exc
+    except AirflowApiError as exc:
+        values = {**subject_of(conf), **{f"c{i}": c["value"] for i, c in enumerate(_corrections(conf))}}
+        raise type(exc)(redact(str(exc), values), exc.status) from exc
+    return {"dag_id": dag_id, **dag}, run
+
+
+def _paused_note(dag: dict, right: str) -> int:
     if dag.get("is_paused"):
         print(
-            f"note: {dag_id} is paused: the run waits until it is unpaused (UI toggle, or "
-            f"`airflow dags unpause {dag_id}`)"
+            f"note: dsr_{right} is paused: the run waits until it is unpaused (UI toggle, or "
+            f"`airflow dags unpause dsr_{right}`)"
         )
     return 0

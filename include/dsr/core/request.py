@@ -9,22 +9,47 @@ form validates too; this module stays the authority.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from include import settings
 from include.dsr.core.corrections import Correction
 from include.dsr.core.errors import RequestValidationError
-from include.dsr.core.identities import PHONE_TYPING, WHITESPACE, normalize_email, normalize_phone
+from include.dsr.core.identities import PHONE_DASHES, PHONE_TYPING, WHITESPACE, normalize_email, normalize_phone
+from include.dsr.core.receivers import receiver_problem
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+?[0-9 ()./-]{6,24}$"
+#: What the trigger form and the api-server check before a run exists (the engine checks more),
+#: as JSON-schema patterns both Python and the browser read (characters as \\uXXXX escapes):
+#: an email without spaces or control characters, and a phone of digits and the separators
+#: people type, each with the blanks the engine strips around it (so the form refuses nothing
+#: the engine would take).
+def _char_class(chars: str) -> str:
+    return "".join(f"\\u{ord(ch):04x}" for ch in chars)
+
+
+_BLANK = f"[{_char_class(WHITESPACE)}]*"
+_EMAIL_PART = f"[^@{_char_class(WHITESPACE)}\\u0000-\\u001f\\u007f]+"
+EMAIL_FIELD_PATTERN = f"^{_BLANK}{_EMAIL_PART}@{_EMAIL_PART}\\.{_EMAIL_PART}{_BLANK}$"
+PHONE_FIELD_PATTERN = f"^{_BLANK}\\+?[0-9{_char_class(WHITESPACE + PHONE_DASHES)}()\\[\\]./]{{6,40}}{_BLANK}$"
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|z|[+-]\d{2}:?\d{2})$"
 JURISDICTIONS = ("GDPR", "CCPA")
 VERIFICATION_METHODS = ("logged_in_session", "email_link", "sms_code", "id_document_checked", "ops_confirmed")
+VERIFICATION_LABELS = {
+    "logged_in_session": "Signed in to their account",
+    "email_link": "Clicked a link mailed to the email",
+    "sms_code": "Entered a code texted to the phone",
+    "id_document_checked": "Ops checked an ID document",
+    "ops_confirmed": "Ops confirmed it another way",
+}
 #: Which identity types each verification method proves are the subject's. Only these link
 #: accounts (include.dsr.identity.resolver); the request's other identities are checked for
 #: conflicts and otherwise ignored. A session proves its account and the account's login email;
@@ -45,7 +70,28 @@ ACCOUNT_ID_MAX = 2**63 - 1
 RESTRICTION_ACTIONS = ("apply", "lift")
 CLOCK_SKEW = timedelta(minutes=5)  # received_at a little ahead of our clock is not "the future"
 
-COMMON_KEYS = {"request_id", "subject", "received_at", "verification", "jurisdiction", "dry_run"}
+#: The trigger form's separate fields (one per identity, and for the verification): the same
+#: values as ``subject`` and ``verification`` of the DESIGN's conf, which REST and the CLI send.
+#: A conf may use either; giving one value two different ways is refused.
+FORM_SUBJECT_KEYS = {
+    "subject_email": "email",
+    "subject_phone": "phone",
+    "subject_account_id": "account_id",
+    "subject_phone_region": "phone_region",
+}
+FORM_VERIFICATION_KEYS = {"verification_method": "method", "verified_at": "verified_at"}
+COMMON_KEYS = {
+    "request_id",
+    "subject",
+    "received_at",
+    "verification",
+    "jurisdiction",
+    "dry_run",
+    *FORM_SUBJECT_KEYS,
+    *FORM_VERIFICATION_KEYS,
+}
+#: A conf is a few hundred bytes; anything far larger is refused whole before a field is read.
+CONF_MAX_BYTES = 64 * 1024
 EXTRA_KEYS = {
     "portability": {"transmit_to"},
     "restriction": {"action"},
@@ -126,60 +172,94 @@ SUBJECT_KEYS = ("email", "phone", "account_id", "phone_region")
 
 
 def _text(raw: Any, key: str, limit: int, problems: list[str]) -> str | None:
-    """A stripped string identity, or None; problems for a wrong type, size or control characters."""
+    """``key`` is the field as the conf named it (``subject.email`` or the form's ``subject_email``)."""
     if raw is None or (isinstance(raw, str) and not raw.strip(WHITESPACE)):
         return None
     if not isinstance(raw, str):
-        problems.append(f"subject.{key}: must be a string")
+        problems.append(f"{key}: must be a string")
         return None
     text = raw.strip(WHITESPACE)
     if len(text) > limit:
-        problems.append(f"subject.{key}: longer than {limit} characters")
+        problems.append(f"{key}: longer than {limit} characters")
         return None
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
-        problems.append(f"subject.{key}: contains control or invisible characters")
+        problems.append(f"{key}: contains control or invisible characters")
         return None
     return text
 
 
-def _check_subject(raw: Any, problems: list[str]) -> Subject | None:
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip(WHITESPACE))
+
+
+def _merged(conf: Mapping[str, Any], nested_key: str, flat_keys: dict[str, str], problems: list[str]) -> Any:
+    """``conf[nested_key]`` with the form's flat fields folded in; a value given twice differently is a problem."""
+    nested = conf.get(nested_key)
+    if _blank(nested) or nested == {}:
+        nested = {}
+    if not isinstance(nested, dict):
+        return nested  # the caller reports the wrong type
+    merged = dict(nested)
+    for flat, key in flat_keys.items():
+        value = conf.get(flat)
+        if _blank(value):
+            continue
+        if not _blank(merged.get(key)) and str(merged[key]).strip(WHITESPACE) != str(value).strip(WHITESPACE):
+            problems.append(f"{flat}: differs from {nested_key}.{key}; give the value once")
+            continue
+        merged[key] = value
+    return merged
+
+
+def subject_of(conf: Mapping[str, Any] | None) -> dict:
+    """The subject's raw identities from a conf, whether sent as ``subject`` or as the form's fields."""
+    merged = _merged(conf or {}, "subject", FORM_SUBJECT_KEYS, [])
+    return merged if isinstance(merged, dict) else {}
+
+
+def _check_subject(raw: Any, problems: list[str], named: dict[str, str] | None = None) -> Subject | None:
+    """The subject; ``named`` maps an identity to the field it came in (default ``subject.<key>``)."""
+
+    def field(key: str) -> str:
+        return (named or {}).get(key, f"subject.{key}")
+
     if not isinstance(raw, dict):
         problems.append("subject: must be an object with at least one of email, phone, account_id")
         return None
     unknown = set(raw) - set(SUBJECT_KEYS)
     if unknown:
         problems.append(f"subject: unknown keys {sorted(map(str, unknown))}; allowed: {', '.join(SUBJECT_KEYS)}")
-    email = _text(raw.get("email"), "email", EMAIL_MAX, problems)
-    phone = _text(raw.get("phone"), "phone", PHONE_MAX, problems)
+    email = _text(raw.get("email"), field("email"), EMAIL_MAX, problems)
+    phone = _text(raw.get("phone"), field("phone"), PHONE_MAX, problems)
     region = raw.get("phone_region")
     if region is not None and (not isinstance(region, str) or region.upper() not in _phone_regions()):
-        problems.append("subject.phone_region: must be a two-letter country code such as DE or FR")
+        problems.append(f"{field('phone_region')}: must be a two-letter country code such as DE or FR")
         region = None
     region = region.upper() if isinstance(region, str) else None
     account_id = raw.get("account_id")
     if email is None and phone is None and account_id in (None, ""):
         problems.append("subject: give at least one identity (email, phone or account_id)")
     if email is not None and not re.match(EMAIL_PATTERN, email):
-        problems.append("subject.email: malformed email address")
+        problems.append(f"{field('email')}: malformed email address")
     typed = phone.translate(PHONE_TYPING) if phone is not None else None  # other dashes and spaces too
     if typed is not None and (not re.match(PHONE_PATTERN, typed) or normalize_phone(phone, region) is None):
         problems.append(
-            "subject.phone: not a phone number that can be read; give it in international format, "
+            f"{field('phone')}: not a phone number that can be read; give it in international format, "
             "e.g. +49 30 1234567 (or set subject.phone_region for a national number)"
         )
     if account_id in (None, ""):
         account_id = None
     elif isinstance(account_id, bool) or not isinstance(account_id, int | str):
-        problems.append("subject.account_id: must be an integer account id")
+        problems.append(f"{field('account_id')}: must be an integer account id")
         account_id = None
     else:
         try:
             account_id = int(account_id)
         except ValueError:
-            problems.append("subject.account_id: must be an integer account id")
+            problems.append(f"{field('account_id')}: must be an integer account id")
             account_id = None
         if account_id is not None and not 0 < account_id <= ACCOUNT_ID_MAX:
-            problems.append("subject.account_id: must be a positive integer account id")
+            problems.append(f"{field('account_id')}: must be a positive integer account id")
             account_id = None
     return Subject(email=email, phone=phone, account_id=account_id, phone_region=region)
 
@@ -201,6 +281,13 @@ def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRReq
     """Validate a DAG run conf for ``right``; raise ``RequestValidationError`` listing all problems."""
     now = now or datetime.now(UTC)
     problems: list[str] = []
+    if not isinstance(conf, dict):
+        raise RequestValidationError("request refused before anything was touched: conf: must be a JSON object")
+    size = len(json.dumps(conf, default=str))
+    if size > CONF_MAX_BYTES:
+        raise RequestValidationError(
+            f"request refused before anything was touched: conf: {size} bytes, more than {CONF_MAX_BYTES}"
+        )
     allowed = COMMON_KEYS | EXTRA_KEYS.get(right, set())
     unknown = set(conf) - allowed
     if unknown:
@@ -208,15 +295,18 @@ def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRReq
     request_id = conf.get("request_id")
     if not isinstance(request_id, str) or not re.match(REQUEST_ID_PATTERN, request_id):
         problems.append("request_id: required, 3-64 characters of letters, digits, '.', '_' or '-'")
-    subject = _check_subject(conf.get("subject"), problems)
+    named = {key: flat for flat, key in FORM_SUBJECT_KEYS.items() if not _blank(conf.get(flat))}
+    subject = _check_subject(_merged(conf, "subject", FORM_SUBJECT_KEYS, problems), problems, named)
     received_at = now
     if conf.get("received_at") not in (None, ""):
         received_at = _parse_time(conf["received_at"], "received_at", problems) or now
         if received_at > now + CLOCK_SKEW:
             problems.append("received_at: is in the future; give the time the request arrived")
     verification = None
-    if conf.get("verification"):
-        raw = conf["verification"]
+    raw = _merged(conf, "verification", FORM_VERIFICATION_KEYS, problems)
+    if not _blank(conf.get("verification_method")) and _blank(conf.get("verified_at")) and isinstance(raw, dict):
+        raw.setdefault("verified_at", now.isoformat())  # the form's method alone: verified by the trigger's time
+    if raw:
         method = raw.get("method") if isinstance(raw, dict) else None
         if method not in VERIFICATION_METHODS:
             problems.append(f"verification.method: must be one of {list(VERIFICATION_METHODS)}")
@@ -239,8 +329,8 @@ def parse_request(conf: dict, right: str, now: datetime | None = None) -> DSRReq
     if not isinstance(conf.get("dry_run", False), bool):
         problems.append("dry_run: must be true or false")
     transmit_to = conf.get("transmit_to") or None
-    if transmit_to is not None and not re.match(r"^https?://[^\s]+$", str(transmit_to)):
-        problems.append("transmit_to: must be an http(s) URL of the receiving controller's endpoint")
+    if transmit_to is not None and (problem := receiver_problem(transmit_to, settings.RECEIVING_CONTROLLERS)):
+        problems.append(problem)
     action = conf.get("action")
     if right == "restriction" and action not in RESTRICTION_ACTIONS:
         problems.append(f"action: must be one of {list(RESTRICTION_ACTIONS)}")
@@ -353,10 +443,10 @@ def parse_wave(conf: dict, right: str) -> WaveRequest:
     key = conf.get("wave")
     if not isinstance(key, str) or not re.match(WAVE_KEY_PATTERN, key):
         problems.append("wave: the key of a JSON Lines file in the exports bucket, e.g. _waves/WAVE-2026-12-01.jsonl")
-    subject = conf.get("subject") or {}
+    subject = _merged(conf, "subject", FORM_SUBJECT_KEYS, problems)
     if not isinstance(subject, dict) or any(v not in (None, "") for v in subject.values()):
         problems.append("subject: a wave's identities are in its file, one request per line; leave subject out")
-    for key_name in ("received_at", "verification", "transmit_to", "action"):
+    for key_name in ("received_at", "verification", "transmit_to", "action", *FORM_VERIFICATION_KEYS):
         if conf.get(key_name) not in (None, ""):
             problems.append(f"{key_name}: give it per request, in the wave's file")
     if not isinstance(conf.get("dry_run", False), bool):

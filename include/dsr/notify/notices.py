@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.dsr.core.calendar import CONTROLLER_TZ
 from include.dsr.core.errors import TerminalError
+from include.dsr.core.request import subject_of
 from include.dsr.ledger.schema import UnknownRequestError
 from include.dsr.notify.mail import (
     Mail,
@@ -88,7 +89,7 @@ def recipient_from_conf(conf: Mapping[str, Any], request_id: str, required: bool
         the notice goes by another channel and ops record it).
     :raises TerminalError: the email is malformed, or missing while ``required``.
     """
-    email = ((conf or {}).get("subject") or {}).get("email")
+    email = subject_of(conf).get("email")
     if not email:
         if not required:
             log.info("request %s has no email: notices go by another channel", request_id)

@@ -18,9 +18,16 @@ from airflow.sdk import DAG, Param, task
 from include import settings
 from include.dsr.connectors.partner_manual import OPTIONS as MANUAL_OPTIONS
 from include.dsr.core.request import (
+    ACCOUNT_ID_MAX,
+    EMAIL_FIELD_PATTERN,
+    EMAIL_MAX,
     JURISDICTIONS,
+    PHONE_FIELD_PATTERN,
+    PHONE_MAX,
     REQUEST_ID_PATTERN,
     RESTRICTION_ACTIONS,
+    TIMESTAMP_PATTERN,
+    VERIFICATION_LABELS,
     VERIFICATION_METHODS,
     WAVE_KEY_PATTERN,
     WAVE_RIGHTS,
@@ -39,50 +46,125 @@ DEFAULT_ARGS = {
 }
 
 
+SUBJECT_SECTION = "Who is asking"
+VERIFICATION_SECTION = "Identity check"
+RAW_SECTION = "The same, as one object (REST and the CLI send these)"
+
+
 def request_params(right: str) -> dict[str, Param]:
     """The run conf as Params, so the trigger form validates it (the engine re-checks everything)."""
+    identity_fields = {
+        "subject_email": Param(
+            None,
+            type=["null", "string"],
+            maxLength=EMAIL_MAX,
+            pattern=EMAIL_FIELD_PATTERN,
+            title="Email",
+            description="The email address the subject wrote from or has an account with, e.g. maria@example.com.",
+            section=SUBJECT_SECTION,
+        ),
+        "subject_phone": Param(
+            None,
+            type=["null", "string"],
+            maxLength=PHONE_MAX,
+            pattern=PHONE_FIELD_PATTERN,
+            title="Phone",
+            description="In international format, e.g. +49 30 1234567. A national number needs the country below.",
+            section=SUBJECT_SECTION,
+        ),
+        "subject_account_id": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=ACCOUNT_ID_MAX,
+            title="Account id",
+            description="The subject's Fabconnect account number, if known.",
+            section=SUBJECT_SECTION,
+        ),
+        "subject_phone_region": Param(
+            None,
+            type=["null", "string"],
+            pattern="^[A-Za-z]{2}$",
+            title="Country of the phone number",
+            description="Two letters, e.g. DE: only needed when the phone number has no +country code.",
+            section=SUBJECT_SECTION,
+        ),
+        "verification_method": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *VERIFICATION_METHODS],
+            values_display={None: "Not verified yet: ops confirm in the run", **VERIFICATION_LABELS},
+            title="How the identity was verified",
+            description="Leave empty when nobody has checked yet: the run then waits for ops to confirm.",
+            section=VERIFICATION_SECTION,
+        ),
+        "verified_at": Param(
+            None,
+            type=["null", "string"],
+            pattern=TIMESTAMP_PATTERN,
+            title="Verified at",
+            description="When it was verified, e.g. 2026-11-25T09:30:00Z; empty means now.",
+            section=VERIFICATION_SECTION,
+        ),
+    }
     params = {
         "request_id": Param(
             type="string",
             pattern=REQUEST_ID_PATTERN,
             title="Request id",
-            description="Idempotency key of the request, e.g. DSR-2026-0001. Never an email.",
-        ),
-        "subject": Param(
-            {"email": None, "phone": None, "account_id": None},
-            type="object",
-            title="Subject",
-            description="At least one of email, phone, account_id; phone_region (e.g. DE) reads a national number.",
-            properties={
-                "email": {"type": ["null", "string"]},
-                "phone": {"type": ["null", "string"]},
-                "account_id": {"type": ["null", "integer"]},
-                "phone_region": {"type": ["null", "string"], "pattern": "^[A-Za-z]{2}$"},
-            },
-            additionalProperties=False,
+            description="The request's reference, e.g. DSR-2026-0001: letters, digits, '.', '_' or '-'. "
+            "Never an email.",
         ),
         "received_at": Param(
             None,
             type=["null", "string"],
+            pattern=TIMESTAMP_PATTERN,
             title="Received at",
-            description="ISO-8601 time the request arrived (the SLA clock starts here); default now.",
+            description="When the request arrived, with a timezone, e.g. 2026-11-25T09:30:00Z (the one-month "
+            "clock starts here); empty means now.",
+        ),
+        "jurisdiction": Param("GDPR", enum=list(JURISDICTIONS), title="Jurisdiction"),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run", description="Count and plan only: nothing is changed or sent."
+        ),
+        **identity_fields,
+        "subject": Param(
+            {"email": None, "phone": None, "account_id": None},
+            type="object",
+            title="Subject (as sent by REST and the CLI)",
+            description="The same identities as one object; leave it empty when the fields above are used.",
+            properties={
+                "email": {"type": ["null", "string"], "maxLength": EMAIL_MAX, "pattern": EMAIL_FIELD_PATTERN},
+                "phone": {"type": ["null", "string"], "maxLength": PHONE_MAX, "pattern": PHONE_FIELD_PATTERN},
+                "account_id": {"type": ["null", "integer"], "minimum": 1, "maximum": ACCOUNT_ID_MAX},
+                "phone_region": {"type": ["null", "string"], "pattern": "^[A-Za-z]{2}$"},
+            },
+            additionalProperties=False,
+            section=RAW_SECTION,
         ),
         "verification": Param(
             None,
             type=["null", "object"],
-            title="Identity verification",
-            description=f"Optional {{method, verified_at}}; method one of {list(VERIFICATION_METHODS)}. "
-            "Without it, ops confirm the identity in a human-in-the-loop task.",
+            title="Verification (as sent by REST and the CLI)",
+            description="{method, verified_at}; leave it empty when the fields above are used.",
+            properties={
+                "method": {"enum": list(VERIFICATION_METHODS)},
+                "verified_at": {"type": "string", "pattern": TIMESTAMP_PATTERN},
+            },
+            required=["method", "verified_at"],
+            additionalProperties=False,
+            section=RAW_SECTION,
         ),
-        "jurisdiction": Param("GDPR", enum=list(JURISDICTIONS), title="Jurisdiction"),
-        "dry_run": Param(False, type="boolean", title="Dry run"),
     }
     if right == "portability":
         params["transmit_to"] = Param(
             None,
             type=["null", "string"],
+            maxLength=2000,
+            pattern="^https?://",
             title="Transmit to",
-            description="Endpoint of the receiving controller (Art. 20(2)); optional.",
+            description="Optional: the https endpoint of another controller to send the data to (Art. 20(2)); "
+            "only controllers declared by ops (DSR_RECEIVING_CONTROLLERS) are accepted.",
         )
     if right == "restriction":
         params["action"] = Param("apply", enum=list(RESTRICTION_ACTIONS), title="Action")

@@ -1,8 +1,8 @@
 """Art. 20(2): send a portability package straight to another controller.
 
 The body is ``{"schema": ..., "data": ..., "manifest": ...}`` as UTF-8 JSON with an
-RFC 9530 ``Content-Digest`` header. Personal data leaves only over HTTPS (plain HTTP is
-accepted for loopback hosts, i.e. tests and local demos) and never follows a redirect.
+RFC 9530 ``Content-Digest`` header. It goes only to a declared receiving controller, over
+HTTPS (:mod:`include.dsr.core.receivers`), and never follows a redirect.
 Logs and error messages carry the host, status and byte count: never the body, the path
 or the query string (which may hold the receiver's token); a filter also cuts query
 strings out of urllib3's DEBUG lines, which would otherwise print them.
@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from include import settings
 from include.dsr.core.errors import TerminalError, TransientError
+from include.dsr.core.receivers import receiver_problem
 
 log = logging.getLogger(__name__)
 
 PARTS = ("schema", "data", "manifest")
-LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 RETRYABLE_4XX = {408, 425, 429}
 
 
@@ -44,19 +45,20 @@ def _redact_urllib3_logs() -> None:
         logger.addFilter(_RedactQuery())
 
 
-def transmit_package(url: str, package: dict, timeout: float = 30) -> dict:
+def transmit_package(url: str, package: dict, timeout: float = 30, declared: tuple[str, ...] | None = None) -> dict:
     """POST the package to ``url`` and return a receipt (no personal data, no URL).
 
     :param url: the receiving controller's endpoint (``transmit_to`` of the request)
     :param package: ``{"schema": ..., "data": ..., "manifest": ...}`` (see :func:`load_portability_package`)
     :param timeout: seconds for connecting and for reading the answer
+    :param declared: the receiving controllers' endpoints (default ``settings.RECEIVING_CONTROLLERS``)
     :returns: ``{"status_code", "bytes", "sha256", "host", "sent_at"}``
     :raises TransientError: timeout, connection failure, 5xx, 408/425/429 (retry later)
     :raises TerminalError: bad URL or package, 3xx (redirects are not followed), other 4xx
     """
     import requests
 
-    host = _check_url(url)
+    host = _check_url(url, declared)
     _redact_urllib3_logs()
     missing = [part for part in PARTS if part not in package]
     if missing:
@@ -109,17 +111,9 @@ def load_portability_package(s3: Any, bucket: str, prefix: str) -> dict:
     return package
 
 
-def _check_url(url: str) -> str:
-    """The URL's host (for logs); refuses anything but https, or http to a loopback host."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:
-        host, parts = "", None
-    if not host or parts is None:
-        raise TerminalError("transmit_to is not a URL with a host; give the receiver's https endpoint")
-    if parts.scheme != "https" and not (parts.scheme == "http" and host in LOOPBACK):
-        raise TerminalError(
-            f"transmit_to must use https (got {parts.scheme!r} for {host}); personal data is not sent unencrypted"
-        )
-    return host
+def _check_url(url: str, declared: tuple[str, ...] | None) -> str:
+    """The URL's host (for logs); refuses anything but a declared receiver's https endpoint."""
+    problem = receiver_problem(url, settings.RECEIVING_CONTROLLERS if declared is None else declared)
+    if problem:
+        raise TerminalError(problem)
+    return urlsplit(url).hostname or ""

@@ -208,7 +208,7 @@ def build_package(rt: Runtime, request_id: str, right: str, transmit_to: str | N
         "due_at": row.due_at.isoformat(),
         "jurisdiction": row.jurisdiction,
     }
-    password = _zip_password(rt, request_id) if settings.ENCRYPT_PACKAGES else None
+    password = _zip_password(rt, request_id) if settings.encrypt_packages() else None
     package = write_package(
         rt.s3,
         rt.exports_bucket,
