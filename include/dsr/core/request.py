@@ -27,6 +27,8 @@ from include.dsr.core.receivers import receiver_problem
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+?[0-9 ()./-]{6,24}$"
+
+
 #: What the trigger form and the api-server check before a run exists (the engine checks more),
 #: as JSON-schema patterns both Python and the browser read (characters as \\uXXXX escapes):
 #: an email without spaces or control characters, and a phone of digits and the separators
