@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 # (the lock is then resolved against PyPI, keeping the pins already in requirements.txt).
 AIRFLOW_CONSTRAINTS ?= https://raw.githubusercontent.com/apache/airflow/constraints-3.3.2/constraints-3.11.txt
 
-.PHONY: demo down stack stack-down test test-fast lint lock bench clean chromium
+.PHONY: demo down stack stack-down test test-fast lint lock audit bench clean chromium
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ lock: $(VENV)/.installed
 	$(PY) -m piptools compile --quiet --extra demo --extra test --strip-extras --no-emit-index-url \
 		--no-emit-find-links $(if $(AIRFLOW_CONSTRAINTS),--constraint $(AIRFLOW_CONSTRAINTS)) \
 		-o requirements.txt pyproject.toml
+
+## audit: pip-audit over the lock (every pin must be auditable; exceptions in tools/pip-audit-ignore.txt)
+audit:
+	test -x .venv-audit/bin/pip-audit || ($(PYTHON) -m venv .venv-audit && \
+		.venv-audit/bin/pip install --quiet -r tools/requirements-audit.txt)
+	.venv-audit/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+		-r requirements.txt $$(grep -v '^#' tools/pip-audit-ignore.txt | awk 'NF {print "--ignore-vuln", $$1}')
 
 ## bench: benchmarks that print ratios (see bench/README.md)
 bench: $(VENV)/.installed

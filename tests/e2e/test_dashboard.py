@@ -33,7 +33,18 @@ from tests.e2e.dashboard_server import (
 
 pytestmark = pytest.mark.slow
 
-ROUTES = ["/", "/api/summary.json", "/api/open.json", "/api/open.csv", "/api/open/E2E-BREACHED.json", "/metrics"]
+
+def _every_route() -> list[str]:
+    """Every route the plugin's app serves (a new route is covered without editing this list)."""
+    from fastapi.routing import APIRoute
+
+    from plugins.dsr_dashboard import app as app_module
+
+    paths = [r.path for r in app_module.app.routes if isinstance(r, APIRoute)]
+    return sorted(path.replace("{request_id}", "E2E-BREACHED") for path in paths)
+
+
+ROUTES = _every_route()
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_CHROMIUM = settings.PROJECT_ROOT / "scripts" / "install-chromium.sh"
 CHROMIUM_FLAGS = [
