@@ -211,3 +211,17 @@ def test_package_links_last_at_most_seven_days_and_packages_are_encrypted_outsid
     assert settings.encrypt_packages() is True
     monkeypatch.setenv("DSR_ENCRYPT_PACKAGES", "0")
     assert settings.encrypt_packages() is False
+
+
+def test_the_form_patterns_take_every_blank_and_dash_the_engine_strips():
+    import re
+
+    from include.dsr.core.identities import PHONE_DASHES, WHITESPACE
+    from include.dsr.core.request import EMAIL_FIELD_PATTERN, PHONE_FIELD_PATTERN
+
+    for blank in WHITESPACE:
+        assert re.match(EMAIL_FIELD_PATTERN, f"{blank}maria@example.com{blank}"), repr(blank)
+        assert re.match(PHONE_FIELD_PATTERN, f"{blank}+49{blank}30{blank}1234567{blank}"), repr(blank)
+    for dash in PHONE_DASHES:
+        assert re.match(PHONE_FIELD_PATTERN, f"+49 30{dash}1234567"), repr(dash)
+    assert len(EMAIL_FIELD_PATTERN) < 200  # it is quoted in the api-server's 400 message

@@ -8,12 +8,12 @@ into the request's staging area, recording size and SHA-256 for the manifest.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
+from include.dsr.connectors.object_streams import copy_object, sha256_of
 from include.dsr.core.errors import TransientError
 
 if TYPE_CHECKING:
@@ -106,15 +106,11 @@ class ObjectStoreConnector(BaseConnector):
         return delete_versions(self.s3, self.bucket, keys)
 
     def _stage(self, key: str, request_id: str) -> dict:
-        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        """Copy the object into staging in the store and hash the copy as a stream (see object_streams)."""
         staged_key = f"{self.staging_prefix.format(request_id=request_id)}{key}"
-        self.s3.put_object(Bucket=self.staging_bucket, Key=staged_key, Body=body)
-        return {
-            "object_key": key,
-            "size_bytes": len(body),
-            "sha256": hashlib.sha256(body).hexdigest(),
-            "staged_key": staged_key,
-        }
+        copy_object(self.s3, self.bucket, key, self.staging_bucket, staged_key)
+        sha256, size = sha256_of(self.s3, self.staging_bucket, staged_key)
+        return {"object_key": key, "size_bytes": size, "sha256": sha256, "staged_key": staged_key}
 
 
 #: Above this many exact keys, one listing of the whole bucket is cheaper than a listing per key.

@@ -26,10 +26,12 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.constants import MAX_PRESIGN_SECONDS
 from include.dsr.connectors.base import REQUEST_ID_COLUMN
+from include.dsr.connectors.object_streams import copy_object, sha256_of, stream_into, upload_file
 from include.dsr.connectors.staging import Staging
 from include.dsr.core.errors import CheckFailedError, TerminalError
 from include.dsr.core.request import REQUEST_ID_PATTERN
@@ -45,7 +47,6 @@ log = logging.getLogger(__name__)
 RIGHTS = ("access", "portability")
 PORTABLE = ("provided", "observed")
 MANIFEST, ZIP_NAME = "manifest.json", "package.zip"
-CHUNK = 8 * 1024 * 1024
 JSON_TYPE, CSV_TYPE = "application/json; charset=utf-8", "text/csv; charset=utf-8"
 
 
@@ -95,17 +96,16 @@ class _Writer:
         }
 
     def copy(self, path: str, source_key: str) -> None:
-        """Server-side copy, then hash the copy as stored (the manifest vouches for those bytes)."""
+        """Server-side (multipart) copy, then hash the copy as stored, as a stream: the manifest
+        vouches for those bytes, and a large file never sits in memory."""
         key = self.prefix + path
-        self.s3.copy_object(Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key})
-        digest, size = hashlib.sha256(), 0
-        for chunk in self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].iter_chunks(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-        self.files[path] = {"key": key, "path": path, "sha256": digest.hexdigest(), "size_bytes": size}
+        copy_object(self.s3, self.bucket, source_key, self.bucket, key)
+        sha256, size = sha256_of(self.s3, self.bucket, key)
+        self.files[path] = {"key": key, "path": path, "sha256": sha256, "size_bytes": size}
 
-    def read(self, path: str) -> bytes:
-        return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + path)["Body"].read()
+    def stream(self, path: str, sink) -> int:
+        """Write a package file into ``sink`` chunk by chunk."""
+        return stream_into(self.s3, self.bucket, self.prefix + path, sink)
 
 
 def build_package(
@@ -311,20 +311,21 @@ def _write_zip(writer: _Writer, module: Any, password: str | None) -> str:
     """Zip every file written so far (manifest included) into ``package.zip``; returns its key.
 
     The zip is a container of the package, so the manifest does not list it. Entries are
-    read back from the store one at a time (memory: the largest file) into a temporary file.
+    streamed from the store chunk by chunk into a temporary file (memory: one chunk).
     """
-    with tempfile.TemporaryFile() as tmp:
+    with tempfile.TemporaryDirectory(prefix="dsr-package-") as folder:
+        path = Path(folder) / ZIP_NAME
         if password:
-            archive = module.AESZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, encryption=module.WZ_AES)
+            archive = module.AESZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, encryption=module.WZ_AES)
             archive.setpassword(password.encode("utf-8"))
         else:
-            archive = module.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED)
+            archive = module.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
         with archive:
-            for path in sorted(writer.files):
-                archive.writestr(path, writer.read(path))
-        tmp.seek(0)
+            for name in sorted(writer.files):
+                with archive.open(name, "w", force_zip64=True) as entry:
+                    writer.stream(name, entry)
         key = writer.prefix + ZIP_NAME
-        writer.s3.upload_fileobj(tmp, writer.bucket, key, ExtraArgs={"ContentType": "application/zip"})
+        upload_file(writer.s3, str(path), writer.bucket, key, "application/zip")
     return key
 
 

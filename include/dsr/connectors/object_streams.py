@@ -1,0 +1,54 @@
+"""Large objects as streams: a specification file of hundreds of megabytes is copied by the
+store itself (multipart ``UploadPartCopy`` above ``MULTIPART_BYTES``) and hashed chunk by chunk,
+so a worker holds one chunk of it at a time, never the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import IO, Any
+
+CHUNK_BYTES = 8 * 1024 * 1024
+#: Objects above this are copied in parts of this size (S3's parts are 5 MiB to 5 GiB).
+MULTIPART_BYTES = 64 * 1024 * 1024
+
+
+def _transfer_config(part_bytes: int):
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=part_bytes, multipart_chunksize=part_bytes, max_concurrency=4)
+
+
+def copy_object(
+    s3: Any, source_bucket: str, source_key: str, bucket: str, key: str, part_bytes: int = MULTIPART_BYTES
+) -> None:
+    """Server-side copy; multipart above ``part_bytes`` (CopyObject alone stops at 5 GiB)."""
+    s3.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key, Config=_transfer_config(part_bytes))
+
+
+def sha256_of(s3: Any, bucket: str, key: str) -> tuple[str, int]:
+    """SHA-256 (hex) and size of an object, read in ``CHUNK_BYTES`` chunks."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(CHUNK_BYTES):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def stream_into(s3: Any, bucket: str, key: str, sink: IO[bytes]) -> int:
+    """Write an object's bytes into ``sink`` chunk by chunk; returns the bytes written."""
+    written = 0
+    for chunk in s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(CHUNK_BYTES):
+        sink.write(chunk)
+        written += len(chunk)
+    return written
+
+
+def upload_file(s3: Any, path: str, bucket: str, key: str, content_type: str) -> None:
+    """Upload a local file in ``CHUNK_BYTES`` parts. By file name, not file object: boto3 reads
+    the parts of a named file lazily, while it reads every part of a file object into memory
+    before sending (a 1 GiB zip would be 1 GiB of worker memory)."""
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_threshold=CHUNK_BYTES, multipart_chunksize=CHUNK_BYTES, max_concurrency=2)
+    s3.upload_file(path, bucket, key, ExtraArgs={"ContentType": content_type}, Config=config)
