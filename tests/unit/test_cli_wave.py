@@ -192,6 +192,6 @@ def test_bad_wave_id_or_empty_file_is_refused_before_upload(
 
 
 def test_only_rights_with_waves_are_offered(dsr, tmp_path: Path) -> None:
-    code, _, err = dsr("wave", "access", str(_wave_file(tmp_path, [""])), "--wave-id", "W-1")
+    code, _, err = dsr("wave", "restriction", str(_wave_file(tmp_path, [""])), "--wave-id", "W-1")
     assert code == 2
     assert "invalid choice" in err

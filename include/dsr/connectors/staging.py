@@ -141,3 +141,50 @@ class Staging:
 
         body = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}")["Body"].read().decode()
         return pd.read_json(io.StringIO(body), orient="split", dtype=False, convert_dates=False)
+
+
+class StagedBatch:
+    """A wave's staging read once (each unit loaded a single time), then sliced per request:
+    what :func:`include.dsr.package.build.build_package` reads for one request of the wave."""
+
+    def __init__(self, staging: Staging, units: list[str] | None = None) -> None:
+        self.staging = staging
+        self.units = staging.units() if units is None else units
+        self.metas = {unit: staging.meta(unit) for unit in self.units}
+        self.results = {unit: staging.load(unit) for unit in self.units}
+
+    def slice(self, request_id: str) -> RequestSlice:
+        return RequestSlice(self, request_id)
+
+
+class RequestSlice:
+    """One request's part of a :class:`StagedBatch`: the units that concern it (a partner only
+    its recipients'), each frame cut to the rows tagged with its request id."""
+
+    def __init__(self, batch: StagedBatch, request_id: str) -> None:
+        self.batch, self.request_id = batch, request_id
+        self.files_prefix = batch.staging.files_prefix
+
+    def systems(self) -> list[str]:
+        return [
+            u for u in self.batch.units if self.request_id in self.batch.metas[u].get("requests", [self.request_id])
+        ]
+
+    units = systems
+
+    def meta(self, unit: str) -> dict:
+        return self.batch.metas[unit]
+
+    def load(self, unit: str) -> ExportResult:
+        from dataclasses import replace
+
+        from include.dsr.connectors.base import REQUEST_ID_COLUMN
+
+        result = self.batch.results[unit]
+        frames = {
+            name: frame[frame[REQUEST_ID_COLUMN].astype(str) == self.request_id].reset_index(drop=True)
+            if REQUEST_ID_COLUMN in frame.columns
+            else frame
+            for name, frame in result.frames.items()
+        }
+        return replace(result, frames=frames)

@@ -407,7 +407,7 @@ def _check_purposes(raw: Any, problems: list[str]) -> list[str]:
 # -- waves --------------------------------------------------------------------------------
 
 #: The rights whose DAG takes a wave of requests in one run.
-WAVE_RIGHTS = ("erasure",)
+WAVE_RIGHTS = ("access", "portability", "erasure")
 WAVE_KEY_PATTERN = r"^_waves/[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.jsonl$"
 #: Keys a wave's run conf may carry besides ``wave``: the DAG's params with their defaults (the
 #: trigger form sends them all); identities belong in the wave's file, never in the conf.

@@ -250,8 +250,11 @@ def record_task_failure(context) -> None:
 
         if isinstance(target, dict) and target.get("channel"):
             partner_exchange.fail(rt, request_id, target["system"], detail, right=right)
-        for member in waves.accepted_request_ids(rt, request_id):
-            intake.mark_failed(rt, member, f"{task_id}: {detail}")
+        members = waves.accepted_request_ids(rt, request_id)
+        rows = rt.ledger.get_requests(members)
+        for member in members:  # a request that failed on its own already keeps its own reason
+            if member in rows and rows[member].status != "failed":
+                intake.mark_failed(rt, member, f"{task_id}: {detail}")
         return
     if intake.owns_ledger_row(rt, conf, right) is None:
         return  # refused before recording, a dry run, or another subject's request id
@@ -454,7 +457,7 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
             conf = context["dag_run"].conf
             return run_step(
                 lambda: gathering.build_package(
-                    _runtime(), context["params"]["request_id"], right, conf.get("transmit_to")
+                    _runtime(), context["params"]["request_id"], right, conf.get("transmit_to"), run_conf=conf
                 )
             )
 
@@ -465,10 +468,11 @@ def build_gathering_dag(right: str, doc_md: str, tags: list[str]) -> DAG:
 
             rt, request_id = _runtime(), context["params"]["request_id"]
             closed = run_step(lambda: gathering.close_request(rt, request_id, context["dag_run"].conf))
-            purge_closed_request(rt.ledger, request_id)
+            if "closed" not in closed:  # a wave's conf names its file and holds no identity
+                purge_closed_request(rt.ledger, request_id)
             return closed
 
-        joins = intake_tasks(right, proceed="plan_fan_out", dry_run="report_dry_run")
+        joins = intake_tasks(right, proceed="plan_fan_out", dry_run="report_dry_run", waves=True)
         targets = plan_fan_out()
         joins[1:] >> targets
         joins[0] >> report_dry_run()

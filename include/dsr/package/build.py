@@ -118,6 +118,7 @@ def build_package(
     link_seconds: int,
     zip_password: str | None = None,
     build_zip: bool = False,
+    staging: Any | None = None,
 ) -> PackageResult:
     """Build the package of ``request_id`` from its staging area in ``bucket``.
 
@@ -133,6 +134,8 @@ def build_package(
     :param zip_password: build ``package.zip`` AES-256 encrypted with this password
         (needs ``pyzipper``); implies ``build_zip``
     :param build_zip: build an unencrypted ``package.zip`` (stdlib)
+    :param staging: where the request's rows are read: default its own staging area; a wave passes
+        the request's slice of the wave's (:class:`~include.dsr.connectors.staging.RequestSlice`)
     :returns: the keys written and a presigned GET link to the zip if built, else to
         ``report.html`` (access) or ``data.json`` (portability)
     :raises TerminalError: unknown right, bad request id or link lifetime, nothing staged,
@@ -153,7 +156,7 @@ def build_package(
     expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
     info = {**request_info, "request_id": request_id, "generated_at": generated_at}
 
-    gathered = _gather(Staging(s3, bucket, request_id), data_map, right)
+    gathered = _gather(staging or Staging(s3, bucket, request_id), data_map, right)
     writer = _Writer(s3, bucket, f"{request_id}/")
     data = {
         system: {name: _records(frame) for name, frame in colls.items()} for system, colls in gathered.frames.items()

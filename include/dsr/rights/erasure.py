@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from include.dsr.core.errors import CheckFailedError, TerminalError
 from include.dsr.ledger.api import SystemUpdate
+from include.dsr.rights.batches import open_subjects
 from include.dsr.rights.erasure_plan import OBJECTS, PLATFORM, ErasurePlan, ErasurePlanner
 from include.dsr.rights.gathering import fan_out_targets, unit_name
 
@@ -39,13 +40,6 @@ CLOSE_CHUNK = 100
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _open_subjects(rt: Runtime, batch_id: str) -> list[ResolvedSubject]:
-    """The batch's subjects whose request is still open (a closed one is never touched again)."""
-    subjects = rt.staging(batch_id).get_subjects()
-    rows = rt.ledger.get_requests([s.request_id for s in subjects])
-    return [s for s in subjects if (row := rows.get(s.request_id)) is not None and row.is_open]
 
 
 def earlier_requests_of(rt: Runtime, subjects: list[ResolvedSubject]) -> dict[str, list[str]]:
@@ -72,7 +66,7 @@ def plan_erasure(rt: Runtime, batch_id: str) -> dict:
 
     :returns: the partner targets to tell (system, channel) and counts, no personal data
     """
-    subjects = _open_subjects(rt, batch_id)
+    subjects = open_subjects(rt, batch_id)
     if not subjects:
         return {"requests": 0, "partners": [], "manual": []}
     staging = rt.staging(batch_id)
@@ -136,7 +130,7 @@ def erase_platform(rt: Runtime, batch_id: str) -> dict:
     nothing: the change set is idempotent). One request is always one transaction.
     """
     plan = _plan(rt, batch_id)
-    subjects = _open_subjects(rt, batch_id)
+    subjects = open_subjects(rt, batch_id)
     done = _done(rt, [s.request_id for s in subjects], PLATFORM)
     todo = [s for s in subjects if s.request_id not in done]
     totals = {"requests": len(todo), "rows_changed": 0, "suppression_entries_added": 0, "held_rows": 0}
@@ -214,7 +208,7 @@ def erase_objects(rt: Runtime, batch_id: str) -> dict:
     from include.dsr.connectors.object_store import delete_versions, versions_left
 
     plan = _plan(rt, batch_id)
-    subjects = _open_subjects(rt, batch_id)
+    subjects = open_subjects(rt, batch_id)
     store = rt.connector(OBJECTS, batch_id)
     keys = {
         s.request_id: sorted({k for ks in plan.requests[s.request_id].objects.values() for k in ks}) for s in subjects
@@ -267,7 +261,7 @@ def check_erasure(rt: Runtime, batch_id: str) -> dict:
     from include.dsr.checks.erasure import ErasureChecker
 
     plan = _plan(rt, batch_id)
-    subjects = _open_subjects(rt, batch_id)
+    subjects = open_subjects(rt, batch_id)
     checker = ErasureChecker(
         rt.data_map, rt.connector(PLATFORM), rt.connector(OBJECTS, batch_id), rt.s3, rt.exports_bucket, rt.hash_secret
     )
@@ -321,7 +315,7 @@ def close_erasure(rt: Runtime, batch_id: str, run_conf: dict) -> dict:
     plan = _plan(rt, batch_id)
     waiting: dict[str, list[str]] = {}
     closing = []
-    subjects = _open_subjects(rt, batch_id)
+    subjects = open_subjects(rt, batch_id)
     ids = [s.request_id for s in subjects]
     events, rows = rt.ledger.events_of(ids), rt.ledger.system_results_of(ids)
     for subject in subjects:

@@ -1,48 +1,71 @@
-"""The steps of an access / portability request after intake, as plain functions of a ``Runtime``.
+"""The steps of an access / portability batch after intake, as plain functions of a ``Runtime``.
 
-Fan out to every internal collection group and to the partners that received the
-subject's data, gather, check with Great Expectations, package, close. Each step gives
-the same result when re-run: ledger upserts, staging and package keys are overwritten,
-events carry dedupe keys. Personal data stays in the staging area, never in XCom.
+A batch is one request or a wave of them (:mod:`include.dsr.rights.batches`): fan out to every
+internal collection group and to the partners that received the subjects' data, gather the
+whole batch in one query per group and one call per partner, check each unit once with Great
+Expectations, then one package, one ledger trail and one notice per request. Each step gives
+the same result when re-run: ledger upserts, staging and package keys are overwritten, events
+carry dedupe keys. Personal data stays in the staging area, never in XCom.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from include.dsr.connectors.base import REQUEST_ID_COLUMN
 from include.dsr.core.errors import CheckFailedError
 from include.dsr.core.request import parse_request
+from include.dsr.ledger.api import SystemUpdate
 from include.dsr.rights import intake
+from include.dsr.rights.batches import is_wave_batch, open_subjects
 from include.dsr.rights.runtime import collections_in_scope
 
 if TYPE_CHECKING:
+    from include.dsr.connectors.staging import RequestSlice
     from include.dsr.rights.runtime import Runtime
 
 log = logging.getLogger(__name__)
 EXPORT = "export"
+#: Staged per batch: the gather targets (the units the checks expect), the right, and the
+#: requests whose checks failed in this run (they get no package).
+FAN_OUT_FILE, FAN_OUT_RIGHT_FILE, CHECKS_FAILED_FILE = "fan_out.json", "right.json", "checks_failed.json"
+#: Requests packaged or closed (notices sent, ledger closed) per ledger transaction.
+CLOSE_CHUNK = 100
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def plan_fan_out(rt: Runtime, request_id: str, right: str) -> dict:
-    """The fan-out targets of the resolved subject (no personal data), recorded as pending.
+def plan_fan_out(rt: Runtime, batch_id: str, right: str) -> dict:
+    """The fan-out targets of the batch's subjects (no personal data), recorded as pending per request.
 
-    ``gather``: internal collection groups and automated partners (one mapped task each);
-    ``manual``: partners whose answer ops record in a human-in-the-loop task.
+    ``gather``: internal collection groups and the automated partners any subject's data went to
+    (one mapped task each, for the whole batch); ``manual``: partners whose answer ops record in a
+    human-in-the-loop task. A request is pending only at the partners that received its data.
     """
-    subject = rt.staging(request_id).get_subjects()[0]
-    targets = fan_out_targets(rt, right, subject.recipients)
-    for target in targets["gather"] + targets["manual"]:
-        rt.ledger.upsert_system_result(request_id, unit_name(target), EXPORT, "pending")
-    rt.staging(request_id).put_json("manual_targets.json", targets["manual"])
+    subjects = open_subjects(rt, batch_id)
+    targets = fan_out_targets(rt, right, {key for s in subjects for key in s.recipients})
+    updates = [
+        SystemUpdate(s.request_id, unit_name(t), EXPORT, "pending")
+        for s in subjects
+        for t in targets["gather"] + targets["manual"]
+        if not t.get("channel") or t["system"] in s.recipients
+    ]
+    with rt.ledger.batch():
+        rt.ledger.upsert_system_results(updates)
+    staging = rt.staging(batch_id)
+    staging.put_json("manual_targets.json", targets["manual"])
+    staging.put_json(FAN_OUT_FILE, targets["gather"])
+    staging.put_json(FAN_OUT_RIGHT_FILE, {"right": right})
     log.info(
-        "request %s fans out to %s units (%s partners) and %s manual partners",
-        request_id,
+        "batch %s (%s requests) fans out to %s units (%s partners) and %s manual partners",
+        batch_id,
+        len(subjects),
         len(targets["gather"]),
         len([t for t in targets["gather"] if t.get("channel")]),
         len(targets["manual"]),
@@ -72,48 +95,66 @@ def fan_out_targets(rt: Runtime, right: str, recipients: set[str]) -> dict[str, 
 
 
 def dry_run_report(rt: Runtime, conf: dict, right: str) -> dict:
-    """What the request would do, touching nothing: counts per system, the partners that would be asked.
+    """What the request (or each request of a wave) would do, touching nothing: counts per system,
+    the partners that would be asked.
 
     Nothing is recorded as a request, no package is built, no notice and no partner request is
     sent. The report (counts and system names only) is kept at
-    ``s3://<exports>/_dry_runs/<request_id>/report.json`` and noted in the ledger's event log.
+    ``s3://<exports>/_dry_runs/<request_id or wave id>/report.json`` and noted in the ledger's event log.
     """
-    request = parse_request(conf, right)
+    from include.dsr.core.request import is_wave
+
+    if is_wave(conf):
+        from include.dsr.rights import waves
+
+        parsed = waves.load(rt, conf, right)
+        report: dict = {
+            "wave_id": parsed.wave.wave_id,
+            "right": right,
+            "dry_run": True,
+            "lines": parsed.report(),
+            "requests": [_dry_run_one(rt, request, right) for _, request in parsed.requests.values()],
+        }
+        report_id = parsed.wave.wave_id
+    else:
+        request = parse_request(conf, right)
+        report, report_id = _dry_run_one(rt, request, right), request.request_id
+    report["generated_at"] = _now().isoformat(timespec="seconds")
+    key = f"_dry_runs/{report_id}/report.json"
+    rt.s3.put_object(
+        Bucket=rt.exports_bucket, Key=key, Body=json.dumps(report, indent=1).encode(), ContentType="application/json"
+    )
+    summary = {k: v for k, v in report.items() if k not in ("requests", "lines", "generated_at")}
+    rt.ledger.append_event(None, "dry_run.reported", {**summary, "report_key": key})
+    log.info("batch %s: dry run reported", report_id)
+    return summary
+
+
+def _dry_run_one(rt: Runtime, request, right: str) -> dict:
     subject = intake.resolve_query(rt, intake.subject_query(request))
-    report: dict = {
-        "request_id": request.request_id,
-        "right": right,
-        "dry_run": True,
-        "generated_at": _now().isoformat(timespec="seconds"),
-    }
+    report: dict = {"request_id": request.request_id, "right": right, "dry_run": True}
     if subject.conflicts:
         report.update(
             would="stop for ops: identities belong to different people",
             conflicting_identity_types=sorted(subject.conflicts),
         )
-    else:
-        targets = fan_out_targets(rt, right, subject.recipients)
-        counts: dict[str, dict[str, int]] = {}
-        for system in rt.data_map.systems:
-            if system.family == "internal" and collections_in_scope(system, right):
-                located = rt.connector(system.key, request.request_id).locate([subject])
-                scope = {c.name for c in collections_in_scope(system, right)}
-                counts[system.key] = {name: n for name, n in located.items() if name in scope}
-        report.update(
-            would="gather, check and package",
-            records=counts,
-            record_count_total=sum(n for per in counts.values() for n in per.values()),
-            partners_that_would_be_asked=sorted(t["system"] for t in targets["gather"] if t.get("channel")),
-            manual_partners_that_would_be_asked=sorted(t["system"] for t in targets["manual"]),
-            unverified_identity_types_ignored=sorted(subject.ignored),
-        )
-    key = f"_dry_runs/{request.request_id}/report.json"
-    rt.s3.put_object(
-        Bucket=rt.exports_bucket, Key=key, Body=json.dumps(report, indent=1).encode(), ContentType="application/json"
+        return report
+    targets = fan_out_targets(rt, right, subject.recipients)
+    counts: dict[str, dict[str, int]] = {}
+    for system in rt.data_map.systems:
+        if system.family == "internal" and collections_in_scope(system, right):
+            located = rt.connector(system.key, request.request_id).locate([subject])
+            scope = {c.name for c in collections_in_scope(system, right)}
+            counts[system.key] = {name: n for name, n in located.items() if name in scope}
+    report.update(
+        would="gather, check and package",
+        records=counts,
+        record_count_total=sum(n for per in counts.values() for n in per.values()),
+        partners_that_would_be_asked=sorted(t["system"] for t in targets["gather"] if t.get("channel")),
+        manual_partners_that_would_be_asked=sorted(t["system"] for t in targets["manual"]),
+        unverified_identity_types_ignored=sorted(subject.ignored),
     )
-    rt.ledger.append_event(None, "dry_run.reported", {**report, "report_key": key})
-    log.info("request %s: dry run reported (%s)", request.request_id, report["would"])
-    return {k: v for k, v in report.items() if k != "generated_at"}
+    return report
 
 
 def unit_name(target: dict) -> str:
@@ -136,68 +177,153 @@ def unit_collections(rt: Runtime, unit: str, right: str) -> list:
     ]
 
 
-def gather_internal(rt: Runtime, request_id: str, right: str, target: dict) -> dict:
-    """Export one internal collection group (or the object store) for the subject and stage it."""
+def gather_internal(rt: Runtime, batch_id: str, right: str, target: dict) -> dict:
+    """Export one internal collection group (or the object store) for the batch's subjects and stage it."""
     unit = unit_name(target)
-    subjects = rt.staging(request_id).get_subjects()
-    result = rt.connector(target["system"], request_id).export(subjects, unit_collections(rt, unit, right))
-    return stage_result(rt, request_id, unit, result)
+    subjects = open_subjects(rt, batch_id)
+    result = rt.connector(target["system"], batch_id).export(subjects, unit_collections(rt, unit, right))
+    return stage_result(rt, batch_id, unit, result, [s.request_id for s in subjects])
 
 
-def stage_result(rt: Runtime, request_id: str, unit: str, result, evidence: dict | None = None) -> dict:
-    """Stage a connector result and record its counts in the ledger."""
-    meta = rt.staging(request_id).put_result(result, unit=unit)
-    total = sum(meta["counts"].values())
-    rt.ledger.upsert_system_result(
-        request_id,
-        unit,
-        EXPORT,
-        "completed",
-        record_count=total,
-        evidence={"counts": meta["counts"], **(evidence or {})},
-    )
-    return {"unit": unit, "records": total}
+def stage_result(
+    rt: Runtime,
+    batch_id: str,
+    unit: str,
+    result,
+    request_ids: list[str],
+    evidence: Callable[[str], dict] | None = None,
+) -> dict:
+    """Stage a connector result for the batch and record each request's counts in the ledger.
+
+    :param request_ids: the requests the unit answers for (a partner: its recipients' only)
+    :param evidence: per request, what else its ledger row keeps (a partner's refs)
+    """
+    rt.staging(batch_id).put_result(result, unit=unit, detail={"requests": request_ids})
+    counts = counts_by_request(result, request_ids)
+    with rt.ledger.batch():
+        rt.ledger.upsert_system_results(
+            [
+                SystemUpdate(
+                    rid,
+                    unit,
+                    EXPORT,
+                    "completed",
+                    record_count=sum(counts[rid].values()),
+                    evidence={"counts": counts[rid], **(evidence(rid) if evidence else {})},
+                )
+                for rid in request_ids
+            ]
+        )
+    return {"unit": unit, "records": sum(n for per in counts.values() for n in per.values()), "requests": len(counts)}
 
 
-def validate_results(rt: Runtime, request_id: str, right: str) -> dict:
-    """Great Expectations over every staged unit; fails with a readable reason."""
+def counts_by_request(result, request_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Rows per request and collection (rows carry their request id; a lone request owns untagged rows)."""
+    counts: dict[str, dict[str, int]] = {rid: {} for rid in request_ids}
+    for name, frame in result.frames.items():
+        if REQUEST_ID_COLUMN in frame.columns:
+            tally = frame[REQUEST_ID_COLUMN].astype(str).value_counts().to_dict()
+        else:
+            tally = {request_ids[0]: len(frame)} if len(request_ids) == 1 else {}
+        for rid in request_ids:
+            counts[rid][name] = int(tally.get(rid, 0))
+    return counts
+
+
+def validate_results(rt: Runtime, batch_id: str, right: str) -> dict:
+    """Great Expectations over every staged unit, once per unit for the whole batch.
+
+    A single request fails with a readable reason. In a wave, a unit that fails its checks fails
+    the requests it answers for (each marked failed with the reason); the others go on, and
+    :func:`close_request` fails the run at the end, after closing them.
+    """
     from include.dsr.checks.results import ResultChecker
 
-    staging = rt.staging(request_id)
-    subjects = staging.get_subjects()
+    staging = rt.staging(batch_id)
+    subjects = open_subjects(rt, batch_id)
+    by_id = {s.request_id: s for s in subjects}
     checker = ResultChecker()
     staged = set(staging.units())
-    failures, checked = [], 0
-    for row in rt.ledger.system_results(request_id):
-        if row.action != EXPORT or row.status == "skipped":
+    failures: list[str] = []
+    failed: dict[str, list[str]] = {}
+    checked = 0
+    for target in _gather_targets(rt, batch_id, right):
+        unit = unit_name(target)
+        system = rt.data_map.system(target["system"])
+        concerned = [s.request_id for s in subjects if not target.get("channel") or system.key in s.recipients]
+        if not concerned:
             continue
-        system = rt.data_map.system(split_unit(row.system)[0])
-        if system.channel == "manual":
-            continue  # ops recorded the partner's answer; there are no rows to check
-        if row.system not in staged:
-            failures.append(f"{row.system}: no result staged (status {row.status})")
-            continue
-        expected = unit_collections(rt, row.system, right)
-        report = checker.check(
-            system,
-            staging.load(row.system),
-            subjects,
-            expected,
-            object_store=system.channel == "object_store",
-        )
-        staging.put_json(f"checks/{row.system}.json", report.to_json())
-        checked += 1
-        if not report.success:
-            failures.append(report.reason)
-    outcome = {"units_checked": checked, "failures": failures}
-    rt.ledger.append_event(request_id, "checks.failed" if failures else "checks.passed", outcome)
-    if failures:
-        raise CheckFailedError(f"request {request_id}: result checks failed: " + "; ".join(failures))
-    return {"request_id": request_id, "units_checked": checked}
+        if unit not in staged:
+            reason = f"{unit}: no result staged"
+        else:
+            meta_requests = staging.meta(unit).get("requests", concerned)
+            report = checker.check(
+                system,
+                staging.load(unit),
+                [by_id[rid] for rid in meta_requests if rid in by_id],
+                unit_collections(rt, unit, right),
+                object_store=system.channel == "object_store",
+            )
+            staging.put_json(f"checks/{unit}.json", report.to_json())
+            checked += 1
+            if report.success:
+                continue
+            reason = report.reason
+        failures.append(reason)
+        for rid in concerned:
+            failed.setdefault(rid, []).append(reason)
+    outcome_of = {rid: {"units_checked": checked, "failures": failed.get(rid, [])} for rid in by_id}
+    rt.ledger.append_events(
+        [
+            (rid, "checks.failed" if failed.get(rid) else "checks.passed", outcome, None)
+            for rid, outcome in outcome_of.items()
+        ]
+    )
+    staging.put_json(CHECKS_FAILED_FILE, sorted(failed))
+    if failed and (not is_wave_batch(rt, batch_id) or len(failed) == len(by_id)):
+        raise CheckFailedError(f"request {batch_id}: result checks failed: " + "; ".join(failures))
+    if failed:
+        from include.dsr.rights import intake
+
+        with rt.ledger.batch():
+            for rid, reasons in failed.items():
+                intake.mark_failed(rt, rid, "validate_results: " + "; ".join(reasons)[:400])
+        log.warning("batch %s: %s of %s requests failed their checks", batch_id, len(failed), len(by_id))
+    return {"request_id": batch_id, "units_checked": checked, "requests_failed": len(failed)}
 
 
-def build_package(rt: Runtime, request_id: str, right: str, transmit_to: str | None = None) -> dict:
-    """Write the package under ``<request_id>/``, record it in the ledger, transmit if asked."""
+def build_package(
+    rt: Runtime, batch_id: str, right: str, transmit_to: str | None = None, run_conf: dict | None = None
+) -> dict:
+    """Write each request's package under ``<request_id>/``, record it, transmit it if asked.
+
+    A wave's staging is read once and sliced per request (:class:`~include.dsr.connectors.staging.StagedBatch`);
+    each request's ``transmit_to`` comes from its line. Requests whose checks failed get no package.
+    """
+    if not is_wave_batch(rt, batch_id):
+        return build_one_package(rt, batch_id, right, transmit_to)
+    from include.dsr.connectors.staging import StagedBatch
+    from include.dsr.rights import waves
+
+    confs = waves.confs(rt, run_conf or {}, right)
+    subjects = delivered_subjects(rt, batch_id)
+    staged = StagedBatch(rt.staging(batch_id))
+    records = 0
+    for i in range(0, len(subjects), CLOSE_CHUNK):
+        with rt.ledger.batch():
+            for subject in subjects[i : i + CLOSE_CHUNK]:
+                rid = subject.request_id
+                line = confs.get(rid, {})
+                built = build_one_package(rt, rid, right, line.get("transmit_to"), staging=staged.slice(rid))
+                records += built["records"]
+    log.info("batch %s: %s packages built (%s records)", batch_id, len(subjects), records)
+    return {"request_id": batch_id, "packages": len(subjects), "records": records}
+
+
+def build_one_package(
+    rt: Runtime, request_id: str, right: str, transmit_to: str | None = None, staging: RequestSlice | None = None
+) -> dict:
+    """One request's package, from its own staging or from its slice of a wave's."""
     from include import settings
     from include.dsr.package.build import build_package as write_package
 
@@ -218,6 +344,7 @@ def build_package(rt: Runtime, request_id: str, right: str, transmit_to: str | N
         info,
         settings.PACKAGE_LINK_SECONDS,
         zip_password=password,
+        staging=staging,
     )
     # The presigned link lives in the request row (replaced on a re-run), not in the append-only
     # event log: it opens the package for up to 7 days.
@@ -254,18 +381,76 @@ def _zip_password(rt: Runtime, request_id: str) -> str:
         return password
 
 
-def close_request(rt: Runtime, request_id: str, conf: dict | None = None) -> dict:
-    """Close the request with its outcome, send the completion notice, clear staging, verify the chain.
+def close_request(rt: Runtime, batch_id: str, conf: dict | None = None) -> dict:
+    """Close each request with its outcome and completion notice, clear staging, verify the chain.
 
     Outcomes: ``no_personal_data_found`` (nothing in any system: a valid Art. 15 answer),
     ``completed_with_exceptions`` (a manual partner refused or did not answer: the subject is
-    told which), else ``data_provided``.
+    told which), else ``data_provided``. A wave's notices go over one mail connection, each chunk
+    of requests committing its notices' and closes' ledger rows together; requests whose checks
+    failed stay failed, and the task then fails naming them (the others are closed first).
     """
+    from include.dsr.core.errors import TerminalError
+
+    wave = is_wave_batch(rt, batch_id)
+    if wave:
+        from include.dsr.rights import waves
+
+        right = _right_of(rt, batch_id)
+        confs = waves.confs(rt, conf or {}, right)
+    else:
+        confs = {batch_id: conf or {}}
+    subjects = delivered_subjects(rt, batch_id) if wave else open_subjects(rt, batch_id)
+    ids = [s.request_id for s in subjects]
+    results, rows = rt.ledger.system_results_of(ids), rt.ledger.get_requests(ids)
+    notices = intake.notices(rt)
+    totals: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    with notices.sending():
+        for i in range(0, len(subjects), CLOSE_CHUNK):
+            with rt.ledger.batch(), notices.recorded_together():
+                for subject in subjects[i : i + CLOSE_CHUNK]:
+                    rid = subject.request_id
+                    total, outcome = _close_one(rt, notices, subject, results[rid], rows[rid], confs.get(rid, {}))
+                    totals[rid] = total
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    failed = _checks_failed(rt, batch_id) if wave else []
+    if not failed:
+        cleared = rt.staging(batch_id).clear()
+        if wave:
+            waves.delete_file(rt, conf or {}, right)
+    else:
+        cleared = 0
+    report = rt.ledger.verify_chain_or_raise()
+    log.info(
+        "batch %s closed %s requests (%s): %s records, %s staging objects removed, chain verified to seq %s",
+        batch_id,
+        len(subjects),
+        outcomes,
+        sum(totals.values()),
+        cleared,
+        report.last_seq,
+    )
+    if failed:
+        raise TerminalError(
+            f"{len(failed)} requests of wave {batch_id} failed their checks and stay failed (the others are "
+            f"closed): {', '.join(failed[:20])}"
+        )
+    closed = {"records": sum(totals.values()), "chain_head": report.last_hash}
+    if not wave:
+        (outcome,) = outcomes or {"": 0}
+        return {"request_id": batch_id, "outcome": outcome, **closed}
+    return {"request_id": batch_id, "closed": len(subjects), "outcomes": outcomes, **closed}
+
+
+def _close_one(rt: Runtime, notices, subject, results: list, row, conf: dict) -> tuple[int, str]:
+    """Close one request: outcome from its per-system rows, completion notice, ledger row."""
     from include.dsr.notify.notices import answer_address
 
-    results = [r for r in rt.ledger.system_results(request_id) if r.action == EXPORT]
-    total = sum(r.record_count or 0 for r in results)
-    exceptions = sorted(r.system for r in results if r.status in ("failed", "skipped"))
+    rid = subject.request_id
+    exports = [r for r in results if r.action == EXPORT]
+    total = sum(r.record_count or 0 for r in exports)
+    exceptions = sorted(r.system for r in exports if r.status in ("failed", "skipped"))
     if exceptions:
         outcome = "completed_with_exceptions"
         summary = f"{total} records delivered; not confirmed by {', '.join(exceptions)}"
@@ -273,28 +458,51 @@ def close_request(rt: Runtime, request_id: str, conf: dict | None = None) -> dic
         outcome, summary = "no_personal_data_found", "no personal data found"
     else:
         outcome, summary = "data_provided", f"{total} records delivered"
-    staged = rt.staging(request_id).get_subjects() if rt.staging(request_id).exists("subjects.json") else []
-    recipient = answer_address(conf or {}, request_id, {e for s in staged for e in s.emails})
+    recipient = answer_address(conf, rid, set(subject.emails))
     if recipient:
-        intake.notices(rt).completion(
-            request_id,
+        notices.completion(
+            rid,
             recipient,
-            package_url=rt.ledger.get_request(request_id).package_uri,
+            package_url=row.package_uri,
             outcome=outcome,
             exceptions=[_recipient_name(rt, key) for key in exceptions],
         )
-    rt.ledger.close_request(request_id, "completed", _now(), summary, outcome=outcome)
-    cleared = rt.staging(request_id).clear()
-    report = rt.ledger.verify_chain_or_raise()
-    log.info(
-        "request %s closed (%s): %s records, %s staging objects removed, chain verified to seq %s",
-        request_id,
-        outcome,
-        total,
-        cleared,
-        report.last_seq,
-    )
-    return {"request_id": request_id, "records": total, "outcome": outcome, "chain_head": report.last_hash}
+    rt.ledger.close_request(rid, "completed", _now(), summary, outcome=outcome)
+    return total, outcome
+
+
+def _gather_targets(rt: Runtime, batch_id: str, right: str) -> list[dict]:
+    """The units the batch was fanned out to (staged by :func:`plan_fan_out`; a request planned
+    before that file existed: from its ledger rows)."""
+    staging = rt.staging(batch_id)
+    if staging.exists(FAN_OUT_FILE):
+        return staging.get_json(FAN_OUT_FILE)
+    targets = []
+    for row in rt.ledger.system_results(batch_id):
+        system_key, group = split_unit(row.system)
+        system = rt.data_map.system(system_key)
+        if row.action != EXPORT or row.status == "skipped" or system.channel == "manual":
+            continue
+        partner = system.family != "internal"
+        targets.append(
+            {"system": system_key, "channel": system.channel} if partner else {"system": system_key, "group": group}
+        )
+    return targets
+
+
+def _right_of(rt: Runtime, batch_id: str) -> str:
+    return rt.staging(batch_id).get_json(FAN_OUT_RIGHT_FILE)["right"]
+
+
+def _checks_failed(rt: Runtime, batch_id: str) -> list[str]:
+    staging = rt.staging(batch_id)
+    return staging.get_json(CHECKS_FAILED_FILE) if staging.exists(CHECKS_FAILED_FILE) else []
+
+
+def delivered_subjects(rt: Runtime, batch_id: str) -> list:
+    """The batch's open requests that passed their checks (they get a package and an answer)."""
+    failed = set(_checks_failed(rt, batch_id))
+    return [s for s in open_subjects(rt, batch_id) if s.request_id not in failed]
 
 
 def _recipient_name(rt: Runtime, system_key: str) -> str:

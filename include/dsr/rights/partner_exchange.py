@@ -195,12 +195,18 @@ def wait_briefly(rt: Runtime, system_key: str, refs: dict[str, list[str]], state
     return state
 
 
-def collect(rt: Runtime, request_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
-    """Fetch the completed answer, stage it and mark the partner completed."""
-    connector = rt.connector(system_key, request_id)
+def collect(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
+    """Fetch the completed answer (one for the whole batch), stage it and mark the partner
+    completed for each request it answered for."""
+    connector = rt.connector(system_key, batch_id)
     result = with_backoff(lambda: connector.fetch(refs), f"fetch from {system_key}")
-    outcome = stage_result(rt, request_id, system_key, result, evidence={"partner_refs": refs})
-    rt.ledger.set_status(request_id, "in_progress")
+    members = _requests(rt, batch_id, system_key)
+    outcome = stage_result(
+        rt, batch_id, system_key, result, members, evidence=lambda rid: {"partner_refs": {rid: refs.get(rid, [])}}
+    )
+    with rt.ledger.batch():
+        for rid in members:
+            rt.ledger.set_status(rid, "in_progress")
     return outcome
 
 
