@@ -184,13 +184,18 @@ def point_airflow_at(paths: WorldPaths, ledger_url: str) -> None:
 
 
 def run_erasure(conf: dict, profile: str | None = None) -> dict:
-    """One ``dsr_erasure`` run with ``dag.test()``: wall, state, per-task seconds (mapped tasks summed)."""
+    """One ``dsr_erasure`` run with ``dag.test()`` (see :func:`run_right_dag`)."""
+    return run_right_dag("erasure", conf, profile)
+
+
+def run_right_dag(right: str, conf: dict, profile: str | None = None) -> dict:
+    """One ``dsr_<right>`` run with ``dag.test()``: wall, state, per-task seconds (mapped tasks summed)."""
     from airflow.dag_processing.dagbag import DagBag
 
     from tests.e2e.dag_test_fix import deadline_pruning_fix
 
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "dsr_erasure.py"))
-    dag = bag.get_dag(constants.DAG_ERASURE)
+    bag = DagBag(dag_folder=str(ROOT / "dags" / f"dsr_{right}.py"))
+    dag = bag.get_dag(f"dsr_{right}")
     profiler = None
     if profile:  # dag.test runs every task in this process: one profile covers them all
         import cProfile

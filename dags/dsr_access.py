@@ -12,6 +12,10 @@ recipients, retention, rights, source, complaint right). The link is presigned f
 `received_at` (SLA clock start), `verification` (`{"method", "verified_at"}`; without it ops
 confirm the identity in the `confirm_identity` task) and `jurisdiction` (`GDPR`/`CCPA`).
 Bad input is refused before anything is touched. Re-triggering a `request_id` is safe.
+
+**A wave** of requests in one run: `{"request_id": "<wave id>", "wave": "_waves/<wave id>.jsonl"}`
+(one request per line, each with its verification; `bin/dsr wave access FILE --wave-id ID`):
+the same tasks, set-based, one package and notice per request. See the README, Waves.
 """
 
 from include.dsr.orchestration.dag_factory import build_gathering_dag

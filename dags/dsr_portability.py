@@ -7,6 +7,10 @@ CSV with a JSON Schema (`schema.json`). With `transmit_to` the data is also sent
 receiving controller's endpoint and the receipt is recorded in the ledger.
 
 **Trigger** with `{"request_id": "...", "subject": {"email": "..."}, "transmit_to": null}`.
+
+**A wave** of requests in one run: `{"request_id": "<wave id>", "wave": "_waves/<wave id>.jsonl"}`
+(one request per line, each with its verification; `bin/dsr wave portability FILE --wave-id ID`):
+the same tasks, set-based, one package and notice per request. See the README, Waves.
 """
 
 from include.dsr.orchestration.dag_factory import build_gathering_dag
