@@ -139,7 +139,7 @@ def dags_folder() -> Path:
     return folder
 
 
-def start_demo(folder: Path, log_path: Path) -> subprocess.Popen:
+def start_demo(folder: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
     py = str(ROOT / ".venv" / "bin" / "python")
     env = {
         **os.environ,
@@ -151,7 +151,7 @@ def start_demo(folder: Path, log_path: Path) -> subprocess.Popen:
     )
     log = open(log_path, "wb")  # noqa: SIM115 - closed when the launcher is stopped
     proc = subprocess.Popen(
-        [py, "-m", "include.demo.launcher", "up", "--no-requests"],
+        [py, "-m", "include.demo.launcher", "up", "--no-requests", *extra_args],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -46,14 +46,30 @@ class ProcessGroup:
     def __init__(self, log_dir: Path = LOG_DIR) -> None:
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen]] = []
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.children.append((name, proc))
+        self.commands[name] = (cmd, env)
         log.info("started %s (pid %s, log %s)", name, proc.pid, self.log_dir / f"{name}.log")
         return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a child's whole process group (a crash drill: SIGKILL leaves no time to clean up)."""
+        for child_name, proc in self.children:
+            if child_name == name and proc.poll() is None:
+                _signal_group(proc.pid, sig)
+                proc.wait(timeout=STOP_GRACE_SECONDS)
+                log.info("killed %s (signal %s)", name, sig)
+
+    def restart(self, name: str) -> subprocess.Popen:
+        """Start a killed child again with its command and environment."""
+        self.children = [(n, p) for n, p in self.children if n != name or p.poll() is None]
+        cmd, env = self.commands[name]
+        return self.start(name, cmd, env)
 
     def check_alive(self) -> None:
         for name, proc in self.children:

@@ -26,6 +26,9 @@ from tests.e2e.api_server import free_port
 
 #: Seconds the stack gets to start (four Airflow processes on a two-core machine).
 START_TIMEOUT = 300
+RIGHT_DAGS = [
+    f"dsr_{right}" for right in ("access", "portability", "erasure", "restriction", "rectification", "objection")
+]
 
 
 @dataclass
@@ -65,8 +68,11 @@ class Stack:
 
 
 @contextmanager
-def running_stack(home: Path) -> Iterator[Stack]:
-    """Migrate a fresh metadata DB in ``home`` and run the four Airflow components until exit."""
+def running_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Migrate a fresh metadata DB in ``home`` and run the four Airflow components until exit.
+
+    :param extra_env: on top of the session's environment, e.g. a connection through a fault proxy
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -79,6 +85,7 @@ def running_stack(home: Path) -> Iterator[Stack]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
         "AIRFLOW_CONN_DSR_AIRFLOW_METADATA": metadata_connection(home),
+        **(extra_env or {}),
     }
     with _started(home, env, port) as stack:
         yield stack
@@ -119,6 +126,8 @@ def _started(home: Path, env: dict[str, str], port: int, workers: tuple = ()) ->
     try:
         url = start_airflow(group, env, port, timeout=START_TIMEOUT, workers=workers)
         api = AirflowApi(url, username=DEMO_USER, password=DEMO_PASSWORD, timeout=30)
+        for dag_id in RIGHT_DAGS:  # a test triggers at once: the dag-processor must have parsed them
+            api.wait_for_dag(dag_id, timeout=START_TIMEOUT)
         yield Stack(home, url, env, api, group, time.monotonic() - started)
     finally:
         group.stop()
