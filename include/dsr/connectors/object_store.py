@@ -9,6 +9,7 @@ into the request's staging area, recording size and SHA-256 for the manifest.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,10 +77,11 @@ class ObjectStoreConnector(BaseConnector):
         result = ExportResult(self.system.key)
         for coll in collections or self.system.collections:
             rows, key_field = self._keys(subjects, coll)
-            records = []
-            for key, request_id in rows[[key_field, REQUEST_ID_COLUMN]].itertuples(index=False):
-                if key:
-                    records.append({**self._stage(key, request_id), REQUEST_ID_COLUMN: request_id})
+            wanted = [(key, rid) for key, rid in rows[[key_field, REQUEST_ID_COLUMN]].itertuples(index=False) if key]
+            # Copies are made by the store; a wave's thousands of them overlap their round trips.
+            with ThreadPoolExecutor(STAGE_THREADS) as pool:
+                staged = list(pool.map(lambda pair: self._stage(*pair), wanted))
+            records = [{**found, REQUEST_ID_COLUMN: rid} for found, (_, rid) in zip(staged, wanted, strict=True)]
             result.frames[coll.name] = pd.DataFrame.from_records(records, columns=[*OBJECT_COLUMNS, REQUEST_ID_COLUMN])
             result.files[coll.name] = [r["staged_key"] for r in records]
             result.returned_collections.append(coll.name)
@@ -113,6 +115,8 @@ class ObjectStoreConnector(BaseConnector):
         return {"object_key": key, "size_bytes": size, "sha256": sha256, "staged_key": staged_key}
 
 
+#: Objects copied into staging at once (each copy is two round trips to the store).
+STAGE_THREADS = 8
 #: Above this many exact keys, one listing of the whole bucket is cheaper than a listing per key.
 LIST_WHOLE_BUCKET_ABOVE = 200
 

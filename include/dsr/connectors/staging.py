@@ -148,10 +148,21 @@ class StagedBatch:
     what :func:`include.dsr.package.build.build_package` reads for one request of the wave."""
 
     def __init__(self, staging: Staging, units: list[str] | None = None) -> None:
+        from include.dsr.connectors.base import REQUEST_ID_COLUMN
+
         self.staging = staging
         self.units = staging.units() if units is None else units
         self.metas = {unit: staging.meta(unit) for unit in self.units}
         self.results = {unit: staging.load(unit) for unit in self.units}
+        # unit -> collection -> request id -> its rows (grouped once, not filtered per request)
+        self.rows: dict[str, dict[str, dict[str, pd.DataFrame]]] = {
+            unit: {
+                name: {str(rid): part.reset_index(drop=True) for rid, part in frame.groupby(REQUEST_ID_COLUMN)}
+                for name, frame in result.frames.items()
+                if REQUEST_ID_COLUMN in frame.columns
+            }
+            for unit, result in self.results.items()
+        }
 
     def slice(self, request_id: str) -> RequestSlice:
         return RequestSlice(self, request_id)
@@ -178,13 +189,9 @@ class RequestSlice:
     def load(self, unit: str) -> ExportResult:
         from dataclasses import replace
 
-        from include.dsr.connectors.base import REQUEST_ID_COLUMN
-
-        result = self.batch.results[unit]
+        result, grouped = self.batch.results[unit], self.batch.rows[unit]
         frames = {
-            name: frame[frame[REQUEST_ID_COLUMN].astype(str) == self.request_id].reset_index(drop=True)
-            if REQUEST_ID_COLUMN in frame.columns
-            else frame
+            name: grouped[name].get(self.request_id, frame.iloc[0:0]) if name in grouped else frame
             for name, frame in result.frames.items()
         }
         return replace(result, frames=frames)

@@ -35,6 +35,8 @@ EXPORT = "export"
 FAN_OUT_FILE, FAN_OUT_RIGHT_FILE, CHECKS_FAILED_FILE = "fan_out.json", "right.json", "checks_failed.json"
 #: Requests packaged or closed (notices sent, ledger closed) per ledger transaction.
 CLOSE_CHUNK = 100
+#: A wave's packages written at once (each is a few dozen object-store writes).
+PACKAGE_THREADS = 8
 
 
 def _now() -> datetime:
@@ -298,36 +300,40 @@ def build_package(
     """Write each request's package under ``<request_id>/``, record it, transmit it if asked.
 
     A wave's staging is read once and sliced per request (:class:`~include.dsr.connectors.staging.StagedBatch`);
-    each request's ``transmit_to`` comes from its line. Requests whose checks failed get no package.
+    its packages are written :data:`PACKAGE_THREADS` at a time (object-store round trips overlap)
+    and recorded in the ledger a chunk per transaction; each request's ``transmit_to`` comes from
+    its line. Requests whose checks failed get no package.
     """
     if not is_wave_batch(rt, batch_id):
-        return build_one_package(rt, batch_id, right, transmit_to)
+        package = write_request_package(rt, batch_id, right, rt.ledger.get_request(batch_id))
+        return record_package(rt, batch_id, package, transmit_to)
+    from concurrent.futures import ThreadPoolExecutor
+
     from include.dsr.connectors.staging import StagedBatch
     from include.dsr.rights import waves
 
     confs = waves.confs(rt, run_conf or {}, right)
-    subjects = delivered_subjects(rt, batch_id)
+    ids = [s.request_id for s in delivered_subjects(rt, batch_id)]
+    rows = rt.ledger.get_requests(ids)
     staged = StagedBatch(rt.staging(batch_id))
     records = 0
-    for i in range(0, len(subjects), CLOSE_CHUNK):
-        with rt.ledger.batch():
-            for subject in subjects[i : i + CLOSE_CHUNK]:
-                rid = subject.request_id
-                line = confs.get(rid, {})
-                built = build_one_package(rt, rid, right, line.get("transmit_to"), staging=staged.slice(rid))
-                records += built["records"]
-    log.info("batch %s: %s packages built (%s records)", batch_id, len(subjects), records)
-    return {"request_id": batch_id, "packages": len(subjects), "records": records}
+    with ThreadPoolExecutor(PACKAGE_THREADS) as pool:
+        for i in range(0, len(ids), CLOSE_CHUNK):
+            chunk = ids[i : i + CLOSE_CHUNK]
+            written = pool.map(lambda rid: write_request_package(rt, rid, right, rows[rid], staged.slice(rid)), chunk)
+            with rt.ledger.batch():
+                for rid, package in zip(chunk, written, strict=True):
+                    records += record_package(rt, rid, package, confs.get(rid, {}).get("transmit_to"))["records"]
+    log.info("batch %s: %s packages built (%s records)", batch_id, len(ids), records)
+    return {"request_id": batch_id, "packages": len(ids), "records": records}
 
 
-def build_one_package(
-    rt: Runtime, request_id: str, right: str, transmit_to: str | None = None, staging: RequestSlice | None = None
-) -> dict:
-    """One request's package, from its own staging or from its slice of a wave's."""
+def write_request_package(rt: Runtime, request_id: str, right: str, row, staging: RequestSlice | None = None):
+    """One request's package in the object store, from its own staging or its slice of a wave's
+    (object store only: safe to run in threads)."""
     from include import settings
     from include.dsr.package.build import build_package as write_package
 
-    row = rt.ledger.get_request(request_id)
     info = {
         "request_id": request_id,
         "received_at": row.received_at.isoformat(),
@@ -335,7 +341,7 @@ def build_one_package(
         "jurisdiction": row.jurisdiction,
     }
     password = _zip_password(rt, request_id) if settings.encrypt_packages() else None
-    package = write_package(
+    return write_package(
         rt.s3,
         rt.exports_bucket,
         request_id,
@@ -346,6 +352,10 @@ def build_one_package(
         zip_password=password,
         staging=staging,
     )
+
+
+def record_package(rt: Runtime, request_id: str, package, transmit_to: str | None = None) -> dict:
+    """The package in the ledger (link in the request row, ``package.created`` event); transmit if asked."""
     # The presigned link lives in the request row (replaced on a re-run), not in the append-only
     # event log: it opens the package for up to 7 days.
     rt.ledger.set_package(request_id, package.url, package.expires_at)
