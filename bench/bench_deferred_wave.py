@@ -1,13 +1,13 @@
 """1,000 open access requests waiting on a partner cost no worker slot: shown on the Celery stack.
 
 Starts ``make stack`` (``launcher up --celery --no-requests``: PostgreSQL metadata DB, Redis,
-two Celery workers of 4 slots each), puts the payment partner ``payflow`` in ``never`` mode (it
-accepts requests and does not answer), and triggers one access wave of ``--wave`` customers
+two Celery workers of 4 slots each), puts the payment partner ``payflow`` in ``late`` mode (it
+accepts requests and answers a simulated day later), and triggers one access wave of ``--wave`` customers
 whose data went to payflow. Once the wave's payflow gather has deferred, it samples Airflow
 every 2 s for ``--hold`` seconds: task instances running, queued and deferred (all DAGs), and
 the requests the ledger shows ``waiting_on_partner``. Meanwhile one single access request of
-someone else is triggered and must finish (the workers are free). Then payflow answers again
-(``ok``) and the wave must close every request. Prints the samples' maxima and the times;
+someone else is triggered and must finish (the workers are free). Then a simulated day passes for payflow
+(it answers) and the wave must close every request. Prints the samples' maxima and the times;
 writes ``bench/results/deferred_wave.json``. Takes about 10-20 minutes.
 
     .venv/bin/python bench/bench_deferred_wave.py [--wave 1000] [--hold 60]
@@ -33,8 +33,8 @@ PARTNER = "payflow"
 VERIFIED = {"method": "logged_in_session", "verified_at": "2026-11-30T09:00:00Z"}
 
 
-def _customers(count: int) -> list[tuple[str, str]]:
-    """(person key, email) of customers whose data went to payflow and to no manual partner."""
+def _customers(count: int, at_partner: bool = True) -> list[tuple[str, str]]:
+    """(person key, email) of customers whose data went (or did not go) to payflow, and to no manual partner."""
     from include.dsr.core.data_map import load_data_map
 
     manual = [s.key for s in load_data_map().partners() if s.channel == constants.CHANNEL_MANUAL]
@@ -42,7 +42,8 @@ def _customers(count: int) -> list[tuple[str, str]]:
     marks = ",".join("?" * len(manual))
     rows = truth.execute(
         "SELECT p.person_key, p.email FROM people p WHERE p.email IS NOT NULL AND p.kind = 'customer' "
-        "AND EXISTS (SELECT 1 FROM owned_rows o WHERE o.person_key = p.person_key AND o.system = ?) "
+        f"AND {'' if at_partner else 'NOT '}EXISTS (SELECT 1 FROM owned_rows o WHERE o.person_key = p.person_key "
+        "AND o.system = ?) "
         f"AND NOT EXISTS (SELECT 1 FROM owned_rows o WHERE o.person_key = p.person_key AND o.system IN ({marks})) "
         "ORDER BY p.person_key",
         [PARTNER, *manual],
@@ -51,16 +52,25 @@ def _customers(count: int) -> list[tuple[str, str]]:
     return rows[:count]
 
 
-def _faults(mode: str) -> None:
+def _admin(method: str, path: str, body: dict) -> None:
     from include.demo.airflow_env import demo_connections
 
     port = demo_connections()[f"partner_{PARTNER}"]["port"]
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/_admin/faults", data=json.dumps({"mode": mode}).encode(), method="PUT"
-    )
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method=method)
     req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - the local simulator
         pass
+
+
+def _partner_silent() -> None:
+    """payflow accepts requests and answers them only a day later (simulated clock)."""
+    _admin("PUT", "/_admin/faults", {"mode": "late", "late_hours": 24})
+
+
+def _partner_answers() -> None:
+    """A day passes for payflow: the requests it holds complete; new ones complete at once."""
+    _admin("POST", "/_admin/clock", {"advance_hours": 25})
+    _admin("PUT", "/_admin/faults", {"mode": "ok"})
 
 
 def _ledger_waiting(prefix: str) -> int:
@@ -113,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         from include.demo.world import s3_client_for
 
         api = demo.BenchApi(f"http://localhost:{settings.AIRFLOW_PORT}", demo.DEMO_USER, demo.DEMO_PASSWORD, timeout=60)
-        people = _customers(args.wave + 1)
-        single, wave_people = people[0], people[1:]
+        wave_people = _customers(args.wave)
+        single = _customers(1, at_partner=False)[0]  # someone payflow never heard of: must not wait
         wave_id = f"BENCH-DWAVE-{int(time.time())}"
         body = "\n".join(
             json.dumps({"request_id": f"{wave_id}-{i:05d}", "subject": {"email": e}, "verification": VERIFIED})
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         s3 = s3_client_for(f"http://127.0.0.1:{settings.S3_PORT}")
         key = f"_waves/{wave_id}.jsonl"
         s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
-        _faults("never")
+        _partner_silent()
         api.unpause(constants.DAG_ACCESS)
         t0 = time.monotonic()
         run_id = api.post_run(constants.DAG_ACCESS, {"request_id": wave_id, "wave": key})
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             "single_request_meanwhile": single_run["state"],
         }
         print(json.dumps(report["while_waiting"]), flush=True)
-        _faults("ok")
+        _partner_answers()
         t1 = time.monotonic()
         run = _wait_for(api, constants.DAG_ACCESS, run_id, 3600)
         report["after_partner_answers_s"] = round(time.monotonic() - t1)
