@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,15 +29,12 @@ sys.path.insert(0, str(ROOT))
 BUCKET = "fabconnect-bench-large"
 CHILD = r"""
 import hashlib, json, resource, sys, time, zipfile
-import boto3
-from botocore.config import Config
+from include.demo.world import s3_client_for
 from include.dsr.connectors.object_streams import copy_object, sha256_of
 from include.dsr.package.build import _Writer, _write_zip
 
 endpoint, bucket, key, expected = sys.argv[1:5]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
-                  region_name="eu-central-1",
-                  config=Config(response_checksum_validation="when_required"))
+s3 = s3_client_for(endpoint)
 steps = {}
 started = time.perf_counter()
 copy_object(s3, bucket, key, bucket, "_staging/B1/" + key)
@@ -65,20 +61,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _client(endpoint: str):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="x",
-        aws_secret_access_key="x",  # noqa: S106 - the local S3 server takes any key
-        region_name="eu-central-1",
-        config=Config(response_checksum_validation="when_required"),  # as the demo's fabconnect_s3
-    )
 
 
 def _upload(s3, mib: int, key: str) -> str:
@@ -136,16 +118,12 @@ def main() -> int:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        import requests
+        from include.demo.readiness import wait_for_port
+        from include.demo.world import s3_client_for
 
-        for _ in range(100):
-            try:
-                requests.get(endpoint, timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        s3 = _client(endpoint)
-        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        wait_for_port("127.0.0.1", port, timeout=30)
+        s3 = s3_client_for(endpoint)
+        s3.create_bucket(Bucket=BUCKET)
         results = {"baseline_peak_rss_mib": _baseline()}
         for label, mib in (("small", args.small_mib), ("large", args.large_mib)):
             key = f"spec-{mib}mib.step"

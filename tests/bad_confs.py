@@ -11,13 +11,16 @@ receivers not declared). The CLI refuses every case locally, before sending, exc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 EMAIL = "bad.input.subject@example.com"
 OTHER_EMAIL = "someone.else.entirely@example.com"
 VERIFIED = {"method": "email_link", "verified_at": "2026-11-20T10:00:00Z"}
 #: The request id the ledger holds for another subject (the e2e test records it first).
 REUSED_REQUEST_ID = "E2E-BAD-REUSED"
+#: The receiving controller every test declares (``DSR_RECEIVING_CONTROLLERS``), so a refused
+#: ``transmit_to`` is refused for what it is, not because nothing is declared.
+DECLARED_RECEIVER = "https://receiver.example/dsr"
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class BadConf:
     field: str  # the refusal's message names it
     refused_by: str  # "api" (HTTP 400, no run) or "run" (validate_request fails the run)
     cli: bool = True  # the CLI refuses it before sending
-    extra: dict = field(default_factory=dict)
+    reason: str = ""  # and, where the field alone would not tell, why
 
 
 def _conf(name: str, **changes) -> dict:
@@ -44,8 +47,8 @@ def _conf(name: str, **changes) -> dict:
 DROP = object()
 
 
-def _case(name: str, right: str, field: str, refused_by: str, cli: bool = True, **changes) -> BadConf:
-    return BadConf(name, right, _conf(name, **changes), field, refused_by, cli)
+def _case(name: str, right: str, field: str, refused_by: str, cli: bool = True, reason: str = "", **changes) -> BadConf:
+    return BadConf(name, right, _conf(name, **changes), field, refused_by, cli, reason)
 
 
 CASES = [
@@ -102,13 +105,28 @@ CASES = [
     _case("jurisdiction", "access", "jurisdiction", "api", jurisdiction="LGPD"),
     _case("dry-run-text", "access", "dry_run", "api", dry_run="yes"),
     _case("restriction-action", "restriction", "action", "api", action="freeze"),
-    _case("transmit-metadata-service", "portability", "transmit_to", "run", transmit_to="http://169.254.169.254/"),
-    _case("transmit-undeclared", "portability", "transmit_to", "run", transmit_to="https://10.0.0.7:5432/dsr"),
+    _case(
+        "transmit-metadata-service",
+        "portability",
+        "transmit_to",
+        "run",
+        reason="must use https",
+        transmit_to="http://169.254.169.254/",
+    ),
+    _case(
+        "transmit-undeclared",
+        "portability",
+        "transmit_to",
+        "run",
+        reason="not a declared receiving controller",
+        transmit_to="https://10.0.0.7:5432/dsr",
+    ),
     _case(
         "transmit-userinfo",
         "portability",
         "transmit_to",
         "run",
+        reason="credentials in the URL",
         transmit_to="https://receiver.example@127.0.0.1/dsr",
     ),
     _case("transmit-gopher", "portability", "transmit_to", "api", transmit_to="gopher://127.0.0.1:6379/_FLUSHALL"),

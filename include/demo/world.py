@@ -276,7 +276,11 @@ def build_world(paths: WorldPaths, subjects: int, seed: int, s3_client=None, pro
 
 
 def s3_client_for(endpoint_url: str):
-    """A boto3 S3 client for the local S3-compatible server (any credentials work there)."""
+    """A boto3 S3 client for the local S3-compatible server (any credentials work there).
+
+    CRCs are checked only on request, as by the demo's ``fabconnect_s3`` connection: moto stores a
+    wrong one for a single-request copy of a multipart upload (the product checks SHA-256 itself).
+    """
     import boto3
     from botocore.config import Config
 
@@ -286,7 +290,7 @@ def s3_client_for(endpoint_url: str):
         region_name="us-east-1",
         aws_access_key_id="demo",
         aws_secret_access_key="demo",
-        config=Config(max_pool_connections=UPLOAD_THREADS),
+        config=Config(max_pool_connections=UPLOAD_THREADS, response_checksum_validation="when_required"),
     )
 
 

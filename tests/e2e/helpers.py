@@ -29,6 +29,11 @@ def conf_for(person_key: str, request_id: str, with_phone: bool = False, **extra
 
 
 @lru_cache(maxsize=1)
+def email_conf(request_id: str, email: str) -> dict:
+    """The conf of a verified request by email alone (an ordinary person of the world)."""
+    return {"request_id": request_id, "subject": {"email": email}, "verification": VERIFIED}
+
+
 def ledger() -> Ledger:
     return Ledger(sqlalchemy_url(constants.CONN_LEDGER))
 
@@ -111,3 +116,18 @@ def customers_of_automated_partners(paths: WorldPaths, min_partners: int = 1) ->
             found.append((key, email, served))
     truth.close()
     return found
+
+
+def upload_wave(s3, wave_id: str, lines: list) -> str:
+    """Put a wave's JSON Lines file (dicts, or raw strings for broken lines) where a run reads it; returns its key."""
+    key = f"_waves/{wave_id}.jsonl"
+    body = "\n".join(line if isinstance(line, str) else json.dumps(line, ensure_ascii=False) for line in lines) + "\n"
+    s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
+    return key
+
+
+def wave_report(s3, wave_id: str) -> dict:
+    """The wave's report (line, request id, status, reason) as the run left it."""
+    from include.dsr.rights.waves import report_key
+
+    return json.loads(s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=report_key(wave_id))["Body"].read())

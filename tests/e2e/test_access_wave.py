@@ -10,8 +10,6 @@ lies fails only the requests it answered for.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from include import constants
@@ -21,6 +19,7 @@ from tests.e2e.helpers import (
     VERIFIED,
     conf_for,
     customers_of_automated_partners,
+    email_conf,
     expected_objects,
     expected_rows,
     gathered_rows,
@@ -29,25 +28,11 @@ from tests.e2e.helpers import (
     package_data,
     package_keys,
     people_without_manual_partner,
+    upload_wave,
+    wave_report,
 )
 
 pytestmark = pytest.mark.slow
-
-
-def _upload(s3, wave_id: str, lines: list) -> str:
-    key = f"_waves/{wave_id}.jsonl"
-    body = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
-    s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
-    return key
-
-
-def _report(s3, wave_id: str) -> dict:
-    body = s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"_waves/{wave_id}/report.json")["Body"].read()
-    return json.loads(body)
-
-
-def _line(person_key: str, email: str, request_id: str) -> dict:
-    return {"request_id": request_id, "subject": {"email": email}, "verification": VERIFIED}
 
 
 def test_an_access_wave_answers_each_request_exactly_as_a_single_run(airflow_db, demo_world):
@@ -57,19 +42,19 @@ def test_an_access_wave_answers_each_request_exactly_as_a_single_run(airflow_db,
     ordinary = [(k, e) for k, e, _ in customers_of_automated_partners(paths)][:15]
     members = {f"E2E-AW-{k}": k for k in hard} | {f"E2E-AW-{k}": k for k, _ in ordinary}
     lines: list = [conf_for(k, rid, with_phone=k in ("H05", "H09")) for rid, k in members.items() if k in HARD]
-    lines += [_line(k, e, f"E2E-AW-{k}") for k, e in ordinary]
+    lines += [email_conf(f"E2E-AW-{k}", e) for k, e in ordinary]
     bad = [
         "{not json",
         {"request_id": "E2E-AW-NOVERIFY", "subject": {"email": "someone@example.com"}},
         {**lines[0], "subject": {"email": "other.person@example.com"}},  # its request id again
         {"request_id": "E2E-AW-BADMAIL", "subject": {"email": "no-at-sign"}, "verification": VERIFIED},
     ]
-    key = _upload(s3, wave_id, [*lines[:3], *bad, *lines[3:]])
+    key = upload_wave(s3, wave_id, [*lines[:3], *bad, *lines[3:]])
 
     run = run_dag("dsr_access", {"request_id": wave_id, "wave": key})
 
     assert run.state == "success"
-    report = _report(s3, wave_id)
+    report = wave_report(s3, wave_id)
     assert report["counts"]["accepted"] == len(members)
     assert report["counts"]["refused"] + report["counts"].get("duplicate", 0) == len(bad)
     excluded = manual_partners()
@@ -87,7 +72,7 @@ def test_an_access_wave_answers_each_request_exactly_as_a_single_run(airflow_db,
     with pytest.raises(s3.exceptions.NoSuchKey):  # the wave's file (identities) goes once all closed
         s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=key)
     assert not s3.list_objects_v2(Bucket=constants.EXPORTS_BUCKET, Prefix=f"_staging/{wave_id}/").get("KeyCount")
-    assert "@" not in json.dumps(run.conf)
+    assert ledger().get_request("E2E-AW-BADMAIL") is None
 
 
 def test_a_lying_partner_fails_only_the_requests_it_answered_for(airflow_db, demo_world, healthy_partners):
@@ -102,8 +87,8 @@ def test_a_lying_partner_fails_only_the_requests_it_answered_for(airflow_db, dem
     assert spared, "the demo world has customers who never went to the liar"
     healthy_partners[liar].faults = Faults(mode="lie")
     wave_id = "E2E-AWAVE-LIE"
-    lines = [_line(k, e, f"E2E-AWL-{k}") for k, e in [*told, *spared]]
-    key = _upload(s3, wave_id, lines)
+    lines = [email_conf(f"E2E-AWL-{k}", e) for k, e in [*told, *spared]]
+    key = upload_wave(s3, wave_id, lines)
 
     run = run_dag("dsr_portability", {"request_id": wave_id, "wave": key})
 

@@ -22,7 +22,7 @@ from include.dsr.cli import context
 from include.dsr.cli.airflow_api import AirflowApiError
 from include.dsr.cli.app import main
 from include.dsr.core.fingerprint import subject_fingerprint
-from tests.bad_confs import CASES, EMAIL, OTHER_EMAIL, REUSED_REQUEST_ID, BadConf
+from tests.bad_confs import CASES, DECLARED_RECEIVER, EMAIL, OTHER_EMAIL, REUSED_REQUEST_ID, BadConf
 from tests.e2e.helpers import ledger
 from tests.e2e.stack import Stack, running_stack
 
@@ -33,9 +33,9 @@ RIGHTS = sorted({case.right for case in CASES})
 
 @pytest.fixture(scope="module")
 def stack(demo_world, tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("bad-input")) as running:
-        for right in RIGHTS:
-            running.api.wait_for_dag(f"dsr_{right}")
+    receivers = {"DSR_RECEIVING_CONTROLLERS": DECLARED_RECEIVER}
+    with running_stack(tmp_path_factory.mktemp("bad-input"), extra_env=receivers) as running:
+        for right in RIGHTS:  # the stack waited until they were parsed
             running.api._request("PATCH", f"/api/v2/dags/dsr_{right}", {"is_paused": False})
         yield running
 
@@ -59,11 +59,6 @@ def reused_request(stack) -> dict:
 
 def _events(request_id: str) -> int:
     return len(ledger().events(request_id))
-
-
-def _task_states(stack: Stack, dag_id: str, run_id: str) -> dict[str, str | None]:
-    found = stack.api._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", query={"limit": 100})
-    return {ti["task_id"]: ti["state"] for ti in found["task_instances"]}
 
 
 def _task_log(stack: Stack, dag_id: str, run_id: str, task_id: str) -> str:
@@ -105,13 +100,14 @@ def test_bad_confs_through_rest_are_refused_naming_the_field(stack, demo_world, 
     for name, (case, run_id) in runs.items():
         dag_id = f"dsr_{case.right}"
         run = stack.wait_for_run(dag_id, run_id, timeout=300)
-        states = _task_states(stack, dag_id, run_id)
+        states = {ti["task_id"]: ti["state"] for ti in stack.api.task_instances(dag_id, run_id)}
         assert run["state"] == "failed", f"{name}: {run['state']}"
         assert states.pop("validate_request") == "failed", name
         ran = {task: state for task, state in states.items() if state in ("success", "failed", "running")}
         assert ran == {}, f"{name}: tasks ran after the refusal: {ran}"
         text = _task_log(stack, dag_id, run_id, "validate_request")
         assert case.field in text, f"{name}: the log of validate_request does not name {case.field}"
+        assert case.reason in text, f"{name}: refused, but not because {case.reason!r}"
         assert EMAIL not in text
         outcomes[name] = "run failed at validate_request"
 
@@ -139,7 +135,10 @@ def cli_env(stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(context.API_TOKEN_ENV, raising=False)
 
 
-def test_bad_confs_through_the_cli_never_reach_airflow(stack, cli_env, reused_request, tmp_path: Path, capsys):
+def test_bad_confs_through_the_cli_never_reach_airflow(
+    stack, cli_env, reused_request, tmp_path: Path, capsys, monkeypatch
+):
+    monkeypatch.setattr(settings, "RECEIVING_CONTROLLERS", (DECLARED_RECEIVER,))  # as the stack declares
     before = stack.api._request("GET", "/api/v2/dags/~/dagRuns", query={"limit": 1})["total_entries"]
     sent = []
     for case in CASES:
@@ -151,6 +150,7 @@ def test_bad_confs_through_the_cli_never_reach_airflow(stack, cli_env, reused_re
         if case.cli:
             assert code == 2, f"{case.name}: exit {code}: {err}"
             assert case.field in err, f"{case.name}: {err}"
+            assert case.reason in err, f"{case.name}: {err}"
         else:
             assert code == 0, f"{case.name}: {err}"
             sent.append(case)

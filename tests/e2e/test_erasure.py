@@ -36,7 +36,7 @@ from include.dsr.core.identities import normalize_email
 from include.dsr.core.pii import keyed_hash
 from tests.e2e import world_state
 from tests.e2e.conftest import rebuild_world, run_dag
-from tests.e2e.helpers import HARD, VERIFIED, conf_for, ledger
+from tests.e2e.helpers import HARD, VERIFIED, conf_for, ledger, upload_wave, wave_report
 from tests.support import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -81,13 +81,6 @@ def _line(paths, key: str, request_id: str) -> dict:
     if key in HARD:
         return conf_for(key, request_id)
     return {"request_id": request_id, "subject": {"email": _person(paths, key)["email"]}, "verification": VERIFIED}
-
-
-def _upload_wave(s3, wave_id: str, lines: list) -> str:
-    key = f"_waves/{wave_id}.jsonl"
-    body = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
-    s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
-    return key
 
 
 def _events(request_id: str) -> dict[str, dict]:
@@ -256,7 +249,7 @@ def test_a_wave_erases_every_subject_wherever_it_may_go_and_nothing_of_anyone_el
     if earlier.get_request("E2E-W-TAKEN") is None:  # an earlier request of someone else
         received = datetime.now(UTC)
         earlier.record_request("E2E-W-TAKEN", "access", "GDPR", "f" * 64, received, received + timedelta(days=30))
-    key = _upload_wave(s3, wave_id, [*lines[:5], *bad, *lines[5:]])
+    key = upload_wave(s3, wave_id, [*lines[:5], *bad, *lines[5:]])
     erased = {*members, "H02"}  # H02 went in the dry-run test
     emails = _emails_of(paths, members)
     suppressed = {keyed_hash(normalize_email(e), settings.DEMO_ERASURE_HASH_SECRET) for e in emails.values()}
@@ -275,9 +268,7 @@ def test_a_wave_erases_every_subject_wherever_it_may_go_and_nothing_of_anyone_el
     assert run.state == "success", [(t.task_id, t.map_index, t.state) for t in run.get_task_instances()]
     print(f"\nwave of {len(lines)} erasures: {elapsed:.1f} s under dag.test()")
 
-    report = json.loads(
-        s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"_waves/{wave_id}/report.json")["Body"].read()
-    )
+    report = wave_report(s3, wave_id)
     assert report["counts"] == {"accepted": len(lines), "refused": 4, "duplicate": 2}
     refused = {d["line"]: d["reason"] for d in report["detail"] if d["status"] != "accepted"}
     assert "not a JSON object" in refused[6]

@@ -26,7 +26,7 @@ from include import constants, settings
 from include.demo.airflow_env import demo_connections
 from include.dsr.ledger.api import Ledger
 from tests.e2e.conftest import rebuild_world
-from tests.e2e.helpers import VERIFIED, customers_of_automated_partners
+from tests.e2e.helpers import customers_of_automated_partners, email_conf
 from tests.e2e.stack import Stack, running_stack
 from tests.support import TcpProxy
 
@@ -75,15 +75,13 @@ def stack(demo_world, proxies, tmp_path_factory):
         "extra": {"sqlalchemy_url": _ledger_url(proxies["ledger"].port)},
     }
     extra_env = {
-        "AIRFLOW_CONN_FABCONNECT_S3": _s3_through(proxies["s3"]),
+        f"AIRFLOW_CONN_{constants.CONN_S3.upper()}": _s3_through(proxies["s3"]),
         f"AIRFLOW_CONN_{constants.CONN_LEDGER.upper()}": json.dumps(ledger_conn),
         "DSR_TASK_RETRY_DELAY_SECONDS": "3",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     }
     with running_stack(tmp_path_factory.mktemp("faults"), extra_env=extra_env) as running:
-        for dag_id in (constants.DAG_ACCESS, constants.DAG_ERASURE):
-            running.api.wait_for_dag(dag_id)
         yield running
     rebuild_world(demo_world)  # the erasure below consumed a subject
     if OUTCOMES:
@@ -101,14 +99,11 @@ def _ledger() -> Ledger:
     return Ledger(_ledger_url())
 
 
-def _conf(request_id: str, email: str) -> dict:
-    return {"request_id": request_id, "subject": {"email": email}, "verification": VERIFIED}
-
-
 def _tis(stack: Stack, dag_id: str, run_id: str) -> dict[str, dict]:
-    found = stack.api._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", query={"limit": 100})
+    """Task instances by ``task_id`` (``task_id[i]`` for a mapped one)."""
     return {
-        f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"]: t for t in found["task_instances"]
+        f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"]: t
+        for t in stack.api.task_instances(dag_id, run_id)
     }
 
 
@@ -158,7 +153,7 @@ def _record(fault: str, request_id: str, run: dict, retried: int) -> None:
 def test_the_scheduler_killed_mid_run_is_restarted_and_the_request_completes(stack, subjects):
     _, email = subjects[0]
     request_id = "E2E-FAULT-SCHED"
-    run_id = stack.api.trigger(constants.DAG_ACCESS, _conf(request_id, email))
+    run_id = stack.api.trigger(constants.DAG_ACCESS, email_conf(request_id, email))
     _wait_for_task(stack, constants.DAG_ACCESS, run_id, "resolve_subject", {"running"})
     stack.group.kill("scheduler")
     time.sleep(5)
@@ -204,7 +199,7 @@ def test_the_scheduler_killed_mid_run_is_restarted_and_the_request_completes(sta
 def test_a_server_down_mid_task_is_survived(stack, proxies, subjects, fault, dag_id, task_id, server, index):
     _, email = subjects[index]
     request_id = f"E2E-FAULT-{task_id.upper().replace('_', '-')}"
-    run_id = stack.api.trigger(dag_id, _conf(request_id, email))
+    run_id = stack.api.trigger(dag_id, email_conf(request_id, email))
     _cut_while(stack, proxies[server], dag_id, run_id, task_id)
     run = stack.wait_for_run(dag_id, run_id, timeout=900)
     assert run["state"] == "success"

@@ -16,7 +16,7 @@ import pytest
 
 from include import constants
 from tests.e2e.conftest import rebuild_world
-from tests.e2e.helpers import HARD, conf_for, ledger, people_without_manual_partner
+from tests.e2e.helpers import HARD, conf_for, ledger, people_without_manual_partner, upload_wave
 from tests.e2e.pii_scan import scan_database, scan_files
 from tests.e2e.stack import running_stack
 
@@ -80,9 +80,7 @@ def test_rest_triggered_erasure_wave_runs_on_the_scheduler_and_leaves_no_identit
     people = people_without_manual_partner(demo_world.paths)[1:3]
     wave_id = "E2E-STACK-WAVE"
     lines = [conf_for(key, f"E2E-STACK-ERASE-{key}", with_phone=True) for key in people]
-    key = f"_waves/{wave_id}.jsonl"
-    body = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)
-    demo_world.s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
+    key = upload_wave(demo_world.s3, wave_id, lines)
     stack.api.trigger(constants.DAG_ERASURE, {"request_id": wave_id, "wave": key})
     runs = stack.api.find_runs(constants.DAG_ERASURE, wave_id)
     run = stack.wait_for_run(constants.DAG_ERASURE, runs[0]["dag_run_id"])

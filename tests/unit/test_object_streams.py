@@ -12,16 +12,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
 
-import boto3
 import pytest
-import requests
-from botocore.config import Config
 
+from include.demo.readiness import wait_for_port
+from include.demo.world import s3_client_for
 from include.dsr.connectors import object_streams
 from include.dsr.connectors.object_streams import copy_object, sha256_of
 from tests.e2e.api_server import free_port
@@ -40,23 +38,10 @@ def s3() -> Iterator:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                requests.get(endpoint, timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-            region_name="eu-central-1",
-            config=Config(response_checksum_validation="when_required"),  # as the demo's fabconnect_s3
-        )
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        wait_for_port("127.0.0.1", port, timeout=30)
+        client = s3_client_for(f"http://127.0.0.1:{port}")
+        client.create_bucket(Bucket=BUCKET)
         yield client
     finally:
         server.terminate()
@@ -94,14 +79,16 @@ def test_the_package_zip_streams_its_entries(s3, large_object, tmp_path):
     from include.dsr.package.build import _write_zip, _Writer
 
     writer = _Writer(s3, BUCKET, "R2/")
+    tracemalloc.start()
     writer.copy("files/large.step", "specs/large.step")
     writer.put("manifest.json", b"{}", "application/json")
-    tracemalloc.start()
     key = _write_zip(writer, zipfile, None)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert writer.files["files/large.step"]["sha256"] == large_object
-    assert peak < SIZE / 2, f"peak {peak / 2**20:.0f} MiB while zipping a {SIZE / 2**20:.0f} MiB file"
+    assert peak < SIZE / 2, (
+        f"peak {peak / 2**20:.0f} MiB while copying, hashing and zipping a {SIZE / 2**20:.0f} MiB file"
+    )
     s3.download_file(BUCKET, key, str(tmp_path / "package.zip"))
     with zipfile.ZipFile(tmp_path / "package.zip") as archive, archive.open("files/large.step") as entry:
         digest = hashlib.sha256()

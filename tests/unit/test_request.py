@@ -8,7 +8,7 @@ import pytest
 
 from include.dsr.core.errors import RequestValidationError
 from include.dsr.core.request import parse_request
-from tests.bad_confs import CASES, EMAIL
+from tests.bad_confs import CASES, DECLARED_RECEIVER, EMAIL
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -130,7 +130,10 @@ def test_every_problem_is_listed_and_no_identity_is_echoed():
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.cli], ids=lambda c: c.name)
-def test_hostile_confs_are_refused_naming_the_field(case):
+def test_hostile_confs_are_refused_naming_the_field(case, monkeypatch):
+    from include import settings
+
+    monkeypatch.setattr(settings, "RECEIVING_CONTROLLERS", (DECLARED_RECEIVER,))
     from include.dsr.core.request import is_wave, parse_wave
 
     check = (lambda: parse_wave(case.conf, case.right)) if is_wave(case.conf) else None
@@ -139,6 +142,7 @@ def test_hostile_confs_are_refused_naming_the_field(case):
         check()
     text = str(exc_info.value)
     assert case.field in text
+    assert case.reason in text
     assert "refused before anything was touched" in text
     assert EMAIL not in text
 

@@ -206,6 +206,11 @@ class AirflowApi:
         """The run's details (``state``, ``conf``, ``queued_at``, ...)."""
         return self._request("GET", f"/api/v2/dags/{_quote(dag_id)}/dagRuns/{_quote(run_id)}")
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """The run's task instances (``task_id``, ``map_index``, ``state``, ``try_number``, ...)."""
+        path = f"/api/v2/dags/{_quote(dag_id)}/dagRuns/{_quote(run_id)}/taskInstances"
+        return self._request("GET", path, query={"limit": 1000})["task_instances"]
+
     def delete_run(self, dag_id: str, run_id: str) -> None:
         """Delete a run (e.g. one submitted by mistake that has not started)."""
         self._request("DELETE", f"/api/v2/dags/{_quote(dag_id)}/dagRuns/{_quote(run_id)}")

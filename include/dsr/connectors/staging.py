@@ -22,6 +22,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from include.dsr.connectors.base import ExportResult
+from include.dsr.core.errors import TerminalError
 from include.dsr.identity.resolver import ResolvedSubject
 
 if TYPE_CHECKING:
@@ -190,6 +191,9 @@ class RequestSlice:
         from dataclasses import replace
 
         result, grouped = self.batch.results[unit], self.batch.rows[unit]
+        untagged = [name for name, frame in result.frames.items() if name not in grouped and len(frame)]
+        if untagged:  # whose rows they are is unknown: none of them may go into anyone's package
+            raise TerminalError(f"staged unit {unit}: rows of {untagged} carry no request id; a wave needs them tagged")
         frames = {
             name: grouped[name].get(self.request_id, frame.iloc[0:0]) if name in grouped else frame
             for name, frame in result.frames.items()

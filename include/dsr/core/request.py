@@ -411,7 +411,7 @@ WAVE_RIGHTS = ("access", "portability", "erasure")
 WAVE_KEY_PATTERN = r"^_waves/[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.jsonl$"
 #: Keys a wave's run conf may carry besides ``wave``: the DAG's params with their defaults (the
 #: trigger form sends them all); identities belong in the wave's file, never in the conf.
-WAVE_CONF_KEYS = COMMON_KEYS | {"wave"}
+WAVE_CONF_KEYS = COMMON_KEYS | {"wave", "transmit_to"}  # transmit_to: the portability form sends it, empty
 
 
 class WaveRequest(BaseModel):

@@ -21,6 +21,7 @@ from include.dsr.core.request import (
     ACCOUNT_ID_MAX,
     EMAIL_FIELD_PATTERN,
     EMAIL_MAX,
+    FORM_SUBJECT_KEYS,
     JURISDICTIONS,
     PHONE_FIELD_PATTERN,
     PHONE_MAX,
@@ -51,44 +52,36 @@ VERIFICATION_SECTION = "Identity check"
 RAW_SECTION = "The same, as one object (REST and the CLI send these)"
 
 
+#: One JSON schema per identity: the form's field and the ``subject`` object check the same.
+IDENTITY_SCHEMAS: dict[str, dict] = {
+    "email": {"type": ["null", "string"], "maxLength": EMAIL_MAX, "pattern": EMAIL_FIELD_PATTERN},
+    "phone": {"type": ["null", "string"], "maxLength": PHONE_MAX, "pattern": PHONE_FIELD_PATTERN},
+    "account_id": {"type": ["null", "integer"], "minimum": 1, "maximum": ACCOUNT_ID_MAX},
+    "phone_region": {"type": ["null", "string"], "pattern": "^[A-Za-z]{2}$"},
+}
+IDENTITY_FORM_TEXT = {
+    "email": {
+        "title": "Email",
+        "description": "The email address the subject wrote from or has an account with, e.g. maria@example.com.",
+    },
+    "phone": {
+        "title": "Phone",
+        "description": "In international format, e.g. +49 30 1234567. A national number needs the country below.",
+    },
+    "account_id": {"title": "Account id", "description": "The subject's Fabconnect account number, if known."},
+    "phone_region": {
+        "title": "Country of the phone number",
+        "description": "Two letters, e.g. DE: only needed when the phone number has no +country code.",
+    },
+}
+
+
 def request_params(right: str) -> dict[str, Param]:
     """The run conf as Params, so the trigger form validates it (the engine re-checks everything)."""
     identity_fields = {
-        "subject_email": Param(
-            None,
-            type=["null", "string"],
-            maxLength=EMAIL_MAX,
-            pattern=EMAIL_FIELD_PATTERN,
-            title="Email",
-            description="The email address the subject wrote from or has an account with, e.g. maria@example.com.",
-            section=SUBJECT_SECTION,
-        ),
-        "subject_phone": Param(
-            None,
-            type=["null", "string"],
-            maxLength=PHONE_MAX,
-            pattern=PHONE_FIELD_PATTERN,
-            title="Phone",
-            description="In international format, e.g. +49 30 1234567. A national number needs the country below.",
-            section=SUBJECT_SECTION,
-        ),
-        "subject_account_id": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=ACCOUNT_ID_MAX,
-            title="Account id",
-            description="The subject's Fabconnect account number, if known.",
-            section=SUBJECT_SECTION,
-        ),
-        "subject_phone_region": Param(
-            None,
-            type=["null", "string"],
-            pattern="^[A-Za-z]{2}$",
-            title="Country of the phone number",
-            description="Two letters, e.g. DE: only needed when the phone number has no +country code.",
-            section=SUBJECT_SECTION,
-        ),
+        flat: Param(None, **IDENTITY_SCHEMAS[key], **IDENTITY_FORM_TEXT[key], section=SUBJECT_SECTION)
+        for flat, key in FORM_SUBJECT_KEYS.items()
+    } | {
         "verification_method": Param(
             None,
             type=["null", "string"],
@@ -133,12 +126,7 @@ def request_params(right: str) -> dict[str, Param]:
             type="object",
             title="Subject (as sent by REST and the CLI)",
             description="The same identities as one object; leave it empty when the fields above are used.",
-            properties={
-                "email": {"type": ["null", "string"], "maxLength": EMAIL_MAX, "pattern": EMAIL_FIELD_PATTERN},
-                "phone": {"type": ["null", "string"], "maxLength": PHONE_MAX, "pattern": PHONE_FIELD_PATTERN},
-                "account_id": {"type": ["null", "integer"], "minimum": 1, "maximum": ACCOUNT_ID_MAX},
-                "phone_region": {"type": ["null", "string"], "pattern": "^[A-Za-z]{2}$"},
-            },
+            properties=IDENTITY_SCHEMAS,
             additionalProperties=False,
             section=RAW_SECTION,
         ),

@@ -11,14 +11,29 @@ if TYPE_CHECKING:
     from include.dsr.identity.resolver import ResolvedSubject
     from include.dsr.rights.runtime import Runtime
 
+#: Staged by a wave's intake: what makes a batch a wave (its id, its right), whatever the ids are.
+WAVE_FILE = "wave.json"
+
 
 def open_subjects(rt: Runtime, batch_id: str) -> list[ResolvedSubject]:
-    """The batch's subjects whose request is still open (a closed one is never touched again)."""
-    subjects = rt.staging(batch_id).get_subjects()
+    """The batch's subjects whose request is still open (a closed one is never touched again);
+    none once the batch's staging is cleared (a retry after the close)."""
+    staging = rt.staging(batch_id)
+    if not staging.exists("subjects.json"):
+        return []
+    subjects = staging.get_subjects()
     rows = rt.ledger.get_requests([s.request_id for s in subjects])
     return [s for s in subjects if (row := rows.get(s.request_id)) is not None and row.is_open]
 
 
+def mark_wave(rt: Runtime, wave_id: str, right: str) -> None:
+    rt.staging(wave_id).put_json(WAVE_FILE, {"wave_id": wave_id, "right": right})
+
+
 def is_wave_batch(rt: Runtime, batch_id: str) -> bool:
-    """A wave's id is no request of the ledger; a single request's batch id is its request id."""
-    return rt.ledger.get_request(batch_id) is None
+    """Whether the batch is a wave (its intake staged :data:`WAVE_FILE`), not a single request."""
+    return rt.staging(batch_id).exists(WAVE_FILE)
+
+
+def wave_right(rt: Runtime, wave_id: str) -> str:
+    return rt.staging(wave_id).get_json(WAVE_FILE)["right"]

@@ -21,7 +21,7 @@ from include.dsr.core.errors import CheckFailedError
 from include.dsr.core.request import parse_request
 from include.dsr.ledger.api import SystemUpdate
 from include.dsr.rights import intake
-from include.dsr.rights.batches import is_wave_batch, open_subjects
+from include.dsr.rights.batches import is_wave_batch, open_subjects, wave_right
 from include.dsr.rights.runtime import collections_in_scope
 
 if TYPE_CHECKING:
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 EXPORT = "export"
-#: Staged per batch: the gather targets (the units the checks expect), the right, and the
-#: requests whose checks failed in this run (they get no package).
-FAN_OUT_FILE, FAN_OUT_RIGHT_FILE, CHECKS_FAILED_FILE = "fan_out.json", "right.json", "checks_failed.json"
+#: Staged per batch: the gather targets (the units the checks expect) and the requests whose
+#: checks failed in this run (they get no package).
+FAN_OUT_FILE, CHECKS_FAILED_FILE = "fan_out.json", "checks_failed.json"
 #: Requests packaged or closed (notices sent, ledger closed) per ledger transaction.
 CLOSE_CHUNK = 100
 #: A wave's packages written at once (each is a few dozen object-store writes).
@@ -63,7 +63,6 @@ def plan_fan_out(rt: Runtime, batch_id: str, right: str) -> dict:
     staging = rt.staging(batch_id)
     staging.put_json("manual_targets.json", targets["manual"])
     staging.put_json(FAN_OUT_FILE, targets["gather"])
-    staging.put_json(FAN_OUT_RIGHT_FILE, {"right": right})
     log.info(
         "batch %s (%s requests) fans out to %s units (%s partners) and %s manual partners",
         batch_id,
@@ -306,7 +305,7 @@ def build_package(
     """
     if not is_wave_batch(rt, batch_id):
         package = write_request_package(rt, batch_id, right, rt.ledger.get_request(batch_id))
-        return record_package(rt, batch_id, package, transmit_to)
+        return record_package(rt, batch_id, package, transmit(rt, package, transmit_to))
     from concurrent.futures import ThreadPoolExecutor
 
     from include.dsr.connectors.staging import StagedBatch
@@ -320,10 +319,18 @@ def build_package(
     with ThreadPoolExecutor(PACKAGE_THREADS) as pool:
         for i in range(0, len(ids), CLOSE_CHUNK):
             chunk = ids[i : i + CLOSE_CHUNK]
-            written = pool.map(lambda rid: write_request_package(rt, rid, right, rows[rid], staged.slice(rid)), chunk)
+            # Written and sent before the ledger's transaction opens: it never waits on the store
+            # or a receiver, and a failed transmission rolls back no recorded package.
+            written = list(
+                pool.map(lambda rid: write_request_package(rt, rid, right, rows[rid], staged.slice(rid)), chunk)
+            )
+            sent = [
+                transmit(rt, package, confs.get(rid, {}).get("transmit_to"))
+                for rid, package in zip(chunk, written, strict=True)
+            ]
             with rt.ledger.batch():
-                for rid, package in zip(chunk, written, strict=True):
-                    records += record_package(rt, rid, package, confs.get(rid, {}).get("transmit_to"))["records"]
+                for rid, package, receipt in zip(chunk, written, sent, strict=True):
+                    records += record_package(rt, rid, package, receipt)["records"]
     log.info("batch %s: %s packages built (%s records)", batch_id, len(ids), records)
     return {"request_id": batch_id, "packages": len(ids), "records": records}
 
@@ -354,8 +361,18 @@ def write_request_package(rt: Runtime, request_id: str, right: str, row, staging
     )
 
 
-def record_package(rt: Runtime, request_id: str, package, transmit_to: str | None = None) -> dict:
-    """The package in the ledger (link in the request row, ``package.created`` event); transmit if asked."""
+def transmit(rt: Runtime, package, transmit_to: str | None) -> dict | None:
+    """Send a portability package to the receiving controller (Art. 20(2)); its receipt, or None."""
+    if not transmit_to:
+        return None
+    from include.dsr.package.transmit import transmit_package
+
+    receipt = transmit_package(transmit_to, package.transmit_body(rt.s3, rt.exports_bucket))
+    return {k: v for k, v in receipt.items() if k != "url"}
+
+
+def record_package(rt: Runtime, request_id: str, package, receipt: dict | None = None) -> dict:
+    """The package in the ledger: link in the request row, ``package.created`` event (with the receipt)."""
     # The presigned link lives in the request row (replaced on a re-run), not in the append-only
     # event log: it opens the package for up to 7 days.
     rt.ledger.set_package(request_id, package.url, package.expires_at)
@@ -366,11 +383,8 @@ def record_package(rt: Runtime, request_id: str, package, transmit_to: str | Non
         "expires_at": package.expires_at.isoformat(),
         "records": sum(package.counts.values()),
     }
-    if transmit_to:
-        from include.dsr.package.transmit import transmit_package
-
-        receipt = transmit_package(transmit_to, package.transmit_body(rt.s3, rt.exports_bucket))
-        payload["transmitted"] = {k: v for k, v in receipt.items() if k != "url"}
+    if receipt is not None:
+        payload["transmitted"] = receipt
     rt.ledger.append_event(
         request_id, "package.created", payload, dedupe_key=f"{request_id}:package:{package.manifest_sha256}"
     )
@@ -406,7 +420,7 @@ def close_request(rt: Runtime, batch_id: str, conf: dict | None = None) -> dict:
     if wave:
         from include.dsr.rights import waves
 
-        right = _right_of(rt, batch_id)
+        right = wave_right(rt, batch_id)
         confs = waves.confs(rt, conf or {}, right)
     else:
         confs = {batch_id: conf or {}}
@@ -498,10 +512,6 @@ def _gather_targets(rt: Runtime, batch_id: str, right: str) -> list[dict]:
             {"system": system_key, "channel": system.channel} if partner else {"system": system_key, "group": group}
         )
     return targets
-
-
-def _right_of(rt: Runtime, batch_id: str) -> str:
-    return rt.staging(batch_id).get_json(FAN_OUT_RIGHT_FILE)["right"]
 
 
 def _checks_failed(rt: Runtime, batch_id: str) -> list[str]:

@@ -32,6 +32,7 @@ from include.dsr.core.fingerprint import subject_fingerprint
 from include.dsr.core.pii import redact
 from include.dsr.core.request import DSRRequest, WaveRequest, parse_request, parse_wave
 from include.dsr.identity.resolver import IdentityResolver, ResolvedSubject
+from include.dsr.rights.batches import mark_wave
 
 if TYPE_CHECKING:
     from include.dsr.rights.runtime import Runtime
@@ -162,6 +163,7 @@ def start_wave(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = Non
     _acknowledge(rt, open_requests)
     subjects = _resolve(rt, wave_id, open_requests, by_line)
     rt.staging(wave_id).put_subjects(subjects)
+    mark_wave(rt, wave_id, right)
     report = parsed.report()
     rt.s3.put_object(
         Bucket=rt.exports_bucket,
