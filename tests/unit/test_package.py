@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
 import jsonschema
@@ -452,6 +452,22 @@ def test_zip_holds_every_file_and_is_the_linked_object(s3, data_map, request_id)
         manifest = json.loads(archive.read("manifest.json"))
         for entry in manifest["files"]:
             assert hashlib.sha256(archive.read(entry["path"])).hexdigest() == entry["sha256"]
+
+
+def test_zip_reads_back_only_copied_objects(s3, data_map, request_id):
+    """Files the build wrote itself go into the zip from memory; only copies are read back."""
+    _stage(s3, request_id)
+    read: list[str] = []  # request paths actually sent (a presigned link sends nothing)
+    record = lambda request, **_: read.append(unquote(urlsplit(request.url).path))
+    s3.meta.events.register("before-send.s3.GetObject", record)
+    try:
+        result = _build(s3, data_map, request_id, build_zip=True)
+    finally:
+        s3.meta.events.unregister("before-send.s3.GetObject", record)
+    prefix = f"/{BUCKET}/{result.prefix}"
+    package_reads = [p.removeprefix(prefix) for p in read if p.startswith(prefix)]
+    assert package_reads  # the copied spec file: hashed as stored, then zipped
+    assert all(path.startswith("files/") for path in package_reads), package_reads
 
 
 def test_zip_with_a_password_is_aes_encrypted(s3, data_map, request_id):

@@ -78,16 +78,24 @@ class _Gathered:
     units: dict[str, dict[str, str]] = field(default_factory=dict)  # system -> unit -> status
 
 
+# Bodies up to this size stay in memory until the zip is written (no second round trip per file);
+# larger ones, and copied objects, are streamed back from the store.
+KEEP_BODY_BYTES = 8 * 1024 * 1024
+
+
 class _Writer:
     """Writes files under the package prefix and records key, sha256 and size of each."""
 
     def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
         self.files: dict[str, dict] = {}  # path inside the package -> manifest entry
+        self.bodies: dict[str, bytes] = {}  # path -> what was written (small files only)
 
     def put(self, path: str, body: bytes, content_type: str) -> None:
         key = self.prefix + path
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        if len(body) <= KEEP_BODY_BYTES:
+            self.bodies[path] = body
         self.files[path] = {
             "key": key,
             "path": path,
@@ -104,7 +112,11 @@ class _Writer:
         self.files[path] = {"key": key, "path": path, "sha256": sha256, "size_bytes": size}
 
     def stream(self, path: str, sink) -> int:
-        """Write a package file into ``sink`` chunk by chunk."""
+        """Write a package file into ``sink``: from memory if this writer kept it, else chunk by
+        chunk from the store."""
+        if path in self.bodies:
+            sink.write(self.bodies[path])
+            return len(self.bodies[path])
         return stream_into(self.s3, self.bucket, self.prefix + path, sink)
 
 
@@ -313,8 +325,9 @@ def _zip_module(password: str | None) -> Any:
 def _write_zip(writer: _Writer, module: Any, password: str | None) -> str:
     """Zip every file written so far (manifest included) into ``package.zip``; returns its key.
 
-    The zip is a container of the package, so the manifest does not list it. Entries are
-    streamed from the store chunk by chunk into a temporary file (memory: one chunk).
+    The zip is a container of the package, so the manifest does not list it. Small files come
+    from memory; copied objects and large files are streamed from the store chunk by chunk into a
+    temporary file (memory: one chunk).
     """
     with tempfile.TemporaryDirectory(prefix="dsr-package-") as folder:
         path = Path(folder) / ZIP_NAME
