@@ -107,7 +107,14 @@ def running_celery_stack(home: Path, postgres_url: str, broker_db: int = 7) -> I
     celery_stack.ensure_database(metadata_url)
     env = celery_stack.stack_environment(home, metadata_url, broker_url, port, base=dict(os.environ))
     env.update(
-        {"AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5"}
+        {
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            # A task whose worker was killed is found by its missed heartbeats in seconds, not minutes.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            "DSR_TASK_RETRY_DELAY_SECONDS": "3",
+        }
     )
     try:
         with _started(home, env, port, workers=celery_stack.workers(base_log_port=free_port())) as stack:

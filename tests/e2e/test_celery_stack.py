@@ -9,7 +9,10 @@ dag-processor, triggerer and api-server, all started as ``make stack`` starts th
 * partner faults: a partner failing twice is retried and the request completes; a partner that
   lies fails the check, naming the partner;
 * the leak scan: once the requests closed, no identity in any table of the PostgreSQL metadata
-  DB or in any task-log file; the ledger's hash chain verifies.
+  DB or in any task-log file; the ledger's hash chain verifies;
+* a Celery worker SIGKILLed mid-task (its partner call stalled) and started again: the scheduler
+  finds the task by its missed heartbeats, it is retried, and the request completes once, with
+  one package and the ledger chain intact.
 """
 
 from __future__ import annotations
@@ -156,3 +159,36 @@ def test_partner_faults_on_the_stack_end_as_documented(stack, demo_world, health
     assert "payflow" in summary
     assert "do not belong to the subject" in summary
     assert ledger().verify_chain().ok
+
+
+def test_a_worker_killed_mid_task_is_replaced_and_the_request_completes(stack, demo_world, healthy_partners, capsys):
+    healthy_partners["payflow"].faults = Faults(mode="stall", stall_seconds=8)  # under the 10 s client timeout
+    request_id = "E2E-CELERY-WORKER-KILL"
+    run_id = stack.api.trigger(constants.DAG_ACCESS, conf_for("H01", request_id))
+    deadline = time.monotonic() + 300
+    while not any(t["task_id"] == "gather" and t["state"] == "running" for t in _tis(stack, run_id)):
+        assert time.monotonic() < deadline, "no gather task started on the fan-out worker"
+        time.sleep(0.5)
+    time.sleep(3)  # inside payflow's stalled call
+    killed = {t["map_index"] for t in _tis(stack, run_id) if t["task_id"] == "gather" and t["state"] == "running"}
+    stack.group.kill("worker-fanout")  # SIGKILL to the worker and the task processes it forked
+    healthy_partners["payflow"].faults = Faults()
+    time.sleep(3)
+    stack.group.restart("worker-fanout")
+    run = _finish(stack, constants.DAG_ACCESS, run_id)
+    assert run["state"] == "success"
+    tries = {t["map_index"]: t["try_number"] for t in _tis(stack, run_id) if t["task_id"] == "gather"}
+    assert killed
+    assert all(tries[i] >= 2 for i in killed), (killed, tries)  # each killed task ran again
+    request = ledger().get_request(request_id)
+    assert request.status == "completed", request.outcome_summary
+    events = [e.event_type for e in ledger().events(request_id)]
+    assert events.count("package.created") == 1
+    assert events.count("request.closed") == 1
+    assert ledger().verify_chain().ok
+    with capsys.disabled():
+        print(f"\nworker-fanout SIGKILLed with {len(killed)} gather tasks running: tries after recovery {tries}")
+
+
+def _tis(stack, run_id: str) -> list[dict]:
+    return stack.api.task_instances(constants.DAG_ACCESS, run_id)

@@ -204,10 +204,20 @@ def collect(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[st
     outcome = stage_result(
         rt, batch_id, system_key, result, members, evidence=lambda rid: {"partner_refs": {rid: refs.get(rid, [])}}
     )
-    with rt.ledger.batch():
-        for rid in members:
-            rt.ledger.set_status(rid, "in_progress")
+    resume(rt, members)
     return outcome
+
+
+def resume(rt: Runtime, request_ids: list[str]) -> int:
+    """A partner answered: its requests go back to ``in_progress``, except those another system
+    still keeps waiting (a request's status follows all its systems, not the last one to answer).
+    Returns how many were resumed."""
+    rows = rt.ledger.system_results_of(list(request_ids))
+    ready = [rid for rid in request_ids if not any(r.status == "waiting" for r in rows.get(rid, []))]
+    with rt.ledger.batch():
+        for rid in ready:
+            rt.ledger.set_status(rid, "in_progress")
+    return len(ready)
 
 
 def fail(rt: Runtime, batch_id: str, system_key: str, reason: str, right: str = "access") -> None:
@@ -266,8 +276,7 @@ def confirm(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[st
         ]
     )
     if status == "completed":
-        for request_id in refs:
-            rt.ledger.set_status(request_id, "in_progress")
+        resume(rt, list(refs))
     return {"affected": sum(sum(c.values()) for c in affected.values())}
 
 
