@@ -29,6 +29,8 @@ RUN pip install --no-deps /opt/fabconnect-dsr
 
 COPY --chown=airflow:airflow dags /opt/airflow/dags
 COPY --chown=airflow:airflow plugins /opt/airflow/plugins
+# Preloads the task bodies' heavy modules in the scheduler / Celery workers (once, not per task).
+COPY --chown=airflow:airflow config/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py
 
 USER 50000
 ENTRYPOINT ["/usr/bin/tini", "--", "airflow"]

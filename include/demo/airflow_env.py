@@ -69,7 +69,8 @@ def airflow_environment(
         {
             "AIRFLOW_HOME": str(home),
             "DSR_DEMO": "1",  # the embedded demo: its public secrets are accepted (never outside it)
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
+            # config/: the project's airflow_local_settings (heavy modules preloaded once per worker)
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), str(root / "config"), env.get("PYTHONPATH")])),
             "AIRFLOW__CORE__DAGS_FOLDER": str(settings.DAGS_FOLDER),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

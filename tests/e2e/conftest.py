@@ -81,13 +81,17 @@ def run_dag(dag_id: str, conf: dict, approve: str = "confirm_identity|confirm_ma
         return load_dag(dag_id).test(run_conf=conf, mark_success_pattern=approve)
 
 
-def rebuild_world(world: DemoWorld) -> None:
+def rebuild_world(world: DemoWorld, app_url: str = "") -> None:
     """Build the session's demo world again (same seed) and restart its partner simulators, for
-    modules that change data (erasure): the modules after them see the world as it was."""
+    modules that change data (erasure): the modules after them see the world as it was.
+
+    :param app_url: the platform DB to build it in (a PostgreSQL schema); default the session's SQLite
+    """
     from include.demo.services import start_partner_simulators
 
     for sim in world.simulators.values():
         sim.stop()
-    build_world(world.paths, subjects=E2E_SUBJECTS, seed=settings.DEMO_SEED, s3_client=world.s3)
+    paths = WorldPaths(world.paths.root, app_url=app_url) if app_url else world.paths
+    build_world(paths, subjects=E2E_SUBJECTS, seed=settings.DEMO_SEED, s3_client=world.s3)
     world.simulators.clear()
     world.simulators.update({sim.slug: sim for sim in start_partner_simulators(world.paths, world.endpoint)})

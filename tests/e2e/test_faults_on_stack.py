@@ -7,7 +7,10 @@ and the re-runs Airflow makes duplicate no side effect (one package, one event o
 * the object store down (every connection reset, through :class:`tests.support.TcpProxy`) while the package
   is written, and while an erasure deletes objects: the tasks fail, are retried, and finish once
   it is back;
-* the ledger's PostgreSQL unreachable for a while mid-request: the same.
+* the ledger's PostgreSQL unreachable for a while mid-request: the same;
+* the platform DB (the world built in a PostgreSQL schema for this module, reached through its
+  own proxy) dropping every connection while ``erase_platform`` deletes: the task fails, is
+  retried, and the read-back check finds nothing of the subject left.
 
 Every outcome is printed as one table row (``-s`` shows them; CI logs them).
 """
@@ -34,6 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 POSTGRES_URL = os.environ.get("DSR_TEST_POSTGRES_URL")
 LEDGER_SCHEMA = "dsr_fault_ledger"
+PLATFORM_SCHEMA = "dsr_fault_platform"
 OUTCOMES: list[tuple[str, str]] = []
 
 
@@ -44,9 +48,17 @@ def _s3_through(proxy: TcpProxy) -> str:
     return json.dumps({**conn, "extra": extra})
 
 
-def _ledger_url(port: int | None = None) -> str:
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={LEDGER_SCHEMA}"})
+def _schema_url(schema: str, port: int | None = None) -> str:
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
     return (url.set(port=port) if port else url).render_as_string(hide_password=False)
+
+
+def _ledger_url(port: int | None = None) -> str:
+    return _schema_url(LEDGER_SCHEMA, port)
+
+
+def _postgres_conn(url: str) -> str:
+    return json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "extra": {"sqlalchemy_url": url}})
 
 
 @pytest.fixture(scope="module")
@@ -57,33 +69,35 @@ def proxies():
 
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA IF EXISTS {LEDGER_SCHEMA} CASCADE; CREATE SCHEMA {LEDGER_SCHEMA}"))
+        for schema in (LEDGER_SCHEMA, PLATFORM_SCHEMA):
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
     admin.dispose()
     Ledger(_ledger_url()).create_schema()
-    s3 = TcpProxy(settings.S3_PORT)
-    pg = TcpProxy(make_url(POSTGRES_URL).port or 5432)
-    yield {"s3": s3, "ledger": pg}
-    s3.stop()
-    pg.stop()
+    pg_port = make_url(POSTGRES_URL).port or 5432
+    found = {"s3": TcpProxy(settings.S3_PORT), "ledger": TcpProxy(pg_port), "platform": TcpProxy(pg_port)}
+    yield found
+    for proxy in found.values():
+        proxy.stop()
 
 
 @pytest.fixture(scope="module")
 def stack(demo_world, proxies, tmp_path_factory):
-    ledger_conn = {
-        "conn_type": "postgres",
-        "host": "127.0.0.1",
-        "extra": {"sqlalchemy_url": _ledger_url(proxies["ledger"].port)},
-    }
+    # The platform DB in PostgreSQL for this module (same seed, same people), so that its
+    # connections can be dropped; the SQLite world is built again afterwards.
+    rebuild_world(demo_world, app_url=_schema_url(PLATFORM_SCHEMA))
     extra_env = {
         f"AIRFLOW_CONN_{constants.CONN_S3.upper()}": _s3_through(proxies["s3"]),
-        f"AIRFLOW_CONN_{constants.CONN_LEDGER.upper()}": json.dumps(ledger_conn),
+        f"AIRFLOW_CONN_{constants.CONN_LEDGER.upper()}": _postgres_conn(_ledger_url(proxies["ledger"].port)),
+        f"AIRFLOW_CONN_{constants.CONN_APP_DB.upper()}": _postgres_conn(
+            _schema_url(PLATFORM_SCHEMA, proxies["platform"].port)
+        ),
         "DSR_TASK_RETRY_DELAY_SECONDS": "3",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     }
     with running_stack(tmp_path_factory.mktemp("faults"), extra_env=extra_env) as running:
         yield running
-    rebuild_world(demo_world)  # the erasure below consumed a subject
+    rebuild_world(demo_world)  # the SQLite world again, as the modules after this one expect it
     if OUTCOMES:
         print("\nfault                                             outcome")
         for fault, outcome in OUTCOMES:
@@ -185,6 +199,14 @@ def test_the_scheduler_killed_mid_run_is_restarted_and_the_request_completes(sta
             "s3",
             2,
             id="object store down during an erasure",
+        ),
+        pytest.param(
+            "platform DB connections dropped while erase_platform deletes",
+            constants.DAG_ERASURE,
+            "erase_platform",
+            "platform",
+            4,
+            id="platform DB dropped during an erasure",
         ),
         pytest.param(
             "ledger PostgreSQL unreachable at plan_fan_out",

@@ -1,0 +1,65 @@
+"""Heavy modules imported once per worker process, not once per task.
+
+Airflow starts every task in a process forked from a long-lived one: the LocalExecutor's
+workers (forked from the scheduler) or a Celery worker's pool processes. A module imported
+there before the fork is already loaded in every task process; imported in the task, it is
+paid again each time (Great Expectations alone takes seconds of CPU per ``validate_results``).
+``config/airflow_local_settings.py`` calls :func:`preload_for_this_process` as Airflow starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+
+PRELOAD_ENV = "DSR_PRELOAD_MODULES"  # comma-separated; "" turns preloading off
+DEFAULT_MODULES = ("pandas", "boto3", "sqlalchemy", "great_expectations")
+
+
+def forks_tasks(argv: Sequence[str], executor: str) -> bool:
+    """Whether this Airflow process forks task processes: a Celery worker, or the scheduler of
+    a LocalExecutor (its workers are forked from it). API server, dag-processor, triggerer and
+    the CLI do not: they load nothing extra."""
+    command = [a for a in argv[1:] if not a.startswith("-")][:2]
+    if command[:2] == ["celery", "worker"]:
+        return True
+    return command[:1] == ["scheduler"] and "LocalExecutor" in executor
+
+
+def modules_to_preload(environ: dict[str, str] | os._Environ) -> tuple[str, ...]:
+    value = environ.get(PRELOAD_ENV)
+    if value is None:
+        return DEFAULT_MODULES
+    return tuple(m.strip() for m in value.split(",") if m.strip())
+
+
+def preload(modules: Sequence[str]) -> dict[str, float]:
+    """Import ``modules``; seconds each took. A module that fails to import is logged and skipped
+    (the task imports it itself and reports the error there)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no analytics thread before the fork
+    took: dict[str, float] = {}
+    for name in modules:
+        started = time.perf_counter()
+        try:
+            importlib.import_module(name)
+        except Exception:  # a preload must never stop Airflow from starting
+            log.warning("preloading %s failed; tasks will import it themselves", name, exc_info=True)
+            continue
+        took[name] = round(time.perf_counter() - started, 2)
+    return took
+
+
+def preload_for_this_process(executor: str) -> dict[str, float]:
+    """Preload :func:`modules_to_preload` if this process forks tasks (see :func:`forks_tasks`)."""
+    if not forks_tasks(sys.argv, executor):
+        return {}
+    took = preload(modules_to_preload(os.environ))
+    if took:
+        log.info("preloaded for the task processes: %s", took)
+    return took
