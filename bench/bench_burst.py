@@ -1,7 +1,8 @@
 """A burst of submissions, half through the ``dsr`` CLI and half through the REST API, all at once.
 
 On the Celery stack (default: ``launcher up --celery``, PostgreSQL metadata DB, Redis, two
-workers) every submission must be accepted and every run must finish: it starts the stack,
+workers) every submission must be accepted and every run must finish: it starts the stack on
+an empty metadata DB and broker (dropping ``make stack``'s, so stop a stack you need first),
 picks ``--submissions`` distinct customers with an email and no data at a manual partner (no
 human step), and fires them together: ``--submissions / 2`` ``dsr submit access`` processes,
 ``--parallel`` at a time, beside as many REST ``POST /dagRuns`` from ``--parallel`` threads.
@@ -169,6 +170,17 @@ def ledger_statuses(prefix: str) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
+def fresh_celery_stack() -> None:
+    """An empty metadata DB and broker: runs left queued by an earlier, interrupted stack would
+    otherwise be scheduled before the burst's (Airflow resumes them, as it should)."""
+    import redis
+
+    from include.demo import celery_stack
+
+    celery_stack.drop_database(celery_stack.METADATA_URL)
+    redis.Redis.from_url(celery_stack.BROKER_URL).flushdb()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=200)
@@ -178,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     demo.RESULTS.mkdir(parents=True, exist_ok=True)
     name = "burst_embedded" if args.embedded else "burst"
+    if not args.embedded:
+        fresh_celery_stack()
     started = time.monotonic()
     proc = demo.start_demo(
         settings.DAGS_FOLDER, demo.RESULTS / f"{name}_stack.log", extra_args=() if args.embedded else ("--celery",)
