@@ -87,6 +87,7 @@ def _submit_cli(request_id: str, email: str) -> dict:
         "accepted": done.returncode == 0 and found is not None,
         "run_id": found.group(1) if found else None,
         "retries": done.stderr.count("retrying in"),
+        # The CLI's own message (it never prints the identities it was given).
         "error": None if done.returncode == 0 else done.stderr.strip().splitlines()[-1:],
         "seconds": round(time.monotonic() - started, 2),
     }
@@ -104,7 +105,8 @@ def _submit_rest(base_url: str, request_id: str, email: str) -> dict:
     try:
         run_id, error = api.post_run(constants.DAG_ACCESS, conf), None
     except Exception as exc:  # counted, not raised: the burst goes on
-        run_id, error = None, f"{type(exc).__name__}: {str(exc)[:200]}"
+        # Type and status only: an API error can quote the conf it refused (the subject's email).
+        run_id, error = None, f"{type(exc).__name__} {getattr(exc, 'status', '')}".strip()
     return {
         "via": "rest",
         "request_id": request_id,

@@ -7,10 +7,15 @@ heavy modules of the task bodies in the processes that fork tasks (see
 :mod:`include.dsr.orchestration.preload`); ``DSR_PRELOAD_MODULES=""`` turns that off.
 """
 
-from airflow.configuration import conf
+import sys
 
-from include.dsr.orchestration.preload import preload_for_this_process
+from airflow.configuration import conf
 
 __all__: list[str] = []  # nothing here replaces a setting or policy of airflow.settings
 
-preload_for_this_process(conf.get("core", "executor", fallback=""))
+try:
+    from include.dsr.orchestration.preload import preload_for_this_process
+except ImportError as exc:  # the project is not importable here: Airflow must still start
+    print(f"airflow_local_settings: no preloading ({exc})", file=sys.stderr)
+else:
+    preload_for_this_process(conf.get("core", "executor", fallback=""))

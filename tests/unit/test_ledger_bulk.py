@@ -104,6 +104,12 @@ def test_bulk_events_skip_stored_and_repeated_dedupe_keys(two_ledgers) -> None:
         "erasure.planned",
     ]
     assert many.events_of(["req-4"])["req-4"][0].event_type == "request.received"
+    planned = many.events_of(["req-0", "req-1", "req-4"], ["erasure.planned"])
+    assert {rid: [e.payload["rows"] for e in found] for rid, found in planned.items()} == {
+        "req-0": [3],
+        "req-1": [1],
+        "req-4": [],
+    }
     many.verify_chain_or_raise()
 
 

@@ -50,6 +50,18 @@ def test_a_request_resumes_only_when_no_system_keeps_it_waiting(ledger, other_sy
     assert ledger.get_request("req-1").status == expected
 
 
+@pytest.mark.parametrize("status", ["completed", "failed", "verifying", "in_progress"])
+def test_a_request_not_waiting_on_partners_is_left_as_it_is(ledger, status):
+    _open(ledger, "req-2")
+    if status == "completed":
+        ledger.close_request("req-2", "completed", DUE, "answered")
+    else:
+        ledger.set_status("req-2", status)
+    ledger.upsert_system_result("req-2", "payflow", "export", "completed", record_count=1)
+    assert resume(SimpleNamespace(ledger=ledger), ["req-2"]) == 0
+    assert ledger.get_request("req-2").status == status
+
+
 def test_a_wave_resumes_its_requests_one_by_one(ledger):
     for rid in ("w-1", "w-2", "w-3"):
         _open(ledger, rid)

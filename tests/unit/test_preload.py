@@ -41,26 +41,49 @@ def test_modules_to_preload(environ, expected):
     assert modules_to_preload(environ) == expected
 
 
-def test_a_module_that_fails_to_import_is_skipped_not_raised(caplog):
+def test_a_module_that_fails_to_import_is_skipped_not_raised(capsys):
     took = preload(["json", "dsr_no_such_module_here"])
     assert set(took) == {"json"}
-    assert "dsr_no_such_module_here" in caplog.text
+    assert "dsr_no_such_module_here" in capsys.readouterr().err
 
 
-def test_airflow_loads_the_local_settings_and_the_scheduler_would_preload():
+CHECK = (
+    "import sys; sys.argv = ['airflow', {command!r}]\n"
+    "import airflow.settings\n"  # Airflow imports the local settings itself as it starts
+    "print(*('airflow_local_settings' in sys.modules, *(m in sys.modules for m in {modules!r})))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "preload_env", "expected"),
+    [
+        pytest.param("scheduler", None, ["True", "True", "True"], id="default list, scheduler"),
+        pytest.param("scheduler", "", ["True", "False", "False"], id="turned off"),
+        pytest.param("api-server", None, ["True", "False", "False"], id="api-server loads nothing extra"),
+    ],
+)
+def test_airflow_loads_the_local_settings_and_preloads_where_tasks_fork(tmp_path, command, preload_env, expected):
     """The project's config/airflow_local_settings.py as Airflow imports it in a new process."""
-    code = (
-        "import sys; sys.argv = ['airflow', 'scheduler']\n"
-        "import airflow.settings\n"  # Airflow imports the local settings itself as it starts
-        "print('airflow_local_settings' in sys.modules, 'pandas' in sys.modules, 'great_expectations' in sys.modules)\n"
-    )
     env = {
         "PYTHONPATH": f"{settings.PROJECT_ROOT}:{settings.PROJECT_ROOT / 'config'}",
+        "AIRFLOW_HOME": str(tmp_path),
+        "HOME": str(tmp_path),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "DSR_PRELOAD_MODULES": "pandas",
         "PATH": "/usr/bin:/bin",
     }
+    if preload_env is not None:
+        env["DSR_PRELOAD_MODULES"] = preload_env
+    code = CHECK.format(command=command, modules=("great_expectations", "pandas"))
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=120
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=180
     )
-    assert done.stdout.split() == ["True", "True", "False"], done.stderr[-2000:]
+    assert done.stdout.split() == expected, done.stderr[-2000:]
+
+
+def test_the_local_settings_never_stop_airflow_when_the_project_is_not_importable(monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setitem(sys.modules, "include.dsr.orchestration.preload", None)  # import raises ImportError
+    namespace = runpy.run_path(str(settings.PROJECT_ROOT / "config" / "airflow_local_settings.py"))
+    assert namespace["__all__"] == []  # overrides nothing of airflow.settings
+    assert "no preloading" in capsys.readouterr().err

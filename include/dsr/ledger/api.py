@@ -489,10 +489,10 @@ class Ledger:
             found[key[0]].append(rows[key])
         return found
 
-    def events_of(self, request_ids: list[str]) -> dict[str, list[EventRow]]:
-        """:meth:`events` of many requests, each in chain order."""
+    def events_of(self, request_ids: list[str], event_types: list[str] | None = None) -> dict[str, list[EventRow]]:
+        """:meth:`events` of many requests (only of ``event_types`` if given), each in chain order."""
         with self._read() as conn:
-            return store.events_of(conn, request_ids)
+            return store.events_of(conn, request_ids, event_types)
 
     def system_results(self, request_id: str) -> list[SystemResultRow]:
         """All system rows of a request, ordered by system then action."""

@@ -284,11 +284,15 @@ def save_systems(conn: Connection, rows: dict[SystemKey, dict[str, Any]], new: s
 UPDATED_SYSTEM_COLUMNS = ("status", "record_count", "outcome", "evidence", "attempts", "updated_at")
 
 
-def events_of(conn: Connection, request_ids: list[str]) -> dict[str, list[EventRow]]:
-    """Events of each of ``request_ids``, in chain order."""
+def events_of(
+    conn: Connection, request_ids: list[str], event_types: list[str] | None = None
+) -> dict[str, list[EventRow]]:
+    """Events of each of ``request_ids`` (only of ``event_types`` if given), in chain order."""
     found: dict[str, list[EventRow]] = {rid: [] for rid in request_ids}
     for chunk in _chunks(sorted(set(request_ids))):
         query = select(dsr_events).where(dsr_events.c.request_id.in_(chunk)).order_by(dsr_events.c.seq)
+        if event_types is not None:
+            query = query.where(dsr_events.c.event_type.in_(event_types))
         for row in conn.execute(query).mappings():
             found[row["request_id"]].append(EventRow.from_mapping(row))
     for rows in found.values():

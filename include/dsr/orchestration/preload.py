@@ -10,13 +10,10 @@ paid again each time (Great Expectations alone takes seconds of CPU per ``valida
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
-
-log = logging.getLogger(__name__)
 
 PRELOAD_ENV = "DSR_PRELOAD_MODULES"  # comma-separated; "" turns preloading off
 DEFAULT_MODULES = ("pandas", "boto3", "sqlalchemy", "great_expectations")
@@ -48,8 +45,8 @@ def preload(modules: Sequence[str]) -> dict[str, float]:
         started = time.perf_counter()
         try:
             importlib.import_module(name)
-        except Exception:  # a preload must never stop Airflow from starting
-            log.warning("preloading %s failed; tasks will import it themselves", name, exc_info=True)
+        except Exception as exc:  # a preload must never stop Airflow from starting
+            print(f"dsr: preloading {name} failed ({exc!r}); tasks will import it themselves", file=sys.stderr)
             continue
         took[name] = round(time.perf_counter() - started, 2)
     return took
@@ -60,6 +57,6 @@ def preload_for_this_process(executor: str) -> dict[str, float]:
     if not forks_tasks(sys.argv, executor):
         return {}
     took = preload(modules_to_preload(os.environ))
-    if took:
-        log.info("preloaded for the task processes: %s", took)
+    if took:  # stderr: Airflow configures its logging only after the local settings
+        print(f"dsr: preloaded for the task processes (seconds): {took}", file=sys.stderr, flush=True)
     return took

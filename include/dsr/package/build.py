@@ -78,9 +78,9 @@ class _Gathered:
     units: dict[str, dict[str, str]] = field(default_factory=dict)  # system -> unit -> status
 
 
-# Bodies up to this size stay in memory until the zip is written (no second round trip per file);
-# larger ones, and copied objects, are streamed back from the store.
-KEEP_BODY_BYTES = 8 * 1024 * 1024
+# Bodies the build wrote stay in memory until the zip is written (no second round trip per
+# file), up to this much per package; the rest, and copied objects, are streamed back from the store.
+KEEP_BODIES_BYTES = 32 * 1024 * 1024
 
 
 class _Writer:
@@ -89,12 +89,13 @@ class _Writer:
     def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
         self.files: dict[str, dict] = {}  # path inside the package -> manifest entry
-        self.bodies: dict[str, bytes] = {}  # path -> what was written (small files only)
+        self.bodies: dict[str, bytes] = {}  # path -> what was written, within KEEP_BODIES_BYTES
 
     def put(self, path: str, body: bytes, content_type: str) -> None:
         key = self.prefix + path
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        if len(body) <= KEEP_BODY_BYTES:
+        self.bodies.pop(path, None)
+        if sum(map(len, self.bodies.values())) + len(body) <= KEEP_BODIES_BYTES:
             self.bodies[path] = body
         self.files[path] = {
             "key": key,
@@ -107,6 +108,7 @@ class _Writer:
         """Server-side (multipart) copy, then hash the copy as stored, as a stream: the manifest
         vouches for those bytes, and a large file never sits in memory."""
         key = self.prefix + path
+        self.bodies.pop(path, None)
         copy_object(self.s3, self.bucket, source_key, self.bucket, key)
         sha256, size = sha256_of(self.s3, self.bucket, key)
         self.files[path] = {"key": key, "path": path, "sha256": sha256, "size_bytes": size}
@@ -325,9 +327,9 @@ def _zip_module(password: str | None) -> Any:
 def _write_zip(writer: _Writer, module: Any, password: str | None) -> str:
     """Zip every file written so far (manifest included) into ``package.zip``; returns its key.
 
-    The zip is a container of the package, so the manifest does not list it. Small files come
-    from memory; copied objects and large files are streamed from the store chunk by chunk into a
-    temporary file (memory: one chunk).
+    The zip is a container of the package, so the manifest does not list it. Files the build
+    wrote come from memory (up to :data:`KEEP_BODIES_BYTES` in all); copied objects and the rest
+    are streamed from the store chunk by chunk into a temporary file (memory: one chunk).
     """
     with tempfile.TemporaryDirectory(prefix="dsr-package-") as folder:
         path = Path(folder) / ZIP_NAME

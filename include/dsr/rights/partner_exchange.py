@@ -209,12 +209,22 @@ def collect(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[st
 
 
 def resume(rt: Runtime, request_ids: list[str]) -> int:
-    """A partner answered: its requests go back to ``in_progress``, except those another system
-    still keeps waiting (a request's status follows all its systems, not the last one to answer).
-    Returns how many were resumed."""
-    rows = rt.ledger.system_results_of(list(request_ids))
-    ready = [rid for rid in request_ids if not any(r.status == "waiting" for r in rows.get(rid, []))]
+    """A partner answered: its requests waiting on partners go back to ``in_progress``, except
+    those another partner still keeps ``waiting`` (a request's status follows all its systems, not
+    the last one to answer). Read and written under the ledger's write lock, so a partner task
+    marking its request waiting meanwhile is not overwritten; a request in any other status
+    (closed, failed, verifying) is left alone. Returns how many were resumed."""
+    ids = list(request_ids)
     with rt.ledger.batch():
+        requests = rt.ledger.get_requests(ids)
+        rows = rt.ledger.system_results_of(ids)
+        ready = [
+            rid
+            for rid in ids
+            if rid in requests
+            and requests[rid].status == "waiting_on_partner"
+            and not any(r.status == "waiting" for r in rows.get(rid, []))
+        ]
         for rid in ready:
             rt.ledger.set_status(rid, "in_progress")
     return len(ready)

@@ -258,8 +258,8 @@ def _staged(rt: Runtime, wave_id: str) -> list[ResolvedSubject]:
 
 def _resolved(rt: Runtime, request_ids: list[str]) -> set[str]:
     """The requests an earlier run already resolved (one query per thousand ids, not one each)."""
-    events = rt.ledger.events_of(request_ids) if request_ids else {}
-    return {rid for rid, found in events.items() if any(e.event_type == "subject.resolved" for e in found)}
+    events = rt.ledger.events_of(request_ids, ["subject.resolved"]) if request_ids else {}
+    return {rid for rid, found in events.items() if found}
 
 
 def accepted_request_ids(rt: Runtime, wave_id: str) -> list[str]:
