@@ -99,9 +99,9 @@ def stack(demo_world, proxies, tmp_path_factory):
         yield running
     rebuild_world(demo_world)  # the SQLite world again, as the modules after this one expect it
     if OUTCOMES:
-        print("\nfault                                             outcome")
+        print("\n" + "fault".ljust(64) + "outcome")
         for fault, outcome in OUTCOMES:
-            print(f"{fault:<50}{outcome}")
+            print(f"{fault:<64}{outcome}")
 
 
 @pytest.fixture(scope="module")
