@@ -47,6 +47,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import signal
 import sqlite3
 import statistics
@@ -123,7 +124,17 @@ class BenchApi(AirflowApi):
             f"{task_id}/xcomEntries/{key}"
         )
         value = self.get(path)["value"]
-        return json.loads(value) if isinstance(value, str) else value
+        # The API may hand the value back JSON-encoded, or as the Python repr of a list of dicts.
+        for _ in range(3):
+            if not isinstance(value, str):
+                break
+            try:
+                value = json.loads(value)
+            except ValueError:
+                import ast
+
+                value = ast.literal_eval(value)
+        return value
 
     def graph(self, dag_id: str) -> dict[str, list[str]]:
         return {t["task_id"]: t["downstream_task_ids"] for t in self.get(f"/api/v2/dags/{dag_id}/tasks")["tasks"]}
@@ -265,8 +276,11 @@ def _log_facts(dag_id: str, run_id: str, ti: dict) -> dict:
     return {"deferred": deferred, "killed_attempt": killed, "worker_parse_ms": parse_ms}
 
 
-def _unit(target: dict) -> str:
+def _unit(target: dict | str) -> str:
     """A gather target's unit name (system keys and groups only): ``payflow``, ``fabconnect_app.account``."""
+    if isinstance(target, str):  # an XCom the API returned in a form the decoder did not undo
+        found = re.search(r"['\"]system['\"]:\s*['\"]([^'\"]+)", target)
+        return found.group(1) if found else target[:40]
     return f"{target['system']}.{target['group']}" if target.get("group") else target["system"]
 
 
@@ -622,5 +636,8 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
