@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -44,21 +43,10 @@ RUN_LINE = re.compile(r"^run\s+(\S+)", re.MULTILINE)
 
 def _customers(count: int) -> list[str]:
     """Emails of distinct customers with no data at a manual partner (their runs need no human)."""
-    from include.dsr.core.data_map import load_data_map
-
-    manual = [s.key for s in load_data_map().partners() if s.channel == constants.CHANNEL_MANUAL]
-    truth = sqlite3.connect(settings.DEMO_DIR / "ground_truth.sqlite")
-    marks = ",".join("?" * len(manual))
-    rows = truth.execute(
-        "SELECT p.email FROM people p WHERE p.email IS NOT NULL AND p.kind = 'customer' "
-        "AND NOT EXISTS (SELECT 1 FROM owned_rows o WHERE o.person_key = p.person_key "
-        f"AND o.system IN ({marks})) ORDER BY p.person_key",
-        manual,
-    ).fetchall()
-    truth.close()
-    if len(rows) < count:
-        raise SystemExit(f"the demo world has {len(rows)} such customers, fewer than {count}")
-    return [email for (email,) in rows[:count]]
+    found = stack_bench._customers(count, at_partner=None)
+    if len(found) < count:
+        raise SystemExit(f"the demo world has {len(found)} such customers, fewer than {count}")
+    return [email for _, email in found]
 
 
 def _submit_cli(request_id: str, email: str) -> dict:
@@ -155,23 +143,6 @@ def wait_all(api: demo.BenchApi, run_ids: set[str], timeout: float) -> tuple[dic
     return states, samples
 
 
-def ledger_statuses(prefix: str) -> dict[str, int]:
-    from sqlalchemy import create_engine, text
-
-    from include.demo.airflow_env import demo_connections
-
-    extra = demo_connections()[constants.CONN_LEDGER].get("extra") or {}
-    url = extra.get("sqlalchemy_url") if isinstance(extra, dict) else None
-    engine = create_engine(url or f"sqlite:///{demo_connections()[constants.CONN_LEDGER]['host']}")
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT status, count(*) FROM dsr_requests WHERE request_id LIKE :p GROUP BY status"),
-            {"p": f"{prefix}%"},
-        ).all()
-    engine.dispose()
-    return {status: int(n) for status, n in rows}
-
-
 def fresh_celery_stack() -> None:
     """An empty metadata DB and broker: runs left queued by an earlier, interrupted stack would
     otherwise be scheduled before the burst's (Airflow resumes them, as it should)."""
@@ -238,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max_queued_tis": max(s["tis_queued"] for s in samples),
                 "samples": samples,
             }
-            report["ledger_status"] = ledger_statuses(burst_id + "-")
+            report["ledger_status"] = demo.ledger_status_counts(demo.demo_ledger_url(), burst_id + "-")
     finally:
         demo.stop_demo(proc)
     summary = {k: v for k, v in report.items() if k != "runs"} | {

@@ -33,20 +33,26 @@ PARTNER = "payflow"
 VERIFIED = {"method": "logged_in_session", "verified_at": "2026-11-30T09:00:00Z"}
 
 
-def _customers(count: int, at_partner: bool = True) -> list[tuple[str, str]]:
-    """(person key, email) of customers whose data went (or did not go) to payflow, and to no manual partner."""
+def _customers(count: int, at_partner: bool | None = True) -> list[tuple[str, str]]:
+    """(person key, email) of customers whose data went (or, ``False``, did not go; ``None``: either)
+    to payflow, and to no manual partner (their runs need no human)."""
     from include.dsr.core.data_map import load_data_map
 
     manual = [s.key for s in load_data_map().partners() if s.channel == constants.CHANNEL_MANUAL]
     truth = sqlite3.connect(settings.DEMO_DIR / "ground_truth.sqlite")
     marks = ",".join("?" * len(manual))
+    payflow = (
+        ""
+        if at_partner is None
+        else f"AND {'' if at_partner else 'NOT '}EXISTS (SELECT 1 FROM owned_rows o "
+        "WHERE o.person_key = p.person_key AND o.system = ?) "
+    )
     rows = truth.execute(
         "SELECT p.person_key, p.email FROM people p WHERE p.email IS NOT NULL AND p.kind = 'customer' "
-        f"AND {'' if at_partner else 'NOT '}EXISTS (SELECT 1 FROM owned_rows o WHERE o.person_key = p.person_key "
-        "AND o.system = ?) "
+        f"{payflow}"
         f"AND NOT EXISTS (SELECT 1 FROM owned_rows o WHERE o.person_key = p.person_key AND o.system IN ({marks})) "
         "ORDER BY p.person_key",
-        [PARTNER, *manual],
+        ([] if at_partner is None else [PARTNER]) + manual,
     ).fetchall()
     truth.close()
     return rows[:count]
@@ -74,21 +80,7 @@ def _partner_answers() -> None:
 
 
 def _ledger_waiting(prefix: str) -> int:
-    from sqlalchemy import create_engine, text
-
-    from include.demo.airflow_env import demo_connections
-
-    extra = demo_connections()[constants.CONN_LEDGER].get("extra") or {}
-    url = extra.get("sqlalchemy_url") if isinstance(extra, dict) else None
-    url = url or f"sqlite:///{demo_connections()[constants.CONN_LEDGER]['host']}"
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        count = conn.execute(
-            text("SELECT count(*) FROM dsr_requests WHERE request_id LIKE :p AND status = 'waiting_on_partner'"),
-            {"p": f"{prefix}%"},
-        ).scalar_one()
-    engine.dispose()
-    return int(count)
+    return demo.ledger_status_counts(demo.demo_ledger_url(), prefix).get("waiting_on_partner", 0)
 
 
 def _states(api: demo.BenchApi) -> dict[str, int]:

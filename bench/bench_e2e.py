@@ -199,6 +199,30 @@ def stop_demo(proc: subprocess.Popen) -> None:
     proc.log_file.close()
 
 
+def demo_ledger_url() -> str:
+    """SQLAlchemy URL of the running demo's (or stack's) request ledger, from its connection."""
+    from include.demo.airflow_env import demo_connections
+
+    conn = demo_connections()[constants.CONN_LEDGER]
+    extra = conn.get("extra") or {}
+    url = extra.get("sqlalchemy_url") if isinstance(extra, dict) else None
+    return url or f"sqlite:///{conn['host']}"
+
+
+def ledger_status_counts(ledger_url: str, prefix: str) -> dict[str, int]:
+    """Requests per ledger status among those whose id starts with ``prefix``."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(ledger_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT status, count(*) FROM dsr_requests WHERE request_id LIKE :p GROUP BY status"),
+            {"p": f"{prefix}%"},
+        ).all()
+    engine.dispose()
+    return {str(status): int(n) for status, n in rows}
+
+
 # ---------------------------------------------------------------- subject choice
 
 

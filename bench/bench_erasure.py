@@ -218,14 +218,10 @@ def run_right_dag(right: str, conf: dict, profile: str | None = None) -> dict:
 
 
 def closed_counts(ledger_url: str, prefix: str) -> dict[str, int]:
-    engine = create_engine(ledger_url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT status, count(*) FROM dsr_requests WHERE request_id LIKE :p GROUP BY status"),
-            {"p": f"{prefix}%"},
-        ).all()
-    engine.dispose()
-    return dict(rows)
+    """Requests per ledger status among this benchmark's (ids starting with ``prefix``)."""
+    from bench_e2e import ledger_status_counts
+
+    return ledger_status_counts(ledger_url, prefix)
 
 
 def singles(base_url: str, schema: str, subjects: int, count: int, ledger_url: str) -> dict:

@@ -124,6 +124,17 @@ def ledger_url(db_url: str) -> str:
     return db_url
 
 
+@pytest.fixture
+def ledger_on_backends(ledger_url: str) -> Iterator[Any]:
+    """A request ledger with its schema, on each backend of ``db_url`` (SQLite and PostgreSQL)."""
+    from include.dsr.ledger.api import Ledger
+
+    ledger = Ledger(ledger_url)
+    ledger.create_schema()
+    yield ledger
+    ledger.close()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real moto S3 server on 127.0.0.1 and a free port, shared by the session."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -16,11 +15,8 @@ DUE = datetime(2026, 12, 2, 23, 59, tzinfo=UTC)
 
 
 @pytest.fixture
-def ledger(ledger_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(ledger_url)
-    ledger.create_schema()
-    yield ledger
-    ledger.close()
+def ledger(ledger_on_backends: Ledger) -> Ledger:
+    return ledger_on_backends
 
 
 def _open(ledger: Ledger, request_id: str) -> None:

@@ -90,13 +90,15 @@ class _Writer:
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
         self.files: dict[str, dict] = {}  # path inside the package -> manifest entry
         self.bodies: dict[str, bytes] = {}  # path -> what was written, within KEEP_BODIES_BYTES
+        self._kept = 0  # bytes in self.bodies
 
     def put(self, path: str, body: bytes, content_type: str) -> None:
         key = self.prefix + path
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        self.bodies.pop(path, None)
-        if sum(map(len, self.bodies.values())) + len(body) <= KEEP_BODIES_BYTES:
+        self._forget(path)
+        if self._kept + len(body) <= KEEP_BODIES_BYTES:
             self.bodies[path] = body
+            self._kept += len(body)
         self.files[path] = {
             "key": key,
             "path": path,
@@ -108,10 +110,14 @@ class _Writer:
         """Server-side (multipart) copy, then hash the copy as stored, as a stream: the manifest
         vouches for those bytes, and a large file never sits in memory."""
         key = self.prefix + path
-        self.bodies.pop(path, None)
+        self._forget(path)
         copy_object(self.s3, self.bucket, source_key, self.bucket, key)
         sha256, size = sha256_of(self.s3, self.bucket, key)
         self.files[path] = {"key": key, "path": path, "sha256": sha256, "size_bytes": size}
+
+    def _forget(self, path: str) -> None:
+        """Drop what was kept of ``path`` (it is being written again)."""
+        self._kept -= len(self.bodies.pop(path, b""))
 
     def stream(self, path: str, sink) -> int:
         """Write a package file into ``sink``: from memory if this writer kept it, else chunk by
