@@ -3,7 +3,8 @@
 ``up`` initialises the embedded Airflow (SQLite metadata DB in ``.airflow/``), starts the
 demo services (S3-compatible server, partner simulators), builds the demo world, starts
 the Airflow scheduler, dag-processor, api-server and triggerer, waits until the API
-answers, prints the URL and login, runs the demo requests and then waits. Ctrl-C, SIGTERM
+answers, prints the URL and login, runs the demo requests and then waits, starting again an
+Airflow component that exits (at most ``RESTART_LIMIT`` times in ``RESTART_WINDOW_SECONDS``). Ctrl-C, SIGTERM
 or ``down`` stops every process it started (whole process groups) and removes the pid file.
 Running ``up`` while an earlier launcher is alive stops that one first.
 """
@@ -35,6 +36,9 @@ PID_FILE = settings.DEMO_DIR / "launcher.pid"
 LOG_DIR = AIRFLOW_HOME / "process-logs"
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 STOP_GRACE_SECONDS = 20
+# A component that dies while the demo runs is started again (its state is in the metadata DB),
+# at most this many times within the window; one more exit stops the demo with the reason.
+RESTART_LIMIT, RESTART_WINDOW_SECONDS = 5, 600
 
 
 class ProcessGroup:
@@ -47,6 +51,7 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.restarts: dict[str, list[float]] = {}  # name -> monotonic times of its restarts
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +80,37 @@ class ProcessGroup:
         for name, proc in self.children:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_dir / (name + '.log')}")
+
+    def supervise(self, restartable: set[str]) -> list[str]:
+        """Start again each ``restartable`` child that exited; return their names.
+
+        :raises RuntimeError: a child outside ``restartable`` exited, or one exited more than
+            :data:`RESTART_LIMIT` times within :data:`RESTART_WINDOW_SECONDS` (it keeps dying:
+            restarting it again would hide the cause)
+        """
+        restarted = []
+        for name, proc in list(self.children):
+            if proc.poll() is None:
+                continue
+            now = time.monotonic()
+            recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW_SECONDS]
+            where = self.log_dir / f"{name}.log"
+            if name not in restartable or len(recent) >= RESTART_LIMIT:
+                why = "" if name not in restartable else f" after {len(recent)} restarts in {RESTART_WINDOW_SECONDS}s"
+                raise RuntimeError(f"{name} exited with code {proc.returncode}{why}; see {where}")
+            self.restarts[name] = [*recent, now]
+            log.warning(
+                "%s exited with code %s; starting it again (restart %s of %s in %ss; see %s)",
+                name,
+                proc.returncode,
+                len(recent) + 1,
+                RESTART_LIMIT,
+                RESTART_WINDOW_SECONDS,
+                where,
+            )
+            self.restart(name)
+            restarted.append(name)
+        return restarted
 
     def stop(self) -> None:
         for _name, proc in reversed(self.children):
@@ -192,8 +228,12 @@ def up(run_demo_requests: bool = True, hold: bool = True, celery: bool = False) 
             from include.demo.sample_requests import run_sample_requests
 
             run_sample_requests(url, DEMO_USER, DEMO_PASSWORD)
+        # Airflow's components keep their state in the metadata DB, so one that dies (the SQLite
+        # default's "database is locked" under a burst) is started again; the services hold theirs
+        # in memory, so their exit stops the demo.
+        restartable = {*AIRFLOW_COMPONENTS, *(w.name for w in workers)}
         while hold:
-            group.check_alive()
+            group.supervise(restartable)
             time.sleep(2)
         return 0
     except KeyboardInterrupt:

@@ -293,12 +293,6 @@ def test_access_data_json_round_trips_without_helper_columns(s3, data_map, acces
             1,
             id="accounts",
         ),
-        pytest.param(
-            "csv/fabconnect_app/addresses.csv",
-            ["id", "account_id", "kind", "line1", "city"],
-            0,
-            id="empty collection keeps its header",
-        ),
         pytest.param("csv/payflow/charges.csv", ["id", "email", "amount_eur", "charged_at"], 1, id="partner"),
         pytest.param(
             "csv/fabconnect_s3/specs.csv", ["object_key", "size_bytes", "sha256", "package_file"], 1, id="objects"
@@ -309,6 +303,15 @@ def test_access_csv_parses_with_a_header_row(s3, access, path, columns, rows):
     frame = pd.read_csv(io.BytesIO(_file(s3, access, path)), encoding="utf-8")
     assert list(frame.columns) == columns
     assert len(frame) == rows
+
+
+def test_an_empty_collection_has_no_csv_but_is_listed_in_data_and_manifest(s3, access):
+    paths = {f["path"] for f in json.loads(_file(s3, access, "manifest.json"))["files"]}
+    assert "csv/fabconnect_app/addresses.csv" not in paths
+    assert not any(k.endswith("/addresses.csv") for k in access.keys)
+    assert json.loads(_file(s3, access, "data.json"))["fabconnect_app"]["addresses"] == []
+    assert access.collection_counts["fabconnect_app"]["addresses"] == 0
+    assert "csv/fabconnect_app/accounts.csv" in paths  # a collection with records keeps its CSV
 
 
 def test_access_copies_object_files_under_their_original_key(s3, access):

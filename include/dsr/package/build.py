@@ -3,7 +3,7 @@
 Layout under ``s3://<exports bucket>/<request_id>/``::
 
     data.json                       {system: {collection: [records]}}
-    csv/<system>/<collection>.csv   one per collection, header row even when empty
+    csv/<system>/<collection>.csv   one per collection that holds records (header row first)
     files/<object key>              copies of the subject's objects (CAD files, ...)
     report.html                     access only: the Art. 15 report (one self-contained file)
     schema.json                     portability only: JSON Schema (2020-12) of data.json
@@ -14,6 +14,10 @@ Portability keeps only collections whose data-map ``portability`` is ``provided`
 ``observed`` (Art. 20: inferred data is out). Building is idempotent: the same keys are
 overwritten and keys under the prefix that this build did not write are deleted. The
 staging area is left alone: the caller clears it once the package is recorded.
+
+A collection with no records of the subject has no CSV: ``data.json`` lists it as ``[]`` and the
+manifest counts it as 0, so nothing is hidden, and the subject is not handed a folder of empty
+files (Art. 12(1): concise, intelligible). It also keeps a package to a few object writes.
 """
 
 from __future__ import annotations
@@ -184,7 +188,8 @@ def build_package(
     writer.put("data.json", _json(data), JSON_TYPE)
     for system, colls in gathered.frames.items():
         for name, frame in colls.items():
-            writer.put(f"csv/{system}/{name}.csv", frame.to_csv(index=False).encode("utf-8"), CSV_TYPE)
+            if len(frame):
+                writer.put(f"csv/{system}/{name}.csv", frame.to_csv(index=False).encode("utf-8"), CSV_TYPE)
     for path, staged_key in sorted(gathered.objects.items()):
         writer.copy(path, staged_key)
     if right == "portability":
