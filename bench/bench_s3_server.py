@@ -23,7 +23,8 @@ RESULTS = ROOT / "bench" / "results"
 
 SERVERS = {
     "moto_all_services": (
-        "from moto.server import ThreadedMotoServer; import threading;"
+        "import logging, threading; logging.getLogger('werkzeug').setLevel(logging.WARNING);"
+        "from moto.server import ThreadedMotoServer;"
         "ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start(); threading.Event().wait()"
     ),
     "project_s3_server": (

@@ -3,7 +3,7 @@
 
 Gathers everything Fabconnect and its recipients hold about one data subject and hands it
 over as a package: `s3://fabconnect-dsr-exports/<request_id>/` with `manifest.json`
-(systems, counts, SHA-256 checksums), `data.json`, one CSV per collection, the uploaded
+(systems, counts, SHA-256 checksums), `data.json`, one CSV per collection that holds records, the uploaded
 files, and `report.html` with the Art. 15 information (purposes, categories, named
 recipients, retention, rights, source, complaint right). The link is presigned for at most
 7 days and recorded in the request ledger.

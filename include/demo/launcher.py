@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from include import settings
 from include.demo.airflow_env import (
@@ -52,11 +53,14 @@ class ProcessGroup:
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.restarts: dict[str, list[float]] = {}  # name -> monotonic times of its restarts
+        self._logs: dict[str, Any] = {}  # name -> the open log file of its latest process
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self._close_log(name)
+        self._logs[name] = out
         self.children.append((name, proc))
         self.commands[name] = (cmd, env)
         log.info("started %s (pid %s, log %s)", name, proc.pid, self.log_dir / f"{name}.log")
@@ -99,6 +103,9 @@ class ProcessGroup:
                 why = "" if name not in restartable else f" after {len(recent)} restarts in {RESTART_WINDOW_SECONDS}s"
                 raise RuntimeError(f"{name} exited with code {proc.returncode}{why}; see {where}")
             self.restarts[name] = [*recent, now]
+            # Its own children (task runners, uvicorn or log-server processes) may outlive it and
+            # hold its ports: end its whole process group before starting it again.
+            _signal_group(proc.pid, signal.SIGKILL)
             log.warning(
                 "%s exited with code %s; starting it again (restart %s of %s in %ss; see %s)",
                 name,
@@ -126,6 +133,19 @@ class ProcessGroup:
                 proc.wait()
             log.info("stopped %s", name)
         self.children.clear()
+        for name in list(self._logs):
+            self._close_log(name)
+
+    def _close_log(self, name: str) -> None:
+        out = self._logs.pop(name, None)
+        if out is not None:
+            out.close()
+
+
+def restartable_components(workers: tuple = ()) -> set[str]:
+    """What the launcher starts again when it exits: Airflow's components and the Celery workers
+    (their state is in the metadata DB), never the demo services (theirs is in memory)."""
+    return {*AIRFLOW_COMPONENTS, *(w.name for w in workers)}
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -231,9 +251,8 @@ def up(run_demo_requests: bool = True, hold: bool = True, celery: bool = False) 
         # Airflow's components keep their state in the metadata DB, so one that dies (the SQLite
         # default's "database is locked" under a burst) is started again; the services hold theirs
         # in memory, so their exit stops the demo.
-        restartable = {*AIRFLOW_COMPONENTS, *(w.name for w in workers)}
         while hold:
-            group.supervise(restartable)
+            group.supervise(restartable_components(workers))
             time.sleep(2)
         return 0
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """The demo's embedded servers, each a real server on 127.0.0.1.
 
-``python -m include.demo.services s3`` runs the S3-compatible server (moto's server mode).
+``python -m include.demo.services s3`` runs the S3-compatible server (moto's S3 backend).
 ``python -m include.demo.services partners`` runs one HTTP server per ``api`` partner and a
 responder per ``s3_dropbox`` partner, over the partner copies of the built demo world.
 ``python -m include.demo.services smtp`` runs the SMTP sink that keeps every mail the product
@@ -32,7 +32,7 @@ class S3Server:
 
     moto's own server (``ThreadedMotoServer``) routes every request through a dispatcher that
     works out the AWS service from the host and signature under one lock; serving only S3 skips
-    that: about a third more requests per second on this machine (``bench/README.md``).
+    that (``bench/bench_s3_server.py`` measures both).
     """
 
     def __init__(self, port: int = settings.S3_PORT) -> None:
@@ -52,6 +52,7 @@ class S3Server:
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join()
+        self._server.server_close()
 
 
 def start_s3_server(port: int = settings.S3_PORT) -> S3Server:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_restarts_older_than_the_window_do_not_count(group, monkeypatch):
     monkeypatch.setattr(launcher, "RESTART_LIMIT", 1)
     group.start("api-server", EXIT_AT_ONCE, {})
     _wait_exited(group, "api-server")
-    group.supervise({"api-server"})
+    assert group.supervise({"api-server"}) == ["api-server"]
     group.restarts["api-server"] = [time.monotonic() - launcher.RESTART_WINDOW_SECONDS - 1]
     _wait_exited(group, "api-server")
     assert group.supervise({"api-server"}) == ["api-server"]
@@ -82,3 +83,42 @@ def test_a_service_that_exits_is_not_restarted(group):
     with pytest.raises(RuntimeError, match=r"s3-server exited with code 3; see .*s3-server\.log"):
         group.supervise({"scheduler"})
     assert "s3-server" not in group.restarts
+
+
+def test_a_restart_ends_what_the_dead_component_left_running(group, tmp_path):
+    """A component's children (task runners, a log server) outlive it and could hold its port."""
+    pid_file = tmp_path / "orphan.pid"
+    leaves_a_child = [
+        sys.executable,
+        "-c",
+        "import pathlib, subprocess, sys\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(child.pid)); sys.exit(3)",
+    ]
+    group.start("scheduler", leaves_a_child, {})
+    _wait_exited(group, "scheduler")
+    orphan = int(pid_file.read_text())
+    assert _alive(orphan)
+    group.supervise({"scheduler"})
+    deadline = time.monotonic() + 10
+    while _alive(orphan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(orphan)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+def test_the_launcher_restarts_airflow_and_workers_never_the_services():
+    from include.demo.celery_stack import workers
+
+    names = launcher.restartable_components(workers())
+    assert {"scheduler", "dag-processor", "triggerer", "api-server"} <= names
+    assert {w.name for w in workers()} <= names
+    assert not names & {"s3-server", "smtp-sink", "partner-simulators"}
+    assert launcher.restartable_components() == set(launcher.AIRFLOW_COMPONENTS)

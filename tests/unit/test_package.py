@@ -658,3 +658,20 @@ def test_an_access_package_has_no_transmit_body(s3, access):
 def test_transmit_refuses_an_incomplete_package(receiver, declared):
     with pytest.raises(TerminalError, match="lacks"):
         transmit_package(_url(receiver, "/ok"), {"data": {}})
+
+
+def test_a_report_with_no_records_points_at_no_csv_folder(data_map, access, s3):
+    import pandas as pd
+
+    from include.dsr.package.report import render_access_report
+
+    frames = {"fabconnect_app": {"accounts": pd.DataFrame(columns=["id", "email"])}}
+    empty = render_access_report(
+        data_map,
+        {"fabconnect_app": {"accounts": []}},
+        frames,
+        {**INFO, "request_id": "req-nothing", "generated_at": "2026-12-03T10:00:00+00:00"},
+    )
+    assert "<code>data.json</code>." in empty
+    assert "csv/" not in empty
+    assert "<code>csv/</code> folder" in _file(s3, access, "report.html").decode("utf-8")

@@ -1,0 +1,55 @@
+"""The demo's S3-compatible server (moto's S3 backend alone) speaks what the product uses."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+
+from include.demo.services import S3Server
+from include.demo.world import s3_client_for
+
+
+@pytest.fixture
+def server():
+    server = S3Server(0).start()
+    yield server
+    server.stop()
+
+
+def test_objects_versions_presigned_links_and_multipart_copies(server):
+    s3 = s3_client_for(f"http://127.0.0.1:{server.port}")
+    s3.create_bucket(Bucket="s3-server-test")
+    s3.put_bucket_versioning(Bucket="s3-server-test", VersioningConfiguration={"Status": "Enabled"})
+    key = "specs/q-1/Ünïcode bracket.step"
+    s3.put_object(Bucket="s3-server-test", Key=key, Body=b"v1")
+    s3.put_object(Bucket="s3-server-test", Key=key, Body=b"v2")
+    assert len(s3.list_object_versions(Bucket="s3-server-test", Prefix="specs/")["Versions"]) == 2
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "s3-server-test", "Key": key}, ExpiresIn=60)
+    with urllib.request.urlopen(url) as response:  # noqa: S310 - a local http URL we just signed
+        assert response.read() == b"v2"
+    upload = s3.create_multipart_upload(Bucket="s3-server-test", Key="copy")
+    part = s3.upload_part_copy(
+        Bucket="s3-server-test",
+        Key="copy",
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        CopySource={"Bucket": "s3-server-test", "Key": key},
+    )
+    s3.complete_multipart_upload(
+        Bucket="s3-server-test",
+        Key="copy",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["CopyPartResult"]["ETag"], "PartNumber": 1}]},
+    )
+    assert s3.get_object(Bucket="s3-server-test", Key="copy")["Body"].read() == b"v2"
+    s3.delete_objects(Bucket="s3-server-test", Delete={"Objects": [{"Key": "copy"}], "Quiet": True})
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="s3-server-test").get("Contents", [])] == [key]
+
+
+def test_stop_frees_the_port(server):
+    port = server.port
+    server.stop()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # raises if the listening socket were still open
