@@ -21,7 +21,7 @@ import pytest
 from include.demo.readiness import wait_for_port
 from include.demo.world import s3_client_for
 from include.dsr.connectors import object_streams
-from include.dsr.connectors.object_streams import copy_object, sha256_of
+from include.dsr.connectors.object_streams import copy_and_hash, copy_object, sha256_of
 from tests.e2e.api_server import free_port
 
 SIZE = 64 * 1024 * 1024
@@ -101,6 +101,101 @@ def test_a_multipart_upload_copied_in_one_request_hashes_the_same(s3, large_obje
     copy_object(s3, BUCKET, "specs/large.step", BUCKET, "_staging/R3/large.step", part_bytes=2 * SIZE)
     assert "-" not in s3.head_object(Bucket=BUCKET, Key="_staging/R3/large.step")["ETag"]
     assert sha256_of(s3, BUCKET, "_staging/R3/large.step") == (large_object, SIZE)
+
+
+@pytest.fixture
+def calls(s3) -> Iterator[list[str]]:
+    """The S3 operations the client sends while the test runs."""
+    seen: list[str] = []
+
+    def record(model, **_):
+        seen.append(model.name)
+
+    s3.meta.events.register("before-call.s3", record)
+    yield seen
+    s3.meta.events.unregister("before-call.s3", record)
+
+
+@pytest.mark.parametrize("body", [b"", b"x", "ÅØ 设计图 \u200b\r\n".encode() * 999, os.urandom(300_000)])
+def test_a_small_object_is_hashed_by_the_store_not_read_back(s3, calls, body):
+    s3.put_object(Bucket=BUCKET, Key="specs/small.step", Body=body)
+    assert copy_and_hash(s3, BUCKET, "specs/small.step", BUCKET, "_staging/R4/small.step") == (
+        hashlib.sha256(body).hexdigest(),
+        len(body),
+    )
+    assert calls[1:] == ["HeadObject", "CopyObject"], "no GetObject: the store hashed the copy"
+    assert s3.get_object(Bucket=BUCKET, Key="_staging/R4/small.step")["Body"].read() == body
+
+
+def test_a_store_without_checksums_gets_the_copy_read_back(s3, calls):
+    """An S3-compatible store that ignores ChecksumAlgorithm: the copy is hashed as a stream."""
+
+    def drop_checksum(parsed, **_):
+        parsed.get("CopyObjectResult", {}).pop("ChecksumSHA256", None)
+
+    s3.put_object(Bucket=BUCKET, Key="specs/plain.step", Body=b"solid 1\n")
+    s3.meta.events.register("after-call.s3.CopyObject", drop_checksum)
+    try:
+        result = copy_and_hash(s3, BUCKET, "specs/plain.step", BUCKET, "_staging/R5/plain.step")
+    finally:
+        s3.meta.events.unregister("after-call.s3.CopyObject", drop_checksum)
+    assert result == (hashlib.sha256(b"solid 1\n").hexdigest(), 8)
+    assert calls[-3:] == ["HeadObject", "CopyObject", "GetObject"]
+
+
+def test_a_source_replaced_between_size_and_copy_is_hashed_as_copied(s3, calls):
+    """The size is read before the copy; a copy of other bytes must not carry that size."""
+    s3.put_object(Bucket=BUCKET, Key="specs/moving.step", Body=b"first version")
+
+    def replace_source(**_):
+        s3.meta.events.unregister("before-call.s3.CopyObject", replace_source)
+        s3.put_object(Bucket=BUCKET, Key="specs/moving.step", Body=b"a longer second version")
+
+    s3.meta.events.register("before-call.s3.CopyObject", replace_source)
+    assert copy_and_hash(s3, BUCKET, "specs/moving.step", BUCKET, "_staging/R6/moving.step") == (
+        hashlib.sha256(b"a longer second version").hexdigest(),
+        23,
+    )
+    assert calls[-1] == "GetObject", "the copy was read back"
+
+
+def test_a_copy_of_an_object_hashed_before_is_one_request(s3, calls):
+    """A staged object comes with the SHA-256 and size it was staged with: the store's checksum
+    of the copy must match it, and nothing else is asked."""
+    body = b"ISO-10303-21;\n" * 100
+    s3.put_object(Bucket=BUCKET, Key="_staging/R8/known.step", Body=body)
+    known = (hashlib.sha256(body).hexdigest(), len(body))
+    assert copy_and_hash(s3, BUCKET, "_staging/R8/known.step", BUCKET, "R8/files/known.step", known=known) == known
+    assert calls[1:] == ["CopyObject"]
+
+
+@pytest.mark.parametrize(
+    "known", [pytest.param(("0" * 64, 1400), id="other-hash"), pytest.param(("0" * 64, 3), id="other-hash-and-size")]
+)
+def test_a_copy_that_does_not_match_what_was_staged_is_hashed_as_stored(s3, calls, known):
+    """The staged copy changed after it was hashed (or the row lies): the manifest gets the truth."""
+    body = b"ISO-10303-21;\n" * 100
+    s3.put_object(Bucket=BUCKET, Key="_staging/R9/changed.step", Body=body)
+    result = copy_and_hash(s3, BUCKET, "_staging/R9/changed.step", BUCKET, "R9/files/changed.step", known=known)
+    assert result == (hashlib.sha256(body).hexdigest(), len(body))
+    assert calls[-1] == "GetObject"
+
+
+def test_a_known_large_object_is_still_copied_in_parts(s3, large_object, calls):
+    known = (large_object, SIZE)
+    assert (
+        copy_and_hash(s3, BUCKET, "specs/large.step", BUCKET, "R10/large.step", part_bytes=PART, known=known) == known
+    )
+    assert "UploadPartCopy" in calls
+
+
+def test_a_large_object_is_copied_in_parts_then_hashed_as_a_stream(s3, large_object, calls):
+    assert copy_and_hash(s3, BUCKET, "specs/large.step", BUCKET, "_staging/R7/large.step", part_bytes=PART) == (
+        large_object,
+        SIZE,
+    )
+    assert "UploadPartCopy" in calls
+    assert calls[-1] == "GetObject"
 
 
 def test_the_demo_s3_connection_checks_crcs_only_on_request():

@@ -253,6 +253,32 @@ def test_manifest_lists_every_file_with_the_sha256_of_its_stored_bytes(s3, data_
     assert datetime.fromisoformat(manifest["link_expires_at"]) == result.expires_at
 
 
+@pytest.mark.parametrize(
+    "staged_with",
+    [
+        pytest.param({"sha256": "f" * 64}, id="other-sha256"),
+        pytest.param({"sha256": "F" * 64}, id="upper-case-sha256"),
+        pytest.param({"size_bytes": -1}, id="negative-size"),
+        pytest.param({"size_bytes": None}, id="no-size"),
+        pytest.param({"sha256": None}, id="no-sha256"),
+        pytest.param({"size_bytes": 10**12}, id="size-too-large-for-one-copy"),
+    ],
+)
+def test_the_manifest_hashes_the_copied_bytes_whatever_the_staged_row_says(s3, data_map, request_id, staged_with):
+    """The staged row's hash only saves a read when the store's checksum of the copy agrees with it."""
+    staging = _stage(s3, request_id)
+    result = staging.load("fabconnect_s3.objects")
+    frame = result.frames["specs"]
+    for column, value in staged_with.items():
+        frame[column] = frame[column].astype(object)
+        frame.loc[0, column] = value
+    staging.put_result(result, unit="fabconnect_s3.objects")
+    package = _build(s3, data_map, request_id)
+    manifest = json.loads(_get(s3, package.manifest_key))
+    entry = next(f for f in manifest["files"] if f["path"] == "files/specs/q-1/bracket.step")
+    assert (entry["sha256"], entry["size_bytes"]) == (hashlib.sha256(SPEC_BYTES).hexdigest(), len(SPEC_BYTES))
+
+
 def test_access_data_json_round_trips_without_helper_columns(s3, data_map, access):
     raw = _file(s3, access, "data.json")
     assert "Zoë".encode() in raw  # UTF-8, not \u escapes

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
-from include.dsr.connectors.object_streams import copy_object, sha256_of
+from include.dsr.connectors.object_streams import copy_and_hash
 from include.dsr.core.errors import TransientError
 
 if TYPE_CHECKING:
@@ -108,10 +108,9 @@ class ObjectStoreConnector(BaseConnector):
         return delete_versions(self.s3, self.bucket, keys)
 
     def _stage(self, key: str, request_id: str) -> dict:
-        """Copy the object into staging in the store and hash the copy as a stream (see object_streams)."""
+        """Copy the object into staging in the store and hash the copy as stored (see object_streams)."""
         staged_key = f"{self.staging_prefix.format(request_id=request_id)}{key}"
-        copy_object(self.s3, self.bucket, key, self.staging_bucket, staged_key)
-        sha256, size = sha256_of(self.s3, self.staging_bucket, staged_key)
+        sha256, size = copy_and_hash(self.s3, self.bucket, key, self.staging_bucket, staged_key)
         return {"object_key": key, "size_bytes": size, "sha256": sha256, "staged_key": staged_key}
 
 

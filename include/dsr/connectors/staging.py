@@ -155,15 +155,18 @@ class StagedBatch:
         self.units = staging.units() if units is None else units
         self.metas = {unit: staging.meta(unit) for unit in self.units}
         self.results = {unit: staging.load(unit) for unit in self.units}
-        # unit -> collection -> request id -> its rows (grouped once, not filtered per request)
-        self.rows: dict[str, dict[str, dict[str, pd.DataFrame]]] = {
-            unit: {
-                name: {str(rid): part.reset_index(drop=True) for rid, part in frame.groupby(REQUEST_ID_COLUMN)}
-                for name, frame in result.frames.items()
-                if REQUEST_ID_COLUMN in frame.columns
-            }
-            for unit, result in self.results.items()
-        }
+        # unit -> collection -> request id -> its rows, grouped once (not filtered per request) and
+        # without the request-id column: the grouping is what makes them that request's
+        self.rows: dict[str, dict[str, dict[str, pd.DataFrame]]] = {}
+        self.empty: dict[str, dict[str, pd.DataFrame]] = {}  # unit -> collection -> no rows, same columns
+        for unit, result in self.results.items():
+            self.rows[unit], self.empty[unit] = {}, {}
+            for name, frame in result.frames.items():
+                if REQUEST_ID_COLUMN in frame.columns:
+                    rows = frame.drop(columns=[REQUEST_ID_COLUMN])
+                    owners = frame[REQUEST_ID_COLUMN].astype(str)
+                    self.rows[unit][name] = {rid: part.reset_index(drop=True) for rid, part in rows.groupby(owners)}
+                    self.empty[unit][name] = rows.iloc[0:0]
 
     def slice(self, request_id: str) -> RequestSlice:
         return RequestSlice(self, request_id)
@@ -171,7 +174,7 @@ class StagedBatch:
 
 class RequestSlice:
     """One request's part of a :class:`StagedBatch`: the units that concern it (a partner only
-    its recipients'), each frame cut to the rows tagged with its request id."""
+    its recipients'), each frame cut to the rows tagged with its request id (that column dropped)."""
 
     def __init__(self, batch: StagedBatch, request_id: str) -> None:
         self.batch, self.request_id = batch, request_id
@@ -194,8 +197,9 @@ class RequestSlice:
         untagged = [name for name, frame in result.frames.items() if name not in grouped and len(frame)]
         if untagged:  # whose rows they are is unknown: none of them may go into anyone's package
             raise TerminalError(f"staged unit {unit}: rows of {untagged} carry no request id; a wave needs them tagged")
+        empty = self.batch.empty[unit]
         frames = {
-            name: grouped[name].get(self.request_id, frame.iloc[0:0]) if name in grouped else frame
+            name: grouped[name].get(self.request_id, empty[name]) if name in grouped else frame
             for name, frame in result.frames.items()
         }
         return replace(result, frames=frames)

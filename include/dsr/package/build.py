@@ -12,8 +12,8 @@ Layout under ``s3://<exports bucket>/<request_id>/``::
 
 Portability keeps only collections whose data-map ``portability`` is ``provided`` or
 ``observed`` (Art. 20: inferred data is out). Building is idempotent: the same keys are
-overwritten and keys under the prefix that this build did not write are deleted. The
-staging area is left alone: the caller clears it once the package is recorded.
+overwritten and keys an earlier build left under the prefix that this build did not write are
+deleted. The staging area is left alone: the caller clears it once the package is recorded.
 
 A collection with no records of the subject has no CSV: ``data.json`` lists it as ``[]`` and the
 manifest counts it as 0, so nothing is hidden, and the subject is not handed a folder of empty
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.constants import MAX_PRESIGN_SECONDS
 from include.dsr.connectors.base import REQUEST_ID_COLUMN
-from include.dsr.connectors.object_streams import copy_object, sha256_of, stream_into, upload_file
+from include.dsr.connectors.object_streams import copy_and_hash, stream_into, upload_file
 from include.dsr.connectors.staging import Staging
 from include.dsr.core.errors import CheckFailedError, TerminalError
 from include.dsr.core.request import REQUEST_ID_PATTERN
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 RIGHTS = ("access", "portability")
 PORTABLE = ("provided", "observed")
 MANIFEST, ZIP_NAME = "manifest.json", "package.zip"
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 JSON_TYPE, CSV_TYPE = "application/json; charset=utf-8", "text/csv; charset=utf-8"
 
 
@@ -78,7 +79,8 @@ class PackageResult:
 @dataclass
 class _Gathered:
     frames: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # system -> collection -> rows
-    objects: dict[str, str] = field(default_factory=dict)  # package path -> staged key
+    # package path -> staged key, and the SHA-256 and size it was staged with where the rows say
+    objects: dict[str, tuple[str, tuple[str, int] | None]] = field(default_factory=dict)
     units: dict[str, dict[str, str]] = field(default_factory=dict)  # system -> unit -> status
 
 
@@ -110,13 +112,12 @@ class _Writer:
             "size_bytes": len(body),
         }
 
-    def copy(self, path: str, source_key: str) -> None:
-        """Server-side (multipart) copy, then hash the copy as stored, as a stream: the manifest
-        vouches for those bytes, and a large file never sits in memory."""
+    def copy(self, path: str, source_key: str, known: tuple[str, int] | None = None) -> None:
+        """Server-side copy, hashed as stored (by the store, or for a large file streamed back):
+        the manifest vouches for those bytes, and a large file never sits in memory."""
         key = self.prefix + path
         self._forget(path)
-        copy_object(self.s3, self.bucket, source_key, self.bucket, key)
-        sha256, size = sha256_of(self.s3, self.bucket, key)
+        sha256, size = copy_and_hash(self.s3, self.bucket, source_key, self.bucket, key, known=known)
         self.files[path] = {"key": key, "path": path, "sha256": sha256, "size_bytes": size}
 
     def _forget(self, path: str) -> None:
@@ -182,6 +183,9 @@ def build_package(
 
     gathered = _gather(staging or Staging(s3, bucket, request_id), data_map, right)
     writer = _Writer(s3, bucket, f"{request_id}/")
+    # Listed before writing: a first build lists an empty prefix, which costs the store next to
+    # nothing, where listing the finished package afterwards cost as much as 4 of its writes.
+    earlier = _keys_under(s3, bucket, writer.prefix)
     data = {
         system: {name: _records(frame) for name, frame in colls.items()} for system, colls in gathered.frames.items()
     }
@@ -190,8 +194,8 @@ def build_package(
         for name, frame in colls.items():
             if len(frame):
                 writer.put(f"csv/{system}/{name}.csv", frame.to_csv(index=False).encode("utf-8"), CSV_TYPE)
-    for path, staged_key in sorted(gathered.objects.items()):
-        writer.copy(path, staged_key)
+    for path, (staged_key, known) in sorted(gathered.objects.items()):
+        writer.copy(path, staged_key, known)
     if right == "portability":
         writer.put("schema.json", _json(schema_document(data_map, gathered.frames, data)), JSON_TYPE)
     else:
@@ -215,7 +219,7 @@ def build_package(
     zip_key = _write_zip(writer, zip_module, zip_password) if zip_module else None
 
     keys = sorted([f["key"] for f in writer.files.values()] + ([zip_key] if zip_key else []))
-    stale = _delete_stale(s3, bucket, writer.prefix, set(keys))
+    stale = _delete_stale(s3, bucket, earlier - set(keys))
     target = zip_key or writer.prefix + ("report.html" if right == "access" else "data.json")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": target}, ExpiresIn=seconds)
     log.info(
@@ -272,9 +276,7 @@ def _gather(staging: Staging, data_map: DataMap, right: str) -> _Gathered:
     return gathered
 
 
-def _clean(
-    frame: pd.DataFrame, staging: Staging, where: str, objects: dict[str, str], staged_files: list[str]
-) -> pd.DataFrame:
+def _clean(frame: pd.DataFrame, staging: Staging, where: str, objects: dict, staged_files: list[str]) -> pd.DataFrame:
     """Refuse other requests' rows, drop helper columns, point object rows at ``files/<key>``."""
     if REQUEST_ID_COLUMN in frame.columns:
         foreign = int((frame[REQUEST_ID_COLUMN].astype(str) != staging.request_id).sum())
@@ -286,12 +288,30 @@ def _clean(
         frame = frame.drop(columns=[REQUEST_ID_COLUMN])
     if {"object_key", "staged_key"} <= set(frame.columns):
         paths = [f"files/{_safe_path(key)}" for key in frame["object_key"].astype(str)]
-        objects.update(zip(paths, frame["staged_key"].astype(str), strict=True))
+        known = _staged_hashes(frame)
+        objects.update(zip(paths, zip(frame["staged_key"].astype(str), known, strict=True), strict=True))
         frame = frame.drop(columns=["staged_key"]).assign(package_file=paths)
     else:  # no per-row keys: fall back to the unit's list of staged files
         for staged_key in staged_files:
-            objects[f"files/{_safe_path(staged_key.removeprefix(staging.files_prefix))}"] = staged_key
+            objects[f"files/{_safe_path(staged_key.removeprefix(staging.files_prefix))}"] = (staged_key, None)
     return frame.reset_index(drop=True)
+
+
+def _staged_hashes(frame: pd.DataFrame) -> list[tuple[str, int] | None]:
+    """Per row, the (SHA-256, size) its object was staged with, where both are there and well formed."""
+    if not {"sha256", "size_bytes"} <= set(frame.columns):
+        return [None] * len(frame)
+    return [
+        (sha, int(size)) if isinstance(sha, str) and SHA256_HEX.fullmatch(sha) and _is_size(size) else None
+        for sha, size in zip(frame["sha256"], frame["size_bytes"], strict=True)
+    ]
+
+
+def _is_size(value: Any) -> bool:
+    try:
+        return int(value) == value and int(value) >= 0
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _safe_path(object_key: str) -> str:
@@ -358,14 +378,17 @@ def _write_zip(writer: _Writer, module: Any, password: str | None) -> str:
     return key
 
 
-def _delete_stale(s3: Any, bucket: str, prefix: str, keep: set[str]) -> int:
-    """Delete keys under ``prefix`` that this build did not write (files of an earlier build)."""
-    stale = [
+def _keys_under(s3: Any, bucket: str, prefix: str) -> set[str]:
+    return {
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for o in page.get("Contents", [])
-        if o["Key"] not in keep
-    ]
+    }
+
+
+def _delete_stale(s3: Any, bucket: str, stale_keys: set[str]) -> int:
+    """Delete the keys an earlier build left that this one did not write again."""
+    stale = sorted(stale_keys)
     for i in range(0, len(stale), 1000):
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i : i + 1000]], "Quiet": True})
     return len(stale)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -315,24 +315,32 @@ def build_package(
     ids = [s.request_id for s in delivered_subjects(rt, batch_id)]
     rows = rt.ledger.get_requests(ids)
     staged = StagedBatch(rt.staging(batch_id))
-    records = 0
     with ThreadPoolExecutor(PACKAGE_THREADS) as pool:
-        for i in range(0, len(ids), CLOSE_CHUNK):
-            chunk = ids[i : i + CLOSE_CHUNK]
-            # Written and sent before the ledger's transaction opens: it never waits on the store
-            # or a receiver, and a failed transmission rolls back no recorded package.
-            written = list(
-                pool.map(lambda rid: write_request_package(rt, rid, right, rows[rid], staged.slice(rid)), chunk)
-            )
-            sent = [
-                transmit(rt, package, confs.get(rid, {}).get("transmit_to"))
-                for rid, package in zip(chunk, written, strict=True)
-            ]
-            with rt.ledger.batch():
-                for rid, package, receipt in zip(chunk, written, sent, strict=True):
-                    records += record_package(rt, rid, package, receipt)["records"]
+        # Every package is queued at once, so the store keeps writing later ones while a chunk of
+        # finished ones is recorded; results come back in order, and the first failure raised
+        # cancels the packages not started yet (Executor.map).
+        packages = pool.map(lambda rid: write_request_package(rt, rid, right, rows[rid], staged.slice(rid)), ids)
+        records = _record_packages(rt, ids, packages, confs)
     log.info("batch %s: %s packages built (%s records)", batch_id, len(ids), records)
     return {"request_id": batch_id, "packages": len(ids), "records": records}
+
+
+def _record_packages(rt: Runtime, ids: list[str], packages: Iterator, confs: dict) -> int:
+    """Transmit and record the packages (in ``ids`` order) a chunk per ledger transaction; the records in all."""
+    records = 0
+    for i in range(0, len(ids), CLOSE_CHUNK):
+        chunk = ids[i : i + CLOSE_CHUNK]
+        # Written and sent before the ledger's transaction opens: it never waits on the store
+        # or a receiver, and a failed transmission rolls back no recorded package.
+        written = [next(packages) for _ in chunk]
+        sent = [
+            transmit(rt, package, confs.get(rid, {}).get("transmit_to"))
+            for rid, package in zip(chunk, written, strict=True)
+        ]
+        with rt.ledger.batch():
+            for rid, package, receipt in zip(chunk, written, sent, strict=True):
+                records += record_package(rt, rid, package, receipt)["records"]
+    return records
 
 
 def write_request_package(rt: Runtime, request_id: str, right: str, row, staging: RequestSlice | None = None):
