@@ -90,3 +90,74 @@ def test_secrets_are_refused_unless_real_outside_the_demo(monkeypatch, variable,
         assert refused in str(info.value) or "not configured" in str(info.value)
     else:
         assert secret("fingerprint") == (variable or "demo-fingerprint-not-a-secret")
+
+
+def test_a_lazy_client_is_made_on_first_use_once_for_all_threads():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from include.dsr.connections import LazyClient
+
+    made = []
+
+    class Client:
+        def list_buckets(self):
+            return {"Buckets": []}
+
+    def make():
+        time.sleep(0.05)  # a slow build, so the threads arrive while it runs
+        made.append(threading.get_ident())
+        return Client()
+
+    client = LazyClient(make)
+    assert not client.made
+    assert made == [], "nothing is built before the first use"
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.list_buckets(), range(32)))
+    assert answers == [{"Buckets": []}] * 32
+    assert len(made) == 1
+    assert client.made
+
+
+def test_a_lazy_client_that_fails_to_build_raises_at_use_and_tries_again():
+    from include.dsr.connections import LazyClient
+
+    attempts = []
+
+    def make():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise TerminalError("connection fabconnect_s3 is not defined")
+        return json  # any object with attributes
+
+    client = LazyClient(make)
+    with pytest.raises(TerminalError, match="fabconnect_s3"):
+        client.dumps({})
+    assert client.dumps({"a": 1}) == '{"a": 1}'
+    assert len(attempts) == 2
+
+
+def test_the_task_runtime_builds_no_s3_client_until_the_store_is_used(monkeypatch, tmp_path):
+    """Most of a request's tasks never touch the store; each task process builds its runtime afresh."""
+    from include.dsr import connections
+    from include.dsr.rights import runtime
+
+    built = []
+    monkeypatch.setattr(connections, "s3_client", lambda conn_id: built.append(conn_id) or object())
+    monkeypatch.setenv("AIRFLOW_CONN_DSR_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "l.db")}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FABCONNECT_APP", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "a.db")})
+    )
+    runtime._airflow_runtime.cache_clear()
+    try:
+        rt = runtime.Runtime.from_airflow()
+        assert built == []
+        assert isinstance(rt.s3, connections.LazyClient)  # the proxy's own attributes build nothing
+        assert not rt.s3.made
+        assert built == []
+        with pytest.raises(AttributeError):
+            rt.s3.put_object(Bucket="b", Key="k", Body=b"")  # forwarded: the client is built first
+        assert built == ["fabconnect_s3"]
+    finally:
+        runtime._airflow_runtime.cache_clear()

@@ -701,3 +701,32 @@ def test_a_report_with_no_records_points_at_no_csv_folder(data_map, access, s3):
     assert "<code>data.json</code>." in empty
     assert "csv/" not in empty
     assert "<code>csv/</code> folder" in _file(s3, access, "report.html").decode("utf-8")
+
+
+def test_a_wave_slice_holds_only_its_own_rows_without_the_request_id(s3):
+    """The wave's staging is grouped by request once; a row without a request id goes to nobody,
+    not even to a request whose id reads "nan" (request ids allow it)."""
+    from include.dsr.connectors.staging import StagedBatch
+
+    staging = Staging(s3, BUCKET, f"wave-{uuid.uuid4().hex[:8]}")
+    orders = pd.DataFrame.from_records(
+        [
+            {"id": 1, "total_eur": 10.0, REQUEST_ID_COLUMN: "W-1"},
+            {"id": 2, "total_eur": 20.0, REQUEST_ID_COLUMN: "W-2"},
+            {"id": 3, "total_eur": 30.0, REQUEST_ID_COLUMN: "W-1"},
+            {"id": 4, "total_eur": 40.0, REQUEST_ID_COLUMN: None},
+            {"id": 5, "total_eur": 50.0, REQUEST_ID_COLUMN: "nan"},
+        ]
+    )
+    staging.put_result(ExportResult("fabconnect_app", frames={"orders": orders}), unit="fabconnect_app.commerce")
+    batch = StagedBatch(staging)
+    got = {
+        rid: batch.slice(rid).load("fabconnect_app.commerce").frames["orders"] for rid in ("W-1", "W-2", "nan", "W-3")
+    }
+    assert got["W-1"]["id"].tolist() == [1, 3]
+    assert got["W-2"]["id"].tolist() == [2]
+    assert got["nan"]["id"].tolist() == [5]
+    assert got["W-3"].empty
+    for frame in got.values():
+        assert list(frame.columns) == ["id", "total_eur"]
+    assert 4 not in {i for frame in got.values() for i in frame["id"]}

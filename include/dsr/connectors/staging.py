@@ -164,8 +164,9 @@ class StagedBatch:
             for name, frame in result.frames.items():
                 if REQUEST_ID_COLUMN in frame.columns:
                     rows = frame.drop(columns=[REQUEST_ID_COLUMN])
-                    owners = frame[REQUEST_ID_COLUMN].astype(str)
-                    self.rows[unit][name] = {rid: part.reset_index(drop=True) for rid, part in rows.groupby(owners)}
+                    # a row with no request id (NaN) goes to nobody, not to a request named "nan"
+                    groups = rows.groupby(frame[REQUEST_ID_COLUMN], dropna=True)
+                    self.rows[unit][name] = {str(rid): part.reset_index(drop=True) for rid, part in groups}
                     self.empty[unit][name] = rows.iloc[0:0]
 
     def slice(self, request_id: str) -> RequestSlice:

@@ -81,7 +81,7 @@ class Runtime:
 
 @lru_cache(maxsize=1)
 def _airflow_runtime() -> Runtime:
-    from include.dsr.connections import engine_for, s3_client, secret, sqlalchemy_url
+    from include.dsr.connections import LazyClient, engine_for, s3_client, secret, sqlalchemy_url
     from include.dsr.core.data_map import load_data_map
     from include.dsr.ledger.api import Ledger
 
@@ -93,7 +93,7 @@ def _airflow_runtime() -> Runtime:
         data_map=load_data_map(),
         ledger=ledger,
         app_engine=engine_for(constants.CONN_APP_DB),
-        s3=s3_client(constants.CONN_S3),
+        s3=LazyClient(lambda: s3_client(constants.CONN_S3)),
         hash_secret=hash_secret,
         fingerprint_secret=fingerprint_secret,
     )
