@@ -143,6 +143,8 @@ class LazyClient:
         return self._client is not None
 
     def __getattr__(self, name: str) -> Any:  # only for what the proxy itself lacks
+        if name.startswith("__"):  # copy, pickle and hasattr probes: not the client's to answer
+            raise AttributeError(name)
         if self._client is None:
             with self._lock:
                 if self._client is None:

@@ -257,7 +257,8 @@ def test_manifest_lists_every_file_with_the_sha256_of_its_stored_bytes(s3, data_
     "staged_with",
     [
         pytest.param({"sha256": "f" * 64}, id="other-sha256"),
-        pytest.param({"sha256": "F" * 64}, id="upper-case-sha256"),
+        pytest.param({"sha256": hashlib.sha256(SPEC_BYTES).hexdigest().upper()}, id="upper-case-sha256"),
+        pytest.param({"size_bytes": 1}, id="right-hash-wrong-size"),
         pytest.param({"size_bytes": -1}, id="negative-size"),
         pytest.param({"size_bytes": None}, id="no-size"),
         pytest.param({"sha256": None}, id="no-sha256"),
@@ -265,7 +266,7 @@ def test_manifest_lists_every_file_with_the_sha256_of_its_stored_bytes(s3, data_
     ],
 )
 def test_the_manifest_hashes_the_copied_bytes_whatever_the_staged_row_says(s3, data_map, request_id, staged_with):
-    """The staged row's hash only saves a read when the store's checksum of the copy agrees with it."""
+    """The manifest describes the package's copy as stored, never what the staging row claims."""
     staging = _stage(s3, request_id)
     result = staging.load("fabconnect_s3.objects")
     frame = result.frames["specs"]

@@ -1,10 +1,10 @@
-"""A wave's packages: queued at once, recorded a chunk at a time in order, and one failure
-stops the packages not yet started (the task fails; its retry rebuilds every package)."""
+"""A wave's packages: queued at once, recorded a chunk at a time in order, and any failure (a
+package, the ledger) stops the packages not yet started (the task fails; its retry rebuilds
+every package idempotently)."""
 
 from __future__ import annotations
 
 import threading
-import time
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -13,13 +13,16 @@ import pytest
 from include.dsr.connectors import staging
 from include.dsr.rights import gathering, waves
 
+WAVE = 400
+FAILS_AT = "W-0150"
+
 
 @pytest.fixture
 def wave(monkeypatch):
-    ids = [f"W-{i:04d}" for i in range(400)]
-    written: list[str] = []
+    ids = [f"W-{i:04d}" for i in range(WAVE)]
+    started: list[str] = []
     recorded: list[list[str]] = []
-    lock = threading.Lock()
+    lock, released = threading.Lock(), threading.Event()
 
     class Ledger:
         def get_requests(self, wanted):
@@ -31,15 +34,17 @@ def wave(monkeypatch):
 
     def write(rt, rid, right, row, staging=None):
         with lock:
-            written.append(rid)  # started
-        if rid == rt.fails_at:
+            started.append(rid)
+        if rid == rt.package_fails_at:
             raise OSError("object store unreachable")
-        if rt.fails_at and rid > rt.fails_at:
-            time.sleep(0.5)  # still writing when the failure is seen
+        if rt.package_fails_at and rid > rt.package_fails_at:
+            released.wait(timeout=2)  # still writing when the failure is seen
         return SimpleNamespace(request_id=rid)
 
     def record(rt, rid, package, receipt=None):
         assert package.request_id == rid
+        if rid == rt.record_fails_at:
+            raise RuntimeError("ledger unreachable")
         recorded[-1].append(rid)
         return {"records": 1}
 
@@ -51,22 +56,41 @@ def wave(monkeypatch):
     monkeypatch.setattr(gathering, "record_package", record)
     monkeypatch.setattr(waves, "confs", lambda rt, conf, right: {})
     monkeypatch.setattr(staging, "StagedBatch", lambda _: SimpleNamespace(slice=lambda rid: rid))
-    rt = SimpleNamespace(ledger=Ledger(), staging=lambda batch_id: None, fails_at=None)
-    return SimpleNamespace(rt=rt, ids=ids, written=written, recorded=recorded)
+    rt = SimpleNamespace(ledger=Ledger(), staging=lambda batch_id: None, package_fails_at=None, record_fails_at=None)
+    yield SimpleNamespace(rt=rt, ids=ids, started=started, recorded=recorded, released=released)
+    released.set()
+
+
+def _build_releasing(wave):
+    """Run the build; once it has raised, let the slow packages still running finish."""
+    try:
+        return gathering.build_package(wave.rt, "W", "access")
+    finally:
+        wave.released.set()
 
 
 def test_every_package_is_recorded_once_in_chunks_in_order(wave):
     result = gathering.build_package(wave.rt, "W", "access")
-    assert result == {"request_id": "W", "packages": 400, "records": 400}
+    assert result == {"request_id": "W", "packages": WAVE, "records": WAVE}
     assert [rid for chunk in wave.recorded for rid in chunk] == wave.ids
-    assert [len(chunk) for chunk in wave.recorded] == [gathering.CLOSE_CHUNK] * (400 // gathering.CLOSE_CHUNK)
-    assert sorted(wave.written) == wave.ids
+    assert [len(chunk) for chunk in wave.recorded] == [gathering.CLOSE_CHUNK] * (WAVE // gathering.CLOSE_CHUNK)
+    assert sorted(wave.started) == wave.ids
 
 
 def test_a_failed_package_stops_the_wave_and_records_only_the_chunks_before_it(wave):
-    wave.rt.fails_at = "W-0150"
+    wave.rt.package_fails_at = FAILS_AT
     with pytest.raises(OSError, match="unreachable"):
-        gathering.build_package(wave.rt, "W", "access")
+        _build_releasing(wave)
     assert [rid for chunk in wave.recorded for rid in chunk] == wave.ids[: gathering.CLOSE_CHUNK]
-    # W-0000..W-0150 start; of the slow ones behind, at most one per thread before the cancel
-    assert len(wave.written) <= 151 + gathering.PACKAGE_THREADS, "queued packages were not cancelled"
+    # up to the failure every package starts; behind it, at most one per thread (they block)
+    assert len(wave.started) <= 151 + gathering.PACKAGE_THREADS, "queued packages were not cancelled"
+
+
+def test_a_ledger_failure_while_recording_cancels_the_packages_not_started(wave):
+    """The ledger, not a package, fails: the queued packages must not all be written first."""
+    wave.rt.package_fails_at = "W-0130"  # only to make the packages behind it slow
+    wave.rt.record_fails_at = "W-0050"
+    with pytest.raises(RuntimeError, match="ledger unreachable"):
+        _build_releasing(wave)
+    assert wave.recorded == [wave.ids[:50]]  # the chunk's transaction is the caller's to roll back
+    assert len(wave.started) <= 131 + gathering.PACKAGE_THREADS

@@ -32,45 +32,55 @@ def copy_object(
 
 
 def copy_and_hash(
-    s3: Any,
-    source_bucket: str,
-    source_key: str,
-    bucket: str,
-    key: str,
-    part_bytes: int = MULTIPART_BYTES,
-    known: tuple[str, int] | None = None,
+    s3: Any, source_bucket: str, source_key: str, bucket: str, key: str, part_bytes: int = MULTIPART_BYTES
 ) -> tuple[str, int]:
     """Copy an object and return the SHA-256 (hex) and size of the copy as stored.
 
     Small objects: one ``CopyObject`` with ``ChecksumAlgorithm=SHA256`` (the store hashes the copy;
-    a whole-object checksum, as the copy is not multipart). Its size is either ``known`` (the
-    SHA-256 and size the source was hashed with, e.g. when staged), and then the copy's checksum
-    must equal that SHA-256, or read just before the copy, and then the copy's ETag must equal
-    the one read with it. Otherwise the copy is read back and hashed: a source replaced in
-    between, a store without checksums, an encrypted or multipart-uploaded source whose copy gets
-    a new ETag. Large objects: a multipart copy, then a streamed read.
+    a whole-object checksum, as the copy is not multipart). The size is the source's, read just
+    before the copy; the copy's ETag must equal the one read with it. Otherwise the copy is read
+    back and hashed: a source replaced in between, a store that ignores, refuses or garbles the
+    checksum, an encrypted or multipart-uploaded source whose copy gets a new ETag. Large
+    objects: a multipart copy, then a streamed read.
     """
-    if known is not None and known[1] <= part_bytes:
-        checksum, _ = _copy_with_checksum(s3, source_bucket, source_key, bucket, key)
-        return known if checksum == known[0] else sha256_of(s3, bucket, key)
     head = s3.head_object(Bucket=source_bucket, Key=source_key)
     size = int(head["ContentLength"])
     if size > part_bytes:
         copy_object(s3, source_bucket, source_key, bucket, key, part_bytes)
         return sha256_of(s3, bucket, key)
-    checksum, etag = _copy_with_checksum(s3, source_bucket, source_key, bucket, key)
-    if checksum is None or etag != head["ETag"]:
+    copied = _copy_with_checksum(s3, source_bucket, source_key, bucket, key)
+    checksum = _sha256_hex(copied.get("ChecksumSHA256"))
+    if checksum is None or copied.get("ETag", "").strip('"') != head["ETag"].strip('"'):
         return sha256_of(s3, bucket, key)
     return checksum, size
 
 
-def _copy_with_checksum(s3: Any, source_bucket: str, source_key: str, bucket: str, key: str) -> tuple[str | None, str]:
-    """One ``CopyObject`` asking the store for the copy's SHA-256: (hex digest or None, ETag)."""
-    copied = s3.copy_object(
-        Bucket=bucket, Key=key, CopySource={"Bucket": source_bucket, "Key": source_key}, ChecksumAlgorithm="SHA256"
-    ).get("CopyObjectResult", {})
-    checksum = copied.get("ChecksumSHA256")
-    return (base64.b64decode(checksum).hex() if checksum else None), copied.get("ETag", "")
+def _copy_with_checksum(s3: Any, source_bucket: str, source_key: str, bucket: str, key: str) -> dict:
+    """One ``CopyObject`` asking the store for the copy's SHA-256; its ``CopyObjectResult``. A store
+    that refuses the checksum header gets a plain copy (and the caller reads it back)."""
+    from botocore.exceptions import ClientError
+
+    source = {"Bucket": source_bucket, "Key": source_key}
+    try:
+        answer = s3.copy_object(Bucket=bucket, Key=key, CopySource=source, ChecksumAlgorithm="SHA256")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("InvalidArgument", "InvalidRequest", "NotImplemented"):
+            raise
+        answer = s3.copy_object(Bucket=bucket, Key=key, CopySource=source)
+        return {"ETag": answer.get("CopyObjectResult", {}).get("ETag", "")}  # no checksum: read back
+    return answer.get("CopyObjectResult", {})
+
+
+def _sha256_hex(checksum: str | None) -> str | None:
+    """A full-object SHA-256 as S3 returns it (base64 of 32 bytes) in hex; None for anything else
+    (absent, hex, composite ``...-N``, malformed)."""
+    if not checksum:
+        return None
+    try:
+        digest = base64.b64decode(checksum, validate=True)
+    except ValueError:
+        return None
+    return digest.hex() if len(digest) == 32 else None
 
 
 def sha256_of(s3: Any, bucket: str, key: str) -> tuple[str, int]:

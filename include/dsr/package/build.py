@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 RIGHTS = ("access", "portability")
 PORTABLE = ("provided", "observed")
 MANIFEST, ZIP_NAME = "manifest.json", "package.zip"
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 JSON_TYPE, CSV_TYPE = "application/json; charset=utf-8", "text/csv; charset=utf-8"
 
 
@@ -79,8 +78,7 @@ class PackageResult:
 @dataclass
 class _Gathered:
     frames: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # system -> collection -> rows
-    # package path -> staged key, and the SHA-256 and size it was staged with where the rows say
-    objects: dict[str, tuple[str, tuple[str, int] | None]] = field(default_factory=dict)
+    objects: dict[str, str] = field(default_factory=dict)  # package path -> staged key
     units: dict[str, dict[str, str]] = field(default_factory=dict)  # system -> unit -> status
 
 
@@ -112,12 +110,12 @@ class _Writer:
             "size_bytes": len(body),
         }
 
-    def copy(self, path: str, source_key: str, known: tuple[str, int] | None = None) -> None:
+    def copy(self, path: str, source_key: str) -> None:
         """Server-side copy, hashed as stored (by the store, or for a large file streamed back):
         the manifest vouches for those bytes, and a large file never sits in memory."""
         key = self.prefix + path
         self._forget(path)
-        sha256, size = copy_and_hash(self.s3, self.bucket, source_key, self.bucket, key, known=known)
+        sha256, size = copy_and_hash(self.s3, self.bucket, source_key, self.bucket, key)
         self.files[path] = {"key": key, "path": path, "sha256": sha256, "size_bytes": size}
 
     def _forget(self, path: str) -> None:
@@ -194,8 +192,8 @@ def build_package(
         for name, frame in colls.items():
             if len(frame):
                 writer.put(f"csv/{system}/{name}.csv", frame.to_csv(index=False).encode("utf-8"), CSV_TYPE)
-    for path, (staged_key, known) in sorted(gathered.objects.items()):
-        writer.copy(path, staged_key, known)
+    for path, staged_key in sorted(gathered.objects.items()):
+        writer.copy(path, staged_key)
     if right == "portability":
         writer.put("schema.json", _json(schema_document(data_map, gathered.frames, data)), JSON_TYPE)
     else:
@@ -276,7 +274,9 @@ def _gather(staging: Staging, data_map: DataMap, right: str) -> _Gathered:
     return gathered
 
 
-def _clean(frame: pd.DataFrame, staging: Staging, where: str, objects: dict, staged_files: list[str]) -> pd.DataFrame:
+def _clean(
+    frame: pd.DataFrame, staging: Staging, where: str, objects: dict[str, str], staged_files: list[str]
+) -> pd.DataFrame:
     """Refuse other requests' rows, drop helper columns, point object rows at ``files/<key>``."""
     if REQUEST_ID_COLUMN in frame.columns:
         foreign = int((frame[REQUEST_ID_COLUMN].astype(str) != staging.request_id).sum())
@@ -288,30 +288,12 @@ def _clean(frame: pd.DataFrame, staging: Staging, where: str, objects: dict, sta
         frame = frame.drop(columns=[REQUEST_ID_COLUMN])
     if {"object_key", "staged_key"} <= set(frame.columns):
         paths = [f"files/{_safe_path(key)}" for key in frame["object_key"].astype(str)]
-        known = _staged_hashes(frame)
-        objects.update(zip(paths, zip(frame["staged_key"].astype(str), known, strict=True), strict=True))
+        objects.update(zip(paths, frame["staged_key"].astype(str), strict=True))
         frame = frame.drop(columns=["staged_key"]).assign(package_file=paths)
     else:  # no per-row keys: fall back to the unit's list of staged files
         for staged_key in staged_files:
-            objects[f"files/{_safe_path(staged_key.removeprefix(staging.files_prefix))}"] = (staged_key, None)
+            objects[f"files/{_safe_path(staged_key.removeprefix(staging.files_prefix))}"] = staged_key
     return frame.reset_index(drop=True)
-
-
-def _staged_hashes(frame: pd.DataFrame) -> list[tuple[str, int] | None]:
-    """Per row, the (SHA-256, size) its object was staged with, where both are there and well formed."""
-    if not {"sha256", "size_bytes"} <= set(frame.columns):
-        return [None] * len(frame)
-    return [
-        (sha, int(size)) if isinstance(sha, str) and SHA256_HEX.fullmatch(sha) and _is_size(size) else None
-        for sha, size in zip(frame["sha256"], frame["size_bytes"], strict=True)
-    ]
-
-
-def _is_size(value: Any) -> bool:
-    try:
-        return int(value) == value and int(value) >= 0
-    except (TypeError, ValueError, OverflowError):
-        return False
 
 
 def _safe_path(object_key: str) -> str:

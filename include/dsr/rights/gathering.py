@@ -317,10 +317,13 @@ def build_package(
     staged = StagedBatch(rt.staging(batch_id))
     with ThreadPoolExecutor(PACKAGE_THREADS) as pool:
         # Every package is queued at once, so the store keeps writing later ones while a chunk of
-        # finished ones is recorded; results come back in order, and the first failure raised
-        # cancels the packages not started yet (Executor.map).
+        # finished ones is recorded; results come back in order.
         packages = pool.map(lambda rid: write_request_package(rt, rid, right, rows[rid], staged.slice(rid)), ids)
-        records = _record_packages(rt, ids, packages, confs)
+        try:
+            records = _record_packages(rt, ids, packages, confs)
+        except BaseException:
+            packages.close()  # any failure (a package, the ledger, a timeout) cancels those not started
+            raise
     log.info("batch %s: %s packages built (%s records)", batch_id, len(ids), records)
     return {"request_id": batch_id, "packages": len(ids), "records": records}
 
