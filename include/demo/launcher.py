@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 from include import settings
 from include.demo.airflow_env import (
@@ -53,7 +53,7 @@ class ProcessGroup:
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.restarts: dict[str, list[float]] = {}  # name -> monotonic times of its restarts
-        self._logs: dict[str, Any] = {}  # name -> the open log file of its latest process
+        self._logs: dict[str, IO[bytes]] = {}  # name -> the open log file of its latest process
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)

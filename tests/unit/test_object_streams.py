@@ -16,6 +16,7 @@ import sys
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -105,17 +106,22 @@ def test_a_multipart_upload_copied_in_one_request_hashes_the_same(s3, large_obje
     assert sha256_of(s3, BUCKET, "_staging/R3/large.step") == (large_object, SIZE)
 
 
+@contextmanager
+def _on(s3, event: str, handler) -> Iterator[None]:
+    """``handler`` hooked to the client's botocore ``event`` while the block runs."""
+    s3.meta.events.register(event, handler)
+    try:
+        yield
+    finally:
+        s3.meta.events.unregister(event, handler)
+
+
 @pytest.fixture
 def calls(s3) -> Iterator[list[str]]:
     """The S3 operations the client sends while the test runs."""
     seen: list[str] = []
-
-    def record(model, **_):
-        seen.append(model.name)
-
-    s3.meta.events.register("before-call.s3", record)
-    yield seen
-    s3.meta.events.unregister("before-call.s3", record)
+    with _on(s3, "before-call.s3", lambda model, **_: seen.append(model.name)):
+        yield seen
 
 
 @pytest.mark.parametrize(
@@ -144,11 +150,8 @@ def test_a_store_without_checksums_gets_the_copy_read_back(s3, calls):
         parsed.get("CopyObjectResult", {}).pop("ChecksumSHA256", None)
 
     s3.put_object(Bucket=BUCKET, Key="specs/plain.step", Body=b"solid 1\n")
-    s3.meta.events.register("after-call.s3.CopyObject", drop_checksum)
-    try:
+    with _on(s3, "after-call.s3.CopyObject", drop_checksum):
         result = copy_and_hash(s3, BUCKET, "specs/plain.step", BUCKET, "_staging/R5/plain.step")
-    finally:
-        s3.meta.events.unregister("after-call.s3.CopyObject", drop_checksum)
     assert result == (hashlib.sha256(b"solid 1\n").hexdigest(), 8)
     assert calls[-3:] == ["HeadObject", "CopyObject", "GetObject"]
 
@@ -186,11 +189,8 @@ def test_a_checksum_that_is_not_a_whole_object_sha256_is_not_trusted(s3, calls, 
         result = parsed.get("CopyObjectResult", {})
         result["ChecksumSHA256"] = garbled(hashlib.sha256(b"other bytes").digest())
 
-    s3.meta.events.register("after-call.s3.CopyObject", garble)
-    try:
+    with _on(s3, "after-call.s3.CopyObject", garble):
         result = copy_and_hash(s3, BUCKET, "specs/garbled.step", BUCKET, "_staging/R8/garbled.step")
-    finally:
-        s3.meta.events.unregister("after-call.s3.CopyObject", garble)
     assert result == (hashlib.sha256(body).hexdigest(), len(body))
     assert calls[-1] == "GetObject"
 

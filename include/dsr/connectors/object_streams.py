@@ -3,8 +3,8 @@ store itself (multipart ``UploadPartCopy`` above ``MULTIPART_BYTES``) and hashed
 so a worker holds one chunk of it at a time, never the file.
 
 An object up to ``MULTIPART_BYTES`` is copied in one ``CopyObject`` that asks the store for the
-copy's SHA-256 (``ChecksumAlgorithm``), so nothing is read back; a store that returns no
-checksum (an S3-compatible server without flexible checksums) gets the copy read back and hashed.
+copy's SHA-256 (``ChecksumAlgorithm``), so nothing is read back unless the store's answer leaves
+a doubt (see :func:`copy_and_hash`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def copy_and_hash(
 
 def _copy_with_checksum(s3: Any, source_bucket: str, source_key: str, bucket: str, key: str) -> dict:
     """One ``CopyObject`` asking the store for the copy's SHA-256; its ``CopyObjectResult``. A store
-    that refuses the checksum header gets a plain copy (and the caller reads it back)."""
+    that refuses the checksum header gets a plain copy and an empty result (so the caller reads
+    the copy back)."""
     from botocore.exceptions import ClientError
 
     source = {"Bucket": source_bucket, "Key": source_key}
@@ -66,8 +67,8 @@ def _copy_with_checksum(s3: Any, source_bucket: str, source_key: str, bucket: st
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("InvalidArgument", "InvalidRequest", "NotImplemented"):
             raise
-        answer = s3.copy_object(Bucket=bucket, Key=key, CopySource=source)
-        return {"ETag": answer.get("CopyObjectResult", {}).get("ETag", "")}  # no checksum: read back
+        s3.copy_object(Bucket=bucket, Key=key, CopySource=source)
+        return {}
     return answer.get("CopyObjectResult", {})
 
 
