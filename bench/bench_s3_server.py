@@ -1,8 +1,11 @@
-"""The project's S3 server (moto's S3 backend alone) vs moto's all-services server, same requests.
+"""The project's S3 server (moto's S3 backend alone behind waitress) vs the same backend behind
+werkzeug's development server (what the project ran before: a new connection per request) and
+moto's all-services server, same requests.
 
 Each server runs in its own process; a client process writes ``--puts`` small objects (a CSV of
 ~300 bytes, the size of a package's typical file) from 8 threads, as a wave's package stage does,
-then lists ``--lists`` prefixes of 30 keys each. Prints requests per second of each and the ratio.
+then lists ``--lists`` prefixes of 30 keys each. Prints requests per second of each, the client's
+CPU milliseconds per PUT (signing, sockets: what a task process pays) and the ratios.
 Output: ``results/s3_server.json``.
 
     .venv/bin/python bench/bench_s3_server.py [--puts 3000] [--lists 100]
@@ -27,6 +30,13 @@ SERVERS = {
         "from moto.server import ThreadedMotoServer;"
         "ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start(); threading.Event().wait()"
     ),
+    "s3_backend_on_werkzeug": (
+        "import logging, threading; logging.getLogger('werkzeug').setLevel(logging.WARNING);"
+        "from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app;"
+        "from werkzeug.serving import make_server;"
+        "make_server('127.0.0.1', {port}, create_backend_app('s3'), threaded=True,"
+        " request_handler=MotoRequestHandler).serve_forever()"
+    ),
     "project_s3_server": (
         "import logging, threading; logging.getLogger('werkzeug').setLevel(logging.WARNING);"
         "from include.demo.services import S3Server; S3Server({port}).start(); threading.Event().wait()"
@@ -44,15 +54,19 @@ body = b"id,email,amount_eur,charged_at\\n" + b"1,someone@example.test,129.50,20
 def put(i):
     s3.put_object(Bucket="bench-s3-server", Key=f"req-{i // 30:05d}/csv/{i}.csv", Body=body)
 put(0)
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 with ThreadPoolExecutor(8) as pool:
     list(pool.map(put, range(puts)))
-put_s = time.perf_counter() - started
+put_s, put_cpu = time.perf_counter() - started, time.process_time() - cpu
 started = time.perf_counter()
 for i in range(lists):
     s3.list_objects_v2(Bucket="bench-s3-server", Prefix=f"req-{i:05d}/")
 list_s = time.perf_counter() - started
-print(json.dumps({"puts_per_s": round(puts / put_s, 1), "list_ms": round(list_s / lists * 1000, 2)}))
+print(json.dumps({
+    "puts_per_s": round(puts / put_s, 1),
+    "client_cpu_ms_per_put": round(put_cpu / puts * 1000, 2),
+    "list_ms": round(list_s / lists * 1000, 2),
+}))
 """
 
 
@@ -92,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lists", type=int, default=100)
     args = parser.parse_args(argv)
     report = {name: measure(name, args.puts, args.lists) for name in SERVERS}
-    report["ratio_puts_per_s"] = round(
-        report["project_s3_server"]["puts_per_s"] / report["moto_all_services"]["puts_per_s"], 2
-    )
+    ours = report["project_s3_server"]
+    for other in ("moto_all_services", "s3_backend_on_werkzeug"):
+        report[f"ratio_puts_per_s_vs_{other}"] = round(ours["puts_per_s"] / report[other]["puts_per_s"], 2)
+        report[f"ratio_client_cpu_vs_{other}"] = round(
+            ours["client_cpu_ms_per_put"] / report[other]["client_cpu_ms_per_put"], 2
+        )
     print(json.dumps(report, indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "s3_server.json").write_text(json.dumps(report, indent=1))

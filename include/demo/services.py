@@ -1,6 +1,6 @@
 """The demo's embedded servers, each a real server on 127.0.0.1.
 
-``python -m include.demo.services s3`` runs the S3-compatible server (moto's S3 backend).
+``python -m include.demo.services s3`` runs the S3-compatible server (moto's S3 backend behind waitress).
 ``python -m include.demo.services partners`` runs one HTTP server per ``api`` partner and a
 responder per ``s3_dropbox`` partner, over the partner copies of the built demo world.
 ``python -m include.demo.services smtp`` runs the SMTP sink that keeps every mail the product
@@ -28,35 +28,65 @@ def s3_endpoint() -> str:
 
 
 class S3Server:
-    """moto's S3 backend alone behind a threaded HTTP server (path-style addressing).
+    """moto's S3 backend alone behind waitress (path-style addressing, HTTP/1.1 keep-alive).
 
     moto's own server (``ThreadedMotoServer``) routes every request through a dispatcher that
-    works out the AWS service from the host and signature under one lock; serving only S3 skips
-    that (``bench/bench_s3_server.py`` measures both).
+    works out the AWS service from the host and signature under one lock, and werkzeug's
+    development server closes the connection after every response: each S3 call then cost the
+    client a new TCP connection and the server a new thread. waitress keeps connections open and
+    serves from a fixed pool of threads (``bench/bench_s3_server.py`` measures the three).
     """
 
-    def __init__(self, port: int = settings.S3_PORT) -> None:
-        from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
-        from werkzeug.serving import make_server
+    #: worker threads: a wave's package threads, the partner responders and the task processes
+    THREADS = 16
 
-        self._server = make_server(
-            "127.0.0.1", port, create_backend_app("s3"), threaded=True, request_handler=MotoRequestHandler
+    def __init__(self, port: int = settings.S3_PORT) -> None:
+        from moto.moto_server.werkzeug_app import create_backend_app
+        from waitress.server import create_server
+
+        self._server = create_server(
+            create_backend_app("s3"),
+            host="127.0.0.1",
+            port=port,
+            threads=self.THREADS,
+            # Every task process keeps a few connections open: allow many, and close idle ones
+            # sooner than waitress's 120 s so a crowd of finished processes frees its slots.
+            connection_limit=1000,
+            channel_timeout=30,
+            max_request_body_size=5 * 1024**3,  # S3's limit for one PUT (waitress's default is 1 GiB)
+            ident="fabconnect-demo-s3",
         )
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-server", daemon=True)
+        self.port = int(self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name="s3-server", daemon=True)
+        self._stopped = False
 
     def start(self) -> S3Server:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join()
-        self._server.server_close()
+        """Close the listening socket and every open connection, from waitress's own loop thread
+        (closing them from here would pull sockets from under its ``select``); the loop ends
+        when no socket is left, then the worker threads stop."""
+        server = self._server
+        if self._stopped:
+            return
+        self._stopped = True
+
+        def close_all() -> None:
+            for dispatcher in list(server._map.values()):
+                dispatcher.close()
+
+        if self._thread.is_alive():
+            server.trigger.pull_trigger(close_all)
+            self._thread.join(timeout=10)
+        else:  # never started: no loop to race with
+            close_all()
+        server.task_dispatcher.shutdown()
 
 
 def start_s3_server(port: int = settings.S3_PORT) -> S3Server:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 call otherwise
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" at every burst otherwise
     server = S3Server(port).start()
     log.info("S3-compatible server on http://127.0.0.1:%s", server.port)
     return server

@@ -136,3 +136,64 @@ def test_bad_rows_write_nothing(two_ledgers, call, error) -> None:
     with pytest.raises(error):
         call(many)
     assert (_rows(many), _events(many)) == before
+
+
+def _tip_reads(ledger: Ledger) -> list[str]:
+    """The chain-tip SELECTs sent through ``ledger``'s engine (appended to as they run)."""
+    reads: list[str] = []
+
+    def record(conn, cursor, statement, *_):
+        if statement.lstrip().upper().startswith("SELECT") and "ORDER BY dsr_events.seq DESC" in statement:
+            reads.append(statement)
+
+    sa.event.listen(ledger._engine, "before_cursor_execute", record)
+    return reads
+
+
+def test_a_batch_reads_the_chain_tip_once_and_the_next_transaction_reads_it_again(ledger_url: str) -> None:
+    first, other = Ledger(ledger_url), Ledger(ledger_url)  # two engines: two writers
+    try:
+        first.create_schema()
+        fingerprint = subject_fingerprint({"email": "tip@example.com"}, "s")
+        first.record_request("req-tip", "access", "GDPR", fingerprint, RECEIVED, RECEIVED + timedelta(days=30))
+        reads = _tip_reads(first)
+        with first.batch():
+            for i in range(20):
+                first.append_event("req-tip", "note.added", {"i": i})
+            first.append_events([("req-tip", "note.added", {"i": 20 + i}, None) for i in range(5)])
+            first.set_status("req-tip", "in_progress")
+        assert len(reads) == 1
+        other.append_event("req-tip", "note.added", {"by": "another writer"})  # moves the tip
+        first.append_event("req-tip", "note.added", {"i": "after"})  # same pooled connection, new transaction
+        assert len(reads) == 2
+        first.verify_chain_or_raise()
+        assert [e.seq for e in first.events()] == list(range(1, len(first.events()) + 1))
+    finally:
+        first.close()
+        other.close()
+
+
+def test_a_failed_batch_leaves_no_remembered_tip(ledger_url: str) -> None:
+    ledger, other = Ledger(ledger_url), Ledger(ledger_url)
+    try:
+        ledger.create_schema()
+        fingerprint = subject_fingerprint({"email": "tip2@example.com"}, "s")
+        ledger.record_request("req-tip2", "access", "GDPR", fingerprint, RECEIVED, RECEIVED + timedelta(days=30))
+
+        def fail_after_one_event() -> None:
+            with ledger.batch():
+                ledger.append_event("req-tip2", "note.added", {"i": 1})
+                raise RuntimeError("stop")  # rolled back: the event and its tip are gone
+
+        with pytest.raises(RuntimeError, match="stop"):
+            fail_after_one_event()
+        other.append_event("req-tip2", "note.added", {"by": "another writer"})
+        ledger.append_event("req-tip2", "note.added", {"i": 2})
+        ledger.verify_chain_or_raise()
+        assert [e.payload_json for e in ledger.events() if e.event_type == "note.added"] == [
+            '{"by":"another writer"}',
+            '{"i":2}',
+        ]
+    finally:
+        ledger.close()
+        other.close()

@@ -16,6 +16,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -34,6 +35,7 @@ from include.dsr.connectors.base import REQUEST_ID_COLUMN, ExportResult
 from include.dsr.connectors.staging import Staging
 from include.dsr.core.data_map import DataMap, load_data_map
 from include.dsr.core.errors import CheckFailedError, TerminalError, TransientError
+from include.dsr.package import build
 from include.dsr.package.build import PackageResult, build_package
 from include.dsr.package.transmit import load_portability_package, transmit_package
 
@@ -215,6 +217,18 @@ def _file(s3: Any, result: PackageResult, path: str) -> bytes:
 
 def _get(s3: Any, key: str) -> bytes:
     return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+@contextmanager
+def _counting(s3: Any) -> Iterator[list[str]]:
+    """``(operation, Prefix)`` of the S3 calls ``s3`` makes inside the block, in order."""
+    calls: list[tuple[str, str | None]] = []
+    record = lambda model, params, **_: calls.append((model.name, params.get("Prefix")))
+    s3.meta.events.register("before-parameter-build.s3", record)
+    try:
+        yield calls
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3", record)
 
 
 def _listing(s3: Any, prefix: str) -> list[str]:
@@ -431,6 +445,35 @@ def test_portability_drops_a_system_left_with_nothing(s3, data_map, request_id):
 
 
 # -- idempotency, links, zip, refusals -------------------------------------------------------
+def test_requests_with_keys_finds_earlier_builds_with_one_listing(s3, request_id):
+    ids = [f"{request_id}-{i}" for i in range(12)]
+    for key in [f"{ids[1]}/data.json", f"{ids[10]}/csv/a/b.csv", f"{ids[1]}0/data.json", f"_staging/{ids[2]}/x"]:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"old")
+    with _counting(s3) as calls:
+        found = build.requests_with_keys(s3, BUCKET, ids)
+    # "-10" is a request of its own, "-1" + "0/" is not "-1", a staging area is not a package
+    assert found == {ids[1], ids[10]}
+    assert calls == [("ListObjectsV2", f"{request_id}-")]
+
+
+def test_requests_with_keys_gives_up_where_one_listing_would_cost_more(s3, request_id):
+    assert build.requests_with_keys(s3, BUCKET, ["alpha-1", "beta-2"]) is None  # nothing shared
+    for i in range(5):  # other packages sharing the prefix: 3 pages of 2
+        s3.put_object(Bucket=BUCKET, Key=f"{request_id}-crowd-{i}/data.json", Body=b"x")
+    one, two = f"{request_id}-crowd-1", f"{request_id}-crowd-2"
+    assert build.requests_with_keys(s3, BUCKET, [one, two], page_size=2) is None  # 3 calls for 2 requests
+    assert build.requests_with_keys(s3, BUCKET, [one, two, f"{request_id}-crowd-9"], page_size=2) == {one, two}
+
+
+def test_a_caller_that_listed_nothing_earlier_gets_no_listing_and_no_deletes(s3, data_map, request_id):
+    _stage(s3, request_id)
+    with _counting(s3) as calls:
+        package = _build(s3, data_map, request_id, earlier_keys=set())
+    assert ("ListObjectsV2", f"{request_id}/") not in calls  # its own staging is listed, not the package
+    assert "DeleteObjects" not in {name for name, _ in calls}
+    assert _listing(s3, package.prefix) == package.keys
+
+
 def test_rerun_overwrites_the_same_keys_and_deletes_stale_ones(s3, data_map, request_id):
     _stage(s3, request_id)
     first = _build(s3, data_map, request_id)

@@ -1,7 +1,9 @@
-"""The demo's S3-compatible server (moto's S3 backend alone) speaks what the product uses."""
+"""The demo's S3-compatible server (moto's S3 backend alone, behind waitress) speaks what the product
+uses, keeps connections open, and stops cleanly with clients still connected."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import urllib.request
 
@@ -53,3 +55,34 @@ def test_stop_frees_the_port(server):
     server.stop()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # raises if the listening socket were still open
+
+
+def _get_twice_on_one_connection(port: int) -> list[int]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    statuses = []
+    for _ in range(2):  # werkzeug's server answered "Connection: close": the second request failed
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        statuses.append(response.status)
+        assert response.getheader("Connection", "").lower() != "close"
+    conn.close()
+    return statuses
+
+
+def test_one_connection_serves_many_requests(server):
+    assert _get_twice_on_one_connection(server.port) == [200, 200]
+
+
+def test_stop_with_a_client_still_connected(server):
+    port = server.port
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    idle.request("GET", "/")
+    idle.getresponse().read()  # the connection stays open, idle, like a pooled botocore one
+    server.stop()
+    again = S3Server(port).start()  # a restarted demo listens on the same port at once
+    try:
+        assert _get_twice_on_one_connection(port) == [200, 200]
+    finally:
+        again.stop()
+        idle.close()

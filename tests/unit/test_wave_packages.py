@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from include.dsr.connectors import staging
+from include.dsr.package import build
 from include.dsr.rights import gathering, waves
 
 WAVE = 400
@@ -22,6 +23,7 @@ def wave(monkeypatch):
     ids = [f"W-{i:04d}" for i in range(WAVE)]
     started: list[str] = []
     recorded: list[list[str]] = []
+    given_earlier: dict[str, set | None] = {}
     lock, released = threading.Lock(), threading.Event()
 
     class Ledger:
@@ -32,9 +34,10 @@ def wave(monkeypatch):
             recorded.append([])
             return nullcontext()
 
-    def write(rt, rid, right, row, staging=None):
+    def write(rt, rid, right, row, staging=None, earlier_keys=None):
         with lock:
             started.append(rid)
+            given_earlier[rid] = earlier_keys
         if rid == rt.package_fails_at:
             raise OSError("object store unreachable")
         if rt.package_fails_at and rid > rt.package_fails_at:
@@ -56,8 +59,19 @@ def wave(monkeypatch):
     monkeypatch.setattr(gathering, "record_package", record)
     monkeypatch.setattr(waves, "confs", lambda rt, conf, right: {})
     monkeypatch.setattr(staging, "StagedBatch", lambda _: SimpleNamespace(slice=lambda rid: rid))
-    rt = SimpleNamespace(ledger=Ledger(), staging=lambda batch_id: None, package_fails_at=None, record_fails_at=None)
-    yield SimpleNamespace(rt=rt, ids=ids, started=started, recorded=recorded, released=released)
+    monkeypatch.setattr(build, "requests_with_keys", lambda s3, bucket, wanted: rt.rebuilt)
+    rt = SimpleNamespace(
+        ledger=Ledger(),
+        staging=lambda batch_id: None,
+        s3=None,
+        exports_bucket="exports",
+        package_fails_at=None,
+        record_fails_at=None,
+        rebuilt=set(),
+    )
+    yield SimpleNamespace(
+        rt=rt, ids=ids, started=started, recorded=recorded, released=released, given_earlier=given_earlier
+    )
     released.set()
 
 
@@ -94,3 +108,18 @@ def test_a_ledger_failure_while_recording_cancels_the_packages_not_started(wave)
         _build_releasing(wave)
     assert wave.recorded == [wave.ids[:50]]  # the chunk's transaction is the caller's to roll back
     assert len(wave.started) <= 131 + gathering.PACKAGE_THREADS
+
+
+@pytest.mark.parametrize(
+    ("rebuilt", "listed_by_the_package"),
+    [
+        pytest.param(set(), set(), id="first-build-lists-nothing-per-package"),
+        pytest.param({"W-0007", "W-0300"}, {"W-0007", "W-0300"}, id="earlier-builds-list-their-own-prefix"),
+        pytest.param(None, set(map("W-{:04d}".format, range(WAVE))), id="no-shared-listing-each-lists"),
+    ],
+)
+def test_only_packages_with_keys_from_an_earlier_build_list_their_prefix(wave, rebuilt, listed_by_the_package):
+    wave.rt.rebuilt = rebuilt
+    gathering.build_package(wave.rt, "W", "access")
+    assert {rid for rid, earlier in wave.given_earlier.items() if earlier is None} == listed_by_the_package
+    assert all(earlier == set() for rid, earlier in wave.given_earlier.items() if rid not in listed_by_the_package)

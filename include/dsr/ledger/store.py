@@ -54,17 +54,28 @@ WRITE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"fabconnect-dsr:ledger").digest(
 SystemKey = tuple[str, str, str]
 
 
+# ``conn.info`` key of the chain tip as this transaction left it: under the write lock nobody else
+# appends, so after the first read each event of a transaction costs its insert alone.
+_TIP = "dsr_ledger.chain_tip"
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction holding the ledger write lock; commits on success, rolls back on error."""
     with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            yield from _sqlite_immediate(conn)
-        else:
-            conn.execution_options(isolation_level="READ COMMITTED")
-            with conn.begin():
-                conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
-                yield conn
+        conn.info[_TIP] = None  # the tip may be kept from here on (see _chain_tip)
+        try:
+            if engine.dialect.name == "sqlite":
+                yield from _sqlite_immediate(conn)
+            else:
+                conn.execution_options(isolation_level="READ COMMITTED")
+                with conn.begin():
+                    conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+                    yield conn
+        finally:
+            # conn.info outlives this checkout (it belongs to the pooled DBAPI connection): the
+            # next transaction, on this connection or any other, reads the tip from the table
+            conn.info.pop(_TIP, None)
 
 
 def _sqlite_immediate(conn: Connection) -> Iterator[Connection]:
@@ -101,9 +112,15 @@ def require_request(conn: Connection, request_id: str) -> RequestRow:
 
 
 def update_request(conn: Connection, request_id: str, values: Mapping[str, Any]) -> RequestRow:
-    """Update columns of a request and return the new row."""
-    conn.execute(update(dsr_requests).where(dsr_requests.c.request_id == request_id).values(**values))
-    return require_request(conn, request_id)
+    """Update columns of a request and return the new row (one ``UPDATE ... RETURNING``).
+
+    :raises UnknownRequestError: the ledger does not know ``request_id``.
+    """
+    statement = update(dsr_requests).where(dsr_requests.c.request_id == request_id).values(**values)
+    row = conn.execute(statement.returning(*dsr_requests.c)).mappings().first()
+    if row is None:
+        raise UnknownRequestError(f"request_id {request_id!r} is not in the ledger: record the request first")
+    return RequestRow.from_mapping(row)
 
 
 # -- systems ------------------------------------------------------------------------------
@@ -176,13 +193,24 @@ def append_event_row(
     seq, prev_hash = _chain_tip(conn)
     values = _chained_row(seq + 1, prev_hash, created_at, request_id, event_type, payload, dedupe_key)
     conn.execute(dsr_events.insert().values(**values))
+    _keep_tip(conn, values["seq"], values["hash"])
     return EventRow.from_mapping(values)
 
 
 def _chain_tip(conn: Connection) -> tuple[int, str]:
-    """``(seq, hash)`` of the newest event, or ``(0, GENESIS_HASH)`` for an empty chain."""
+    """``(seq, hash)`` of the newest event, or ``(0, GENESIS_HASH)`` for an empty chain: what this
+    write transaction appended last, else read from the table."""
+    kept = conn.info.get(_TIP)
+    if kept is not None:
+        return kept
     tip = conn.execute(select(dsr_events.c.seq, dsr_events.c.hash).order_by(dsr_events.c.seq.desc()).limit(1)).first()
     return (tip.seq, tip.hash) if tip is not None else (0, GENESIS_HASH)
+
+
+def _keep_tip(conn: Connection, seq: int, hash_: str) -> None:
+    """Remember the tip after a successful insert, inside a :func:`write_transaction` only."""
+    if _TIP in conn.info:
+        conn.info[_TIP] = (seq, hash_)
 
 
 def _chained_row(
@@ -324,4 +352,5 @@ def append_event_rows(
         prev_hash = rows[-1]["hash"]
     if rows:
         conn.execute(dsr_events.insert(), rows)
+        _keep_tip(conn, rows[-1]["seq"], rows[-1]["hash"])
     return len(rows)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import tempfile
 import zipfile
@@ -142,6 +143,7 @@ def build_package(
     zip_password: str | None = None,
     build_zip: bool = False,
     staging: Any | None = None,
+    earlier_keys: set[str] | None = None,
 ) -> PackageResult:
     """Build the package of ``request_id`` from its staging area in ``bucket``.
 
@@ -159,6 +161,8 @@ def build_package(
     :param build_zip: build an unencrypted ``package.zip`` (stdlib)
     :param staging: where the request's rows are read: default its own staging area; a wave passes
         the request's slice of the wave's (:class:`~include.dsr.connectors.staging.RequestSlice`)
+    :param earlier_keys: the keys already under ``<request_id>/`` when the caller listed them
+        (a wave, see :func:`requests_with_keys`); default: listed here
     :returns: the keys written and a presigned GET link to the zip if built, else to
         ``report.html`` (access) or ``data.json`` (portability)
     :raises TerminalError: unknown right, bad request id or link lifetime, nothing staged,
@@ -183,7 +187,7 @@ def build_package(
     writer = _Writer(s3, bucket, f"{request_id}/")
     # Listed before writing: a first build lists an empty prefix, which costs the store next to
     # nothing, where listing the finished package afterwards cost as much as 4 of its writes.
-    earlier = _keys_under(s3, bucket, writer.prefix)
+    earlier = _keys_under(s3, bucket, writer.prefix) if earlier_keys is None else set(earlier_keys)
     data = {
         system: {name: _records(frame) for name, frame in colls.items()} for system, colls in gathered.frames.items()
     }
@@ -358,6 +362,29 @@ def _write_zip(writer: _Writer, module: Any, password: str | None) -> str:
         key = writer.prefix + ZIP_NAME
         upload_file(writer.s3, str(path), writer.bucket, key, "application/zip")
     return key
+
+
+def requests_with_keys(s3: Any, bucket: str, request_ids: list[str], page_size: int = 1000) -> set[str] | None:
+    """Those of ``request_ids`` that already hold keys under ``<request_id>/`` (an earlier build),
+    from one listing of the ids' common prefix by folder; the others' packages start from nothing.
+
+    A wave's ids share a prefix (``<wave>-00001``, ...), so this is one call where listing each
+    package's prefix was one call per request, each a scan of the whole bucket on some stores.
+    :returns: None when that listing would cost more calls than one per request (the ids share no
+        prefix, or many other packages share theirs): list each package then.
+    """
+    common = os.path.commonprefix(list(request_ids))
+    if not common:
+        return None
+    wanted, found = set(request_ids), set()
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=common, Delimiter="/", PaginationConfig={"PageSize": page_size}
+    )
+    for calls, page in enumerate(pages, start=1):
+        if calls > len(wanted):
+            return None
+        found.update(p["Prefix"][:-1] for p in page.get("CommonPrefixes", []) if p["Prefix"][:-1] in wanted)
+    return found
 
 
 def _keys_under(s3: Any, bucket: str, prefix: str) -> set[str]:

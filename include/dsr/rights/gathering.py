@@ -309,16 +309,23 @@ def build_package(
     from concurrent.futures import ThreadPoolExecutor
 
     from include.dsr.connectors.staging import StagedBatch
+    from include.dsr.package.build import requests_with_keys
     from include.dsr.rights import waves
 
     confs = waves.confs(rt, run_conf or {}, right)
     ids = [s.request_id for s in delivered_subjects(rt, batch_id)]
     rows = rt.ledger.get_requests(ids)
     staged = StagedBatch(rt.staging(batch_id))
+    rebuilt = requests_with_keys(rt.s3, rt.exports_bucket, ids)  # None: each package lists its own prefix
+
+    def write(rid: str):
+        earlier = None if rebuilt is None or rid in rebuilt else set()
+        return write_request_package(rt, rid, right, rows[rid], staged.slice(rid), earlier)
+
     with ThreadPoolExecutor(PACKAGE_THREADS) as pool:
         # Every package is queued at once, so the store keeps writing later ones while a chunk of
         # finished ones is recorded; results come back in order.
-        packages = pool.map(lambda rid: write_request_package(rt, rid, right, rows[rid], staged.slice(rid)), ids)
+        packages = pool.map(write, ids)
         try:
             records = _record_packages(rt, ids, packages, confs)
         except BaseException:
@@ -346,9 +353,17 @@ def _record_packages(rt: Runtime, ids: list[str], packages: Iterator, confs: dic
     return records
 
 
-def write_request_package(rt: Runtime, request_id: str, right: str, row, staging: RequestSlice | None = None):
+def write_request_package(
+    rt: Runtime,
+    request_id: str,
+    right: str,
+    row,
+    staging: RequestSlice | None = None,
+    earlier_keys: set[str] | None = None,
+):
     """One request's package in the object store, from its own staging or its slice of a wave's
-    (object store only: safe to run in threads)."""
+    (object store only: safe to run in threads); ``earlier_keys`` as in
+    :func:`~include.dsr.package.build.build_package`."""
     from include import settings
     from include.dsr.package.build import build_package as write_package
 
@@ -369,6 +384,7 @@ def write_request_package(rt: Runtime, request_id: str, right: str, row, staging
         settings.PACKAGE_LINK_SECONDS,
         zip_password=password,
         staging=staging,
+        earlier_keys=earlier_keys,
     )
 
 
