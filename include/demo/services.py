@@ -74,7 +74,7 @@ class S3Server:
         self._stopped = True
 
         def close_all() -> None:
-            for dispatcher in list(server._map.values()):
+            for dispatcher in list(server._map.values()):  # waitress has no public stop
                 dispatcher.close()
 
         if self._thread.is_alive():

@@ -476,6 +476,23 @@ def test_dropbox_answers_an_access_request_exactly_once(dropbox, s3, bucket):
     assert dropbox.poll_once() == 0
 
 
+def test_an_idle_dropbox_polls_less_and_still_answers_promptly(dropbox, s3, bucket):
+    lists: list[float] = []
+    dropbox._s3.meta.events.register(  # the responder's own listings
+        "before-parameter-build.s3.ListObjectsV2", lambda **_: lists.append(time.monotonic())
+    )
+    with dropbox:
+        time.sleep(1.5)  # idle: 0.05 s doubling to 0.4 s, about 6 polls, not 30
+        idle_polls = len(lists) / 2  # each poll lists the control files and the inbox
+        put_request(s3, bucket, "r-idle", email=ALICE)
+        asked = time.monotonic()
+        while answer_of(s3, bucket, "r-idle") is None and time.monotonic() - asked < 5:
+            time.sleep(0.02)
+        answered_after = time.monotonic() - asked
+    assert 3 <= idle_polls <= 10
+    assert answered_after < dropbox.poll_seconds * dropbox.IDLE_BACKOFF + 1.0
+
+
 def test_dropbox_erasure_deletes_only_the_subjects_rows(dropbox, s3, bucket, partner_db):
     put_request(s3, bucket, "r-1", "erasure", email=ALICE)
     dropbox.poll_once()

@@ -76,9 +76,13 @@ class DropboxResponder:
     :param store_path: the partner's SQLite file.
     :param bucket: the partner's drop-box bucket (must exist).
     :param s3_client_factory: returns a boto3 S3 client (e.g. with ``endpoint_url``).
-    :param poll_seconds: pause between two polls of the background thread.
+    :param poll_seconds: pause between two polls of the background thread; an idle responder
+        doubles it after each poll that found nothing new, up to :attr:`IDLE_BACKOFF` times (each
+        poll lists the whole inbox, and the drop box shares the store with the product).
     :param faults: initial faults (default: behave).
     """
+
+    IDLE_BACKOFF = 8
 
     def __init__(
         self,
@@ -99,6 +103,7 @@ class DropboxResponder:
         self._poll_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._changed = 0  # inbox and control files the last poll found new or changed, answers written
         self._control_versions: dict[str, str] = {}
         with self.book.store.connect() as conn:
             conn.execute(_INBOX_SCHEMA)
@@ -137,7 +142,7 @@ class DropboxResponder:
         :returns: how many answers were written to the outbox.
         """
         with self._poll_lock:
-            self._apply_controls()
+            self._changed = self._apply_controls()
             written = 0
             for key, version in self._list(INBOX):
                 if self._stopping.is_set():
@@ -146,18 +151,24 @@ class DropboxResponder:
                     continue
                 seen = self._seen.get(key)
                 if seen is None or seen.version != version:
+                    self._changed += 1
                     written += self._handle(key, version)
                 elif not seen.answered:
                     written += self._follow_up(key, seen)
+            self._changed += written
             return written
 
     def _run(self) -> None:
+        wait = self.poll_seconds
         while not self._stopping.is_set():
+            self._changed = 0
             try:
                 self.poll_once()
             except Exception:
                 log.exception("partner %s: drop-box poll failed", self.slug)
-            self._stopping.wait(self.poll_seconds)
+            idle = min(wait * 2, self.poll_seconds * self.IDLE_BACKOFF)
+            wait = self.poll_seconds if self._changed else idle
+            self._stopping.wait(wait)
 
     def _list(self, prefix: str) -> Iterator[tuple[str, str]]:
         """``(key, version)`` of the objects under a prefix; a version changes on every write."""
@@ -168,10 +179,13 @@ class DropboxResponder:
     def _read_json(self, key: str) -> Any:
         return json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def _apply_controls(self) -> None:
+    def _apply_controls(self) -> int:
+        """Apply changed control files; how many changed."""
+        changed = 0
         for key, version in self._list("_control/"):
             if key not in (CONTROL_FAULTS, CONTROL_CLOCK) or self._control_versions.get(key) == version:
                 continue
+            changed += 1
             self._control_versions[key] = version
             try:
                 doc = self._read_json(key)
@@ -189,6 +203,7 @@ class DropboxResponder:
                     self.faults.mode,
                     self.clock.offset_hours,
                 )
+        return changed
 
     def _take_failure(self) -> bool:
         """Serve one simulated failure if the faults ask for it."""
