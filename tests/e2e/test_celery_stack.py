@@ -6,6 +6,8 @@ dag-processor, triggerer and api-server, all started as ``make stack`` starts th
 
 * one REST-triggered run of every right DAG, all at once, each closing its request; the fan-out
   tasks ran on the fan-out queue, the rest on the default queue, and both workers worked;
+* an access wave (three requests in one file, one REST trigger): one package per request holding
+  that subject's rows and nobody else's, every request completed, the wave's file gone;
 * partner faults: a partner failing twice is retried and the request completes; a partner that
   lies fails the check, naming the partner;
 * the leak scan: once the requests closed, no identity in any table of the PostgreSQL metadata
@@ -17,6 +19,7 @@ dag-processor, triggerer and api-server, all started as ``make stack`` starts th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -27,7 +30,7 @@ import sqlalchemy as sa
 from include import constants
 from include.demo.partners.faults import Faults
 from tests.e2e.conftest import rebuild_world
-from tests.e2e.helpers import VERIFIED, conf_for, customers_of_automated_partners, ledger
+from tests.e2e.helpers import VERIFIED, conf_for, customers_of_automated_partners, ledger, upload_wave
 from tests.e2e.pii_scan import scan_database, scan_files
 from tests.e2e.stack import running_celery_stack
 
@@ -142,6 +145,42 @@ def test_every_right_runs_on_the_celery_workers_and_leaves_no_identity(stack, de
     assert {path: n for path, n in logs.items() if n} == {}
     assert len(tables) > 30
     assert logs
+    assert ledger().verify_chain().ok
+
+
+def test_an_access_wave_runs_on_the_celery_workers_one_package_per_request(stack, demo_world, customers, capsys):
+    members = customers[6:9]  # not those the test above erased, restricted or rectified
+    assert len(members) >= 2
+    lines = [_conf(email, f"E2E-CELERY-AWAVE-{i}") for i, (_, email) in enumerate(members)]
+    wave_file = upload_wave(demo_world.s3, "E2E-CELERY-AWAVE", lines)
+    started = time.monotonic()
+    run_id = stack.api.trigger(constants.DAG_ACCESS, {"request_id": "E2E-CELERY-AWAVE", "wave": wave_file})
+    assert _finish(stack, constants.DAG_ACCESS, run_id)["state"] == "success"
+    wall = time.monotonic() - started
+    emails = [email for _, email in members]
+    for line, email in zip(lines, emails, strict=True):
+        rid = line["request_id"]
+        request = ledger().get_request(rid)
+        assert request.status == "completed", (rid, request.outcome_summary)
+        assert request.package_url_expires_at is not None
+        assert [e.event_type for e in ledger().events(rid)].count("package.created") == 1
+        data = demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{rid}/data.json")["Body"].read()
+        text = data.decode().lower()
+        assert email.lower() in text  # the subject's own rows ...
+        assert not [other for other in emails if other != email and other.lower() in text]  # ... and only theirs
+        manifest = json.loads(
+            demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{rid}/manifest.json")["Body"].read()
+        )
+        assert manifest["request_id"] == rid
+        assert manifest["record_count_total"] > 0
+    with pytest.raises(demo_world.s3.exceptions.NoSuchKey):  # the wave's file (identities) is gone
+        demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=wave_file)
+    tables = scan_database(stack.metadata_url, emails)
+    with capsys.disabled():
+        print(
+            f"\naccess wave of {len(lines)} on the Celery stack in {wall:.0f} s; identity hits {sum(tables.values())}"
+        )
+    assert {table: n for table, n in tables.items() if n} == {}
     assert ledger().verify_chain().ok
 
 

@@ -774,3 +774,4 @@ def test_a_wave_slice_holds_only_its_own_rows_without_the_request_id(s3):
     for frame in got.values():
         assert list(frame.columns) == ["id", "total_eur"]
     assert 4 not in {i for frame in got.values() for i in frame["id"]}
+    assert batch.request_ids() == {"W-1", "W-2", "nan"}  # what the wave checks against its lines

@@ -86,3 +86,20 @@ def test_stop_with_a_client_still_connected(server):
     finally:
         again.stop()
         idle.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("body", [b"", b"x", "Ünïcode €".encode()], ids=["empty", "one-byte", "multi-byte"])
+def test_puts_of_any_size_are_answered(server, body):
+    """botocore sends ``Expect: 100-continue`` with every PutObject body, even an empty one:
+    waitress answered "100 Continue" to the empty one and then waited for ever."""
+    s3 = s3_client_for(f"http://127.0.0.1:{server.port}")
+    s3.create_bucket(Bucket="s3-server-bodies")
+    s3.put_object(Bucket="s3-server-bodies", Key="k", Body=body)
+    assert s3.get_object(Bucket="s3-server-bodies", Key="k")["Body"].read() == body
+
+
+def test_an_empty_body_with_expect_continue_gets_its_answer_at_once(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"PUT /s3-server-raw HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(12) == b"HTTP/1.1 200"  # not "HTTP/1.1 100 Continue" and a wait

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from include.dsr.connectors import staging
+from include.dsr.core.errors import CheckFailedError
 from include.dsr.package import build
 from include.dsr.rights import gathering, waves
 
@@ -57,8 +58,10 @@ def wave(monkeypatch):
     )
     monkeypatch.setattr(gathering, "write_request_package", write)
     monkeypatch.setattr(gathering, "record_package", record)
-    monkeypatch.setattr(waves, "confs", lambda rt, conf, right: {})
-    monkeypatch.setattr(staging, "StagedBatch", lambda _: SimpleNamespace(slice=lambda rid: rid))
+    monkeypatch.setattr(waves, "confs", lambda rt, conf, right: {rid: {} for rid in ids})
+    monkeypatch.setattr(
+        staging, "StagedBatch", lambda _: SimpleNamespace(slice=lambda rid: rid, request_ids=lambda: rt.tagged)
+    )
     monkeypatch.setattr(build, "requests_with_keys", lambda s3, bucket, wanted: rt.rebuilt)
     rt = SimpleNamespace(
         ledger=Ledger(),
@@ -68,6 +71,7 @@ def wave(monkeypatch):
         package_fails_at=None,
         record_fails_at=None,
         rebuilt=set(),
+        tagged=set(ids[:10]),  # request ids the staged rows carry
     )
     yield SimpleNamespace(
         rt=rt, ids=ids, started=started, recorded=recorded, released=released, given_earlier=given_earlier
@@ -123,3 +127,10 @@ def test_only_packages_with_keys_from_an_earlier_build_list_their_prefix(wave, r
     gathering.build_package(wave.rt, "W", "access")
     assert {rid for rid, earlier in wave.given_earlier.items() if earlier is None} == listed_by_the_package
     assert all(earlier == set() for rid, earlier in wave.given_earlier.items() if rid not in listed_by_the_package)
+
+
+def test_rows_tagged_for_a_request_outside_the_wave_stop_it_before_any_package(wave):
+    wave.rt.tagged = {wave.ids[0], "OTHER-WAVE-00001"}  # a unit answered for someone this wave never took in
+    with pytest.raises(CheckFailedError, match="1 request ids that are no request of this wave"):
+        gathering.build_package(wave.rt, "W", "access")
+    assert wave.started == []

@@ -169,6 +169,10 @@ class StagedBatch:
                     self.rows[unit][name] = {str(rid): part.reset_index(drop=True) for rid, part in groups}
                     self.empty[unit][name] = rows.iloc[0:0]
 
+    def request_ids(self) -> set[str]:
+        """Every request id some staged row is tagged with (a wave checks them against its own)."""
+        return {rid for collections in self.rows.values() for groups in collections.values() for rid in groups}
+
     def slice(self, request_id: str) -> RequestSlice:
         return RequestSlice(self, request_id)
 

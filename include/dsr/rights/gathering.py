@@ -316,6 +316,15 @@ def build_package(
     ids = [s.request_id for s in delivered_subjects(rt, batch_id)]
     rows = rt.ledger.get_requests(ids)
     staged = StagedBatch(rt.staging(batch_id))
+    # Rows tagged for a request that is no line of the wave's file would go to no package: a
+    # tagging bug or a lie to stop on, not rows to drop without a word. (Rows of a line closed by
+    # an earlier run may linger in a unit this run did not gather again: those are the wave's.)
+    strangers = staged.request_ids() - set(confs)
+    if strangers:
+        raise CheckFailedError(
+            f"wave {batch_id}: staged rows are tagged with {len(strangers)} request ids that are no request "
+            "of this wave; no package was built (re-run the gathers)"
+        )
     rebuilt = requests_with_keys(rt.s3, rt.exports_bucket, ids)  # None: each package lists its own prefix
 
     def write(rid: str):
