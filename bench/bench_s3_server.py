@@ -38,7 +38,7 @@ SERVERS = {
         " request_handler=MotoRequestHandler).serve_forever()"
     ),
     "project_s3_server": (
-        "import logging, threading; logging.getLogger('werkzeug').setLevel(logging.WARNING);"
+        "import logging, threading; logging.getLogger('waitress.queue').setLevel(logging.ERROR);"
         "from include.demo.services import S3Server; S3Server({port}).start(); threading.Event().wait()"
     ),
 }

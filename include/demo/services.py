@@ -54,6 +54,8 @@ class S3Server:
     development server closes the connection after every response: each S3 call then cost the
     client a new TCP connection and the server a new thread. waitress keeps connections open and
     serves from a fixed pool of threads (``bench/bench_s3_server.py`` measures the three).
+    Unlike moto's werkzeug handler, waitress drops request headers with ``_`` in their name
+    (``x-amz-meta-my_key``): the product sets no object metadata.
     """
 
     #: worker threads: a wave's package threads, the partner responders and the task processes
@@ -71,6 +73,7 @@ class S3Server:
             # Every task process keeps a few connections open: allow many, and close idle ones
             # sooner than waitress's 120 s so a crowd of finished processes frees its slots.
             connection_limit=1000,
+            asyncore_use_poll=True,  # select() stops at file descriptor 1023, below that limit
             channel_timeout=30,
             max_request_body_size=5 * 1024**3,  # S3's limit for one PUT (waitress's default is 1 GiB)
             ident="fabconnect-demo-s3",
@@ -100,6 +103,8 @@ class S3Server:
         if self._thread.is_alive():
             server.trigger.pull_trigger(close_all)
             self._thread.join(timeout=10)
+            if self._thread.is_alive():
+                log.warning("S3 server on port %s: its loop did not end within 10 s of stop()", self.port)
         else:  # never started: no loop to race with
             close_all()
         server.task_dispatcher.shutdown()

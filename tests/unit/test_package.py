@@ -447,11 +447,13 @@ def test_portability_drops_a_system_left_with_nothing(s3, data_map, request_id):
 # -- idempotency, links, zip, refusals -------------------------------------------------------
 def test_requests_with_keys_finds_earlier_builds_with_one_listing(s3, request_id):
     ids = [f"{request_id}-{i}" for i in range(12)]
-    for key in [f"{ids[1]}/data.json", f"{ids[10]}/csv/a/b.csv", f"{ids[1]}0/data.json", f"_staging/{ids[2]}/x"]:
+    others = [f"{request_id}-1x/data.json", f"{request_id}-100/data.json", f"{request_id}-2"]  # no member's folder
+    for key in [f"{ids[1]}/data.json", f"{ids[10]}/csv/a/b.csv", *others, f"{ids[3]}-old/data.json"]:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"old")
     with _counting(s3) as calls:
         found = build.requests_with_keys(s3, BUCKET, ids)
-    # "-10" is a request of its own, "-1" + "0/" is not "-1", a staging area is not a package
+    # "-10" is a request of its own; "-1x", "-100", "-3-old" only share a member's prefix; a key
+    # "-2" without a folder is no package
     assert found == {ids[1], ids[10]}
     assert calls == [("ListObjectsV2", f"{request_id}-")]
 

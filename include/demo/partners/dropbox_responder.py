@@ -77,8 +77,9 @@ class DropboxResponder:
     :param bucket: the partner's drop-box bucket (must exist).
     :param s3_client_factory: returns a boto3 S3 client (e.g. with ``endpoint_url``).
     :param poll_seconds: pause between two polls of the background thread; an idle responder
-        doubles it after each poll that found nothing new, up to :attr:`IDLE_BACKOFF` times (each
-        poll lists the whole inbox, and the drop box shares the store with the product).
+        doubles it after each poll that found nothing new and nothing pending, up to
+        :attr:`IDLE_BACKOFF` times (each poll lists the whole inbox, and the drop box shares the
+        store with the product).
     :param faults: initial faults (default: behave).
     """
 
@@ -103,7 +104,6 @@ class DropboxResponder:
         self._poll_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._changed = 0  # inbox and control files the last poll found new or changed, answers written
         self._control_versions: dict[str, str] = {}
         with self.book.store.connect() as conn:
             conn.execute(_INBOX_SCHEMA)
@@ -141,8 +141,13 @@ class DropboxResponder:
 
         :returns: how many answers were written to the outbox.
         """
+        return self._poll()[0]
+
+    def _poll(self) -> tuple[int, int]:
+        """:meth:`poll_once`; also how busy the drop box is: changed control and inbox files,
+        requests still unanswered, answers written (0: nothing to do but wait for new files)."""
         with self._poll_lock:
-            self._changed = self._apply_controls()
+            busy = self._apply_controls()
             written = 0
             for key, version in self._list(INBOX):
                 if self._stopping.is_set():
@@ -151,23 +156,23 @@ class DropboxResponder:
                     continue
                 seen = self._seen.get(key)
                 if seen is None or seen.version != version:
-                    self._changed += 1
+                    busy += 1
                     written += self._handle(key, version)
                 elif not seen.answered:
+                    busy += 1  # a stalled or late answer is due: keep looking at the short interval
                     written += self._follow_up(key, seen)
-            self._changed += written
-            return written
+            return written, busy + written
 
     def _run(self) -> None:
         wait = self.poll_seconds
         while not self._stopping.is_set():
-            self._changed = 0
+            busy = 1
             try:
-                self.poll_once()
+                _, busy = self._poll()
             except Exception:
                 log.exception("partner %s: drop-box poll failed", self.slug)
             idle = min(wait * 2, self.poll_seconds * self.IDLE_BACKOFF)
-            wait = self.poll_seconds if self._changed else idle
+            wait = self.poll_seconds if busy else idle
             self._stopping.wait(wait)
 
     def _list(self, prefix: str) -> Iterator[tuple[str, str]]:

@@ -63,7 +63,8 @@ _TIP = "dsr_ledger.chain_tip"
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction holding the ledger write lock; commits on success, rolls back on error."""
     with engine.connect() as conn:
-        conn.info[_TIP] = None  # the tip may be kept from here on (see _chain_tip)
+        info = conn.info  # read once: after a lost connection, conn.info would reconnect to answer
+        info[_TIP] = None  # the tip may be kept from here on (see _chain_tip)
         try:
             if engine.dialect.name == "sqlite":
                 yield from _sqlite_immediate(conn)
@@ -75,7 +76,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         finally:
             # conn.info outlives this checkout (it belongs to the pooled DBAPI connection): the
             # next transaction, on this connection or any other, reads the tip from the table
-            conn.info.pop(_TIP, None)
+            info.pop(_TIP, None)
 
 
 def _sqlite_immediate(conn: Connection) -> Iterator[Connection]:
@@ -107,8 +108,12 @@ def require_request(conn: Connection, request_id: str) -> RequestRow:
     """
     row = fetch_request(conn, request_id)
     if row is None:
-        raise UnknownRequestError(f"request_id {request_id!r} is not in the ledger: record the request first")
+        raise _unknown(request_id)
     return row
+
+
+def _unknown(request_id: str) -> UnknownRequestError:
+    return UnknownRequestError(f"request_id {request_id!r} is not in the ledger: record the request first")
 
 
 def update_request(conn: Connection, request_id: str, values: Mapping[str, Any]) -> RequestRow:
@@ -119,7 +124,7 @@ def update_request(conn: Connection, request_id: str, values: Mapping[str, Any])
     statement = update(dsr_requests).where(dsr_requests.c.request_id == request_id).values(**values)
     row = conn.execute(statement.returning(*dsr_requests.c)).mappings().first()
     if row is None:
-        raise UnknownRequestError(f"request_id {request_id!r} is not in the ledger: record the request first")
+        raise _unknown(request_id)
     return RequestRow.from_mapping(row)
 
 
@@ -265,7 +270,7 @@ def require_requests(conn: Connection, request_ids: list[str]) -> None:
         known.update(conn.execute(query).scalars())
     missing = [rid for rid in wanted if rid not in known]
     if missing:
-        raise UnknownRequestError(f"request_id {missing[0]!r} is not in the ledger: record the request first")
+        raise _unknown(missing[0])
 
 
 def systems_of(conn: Connection, request_ids: list[str]) -> dict[SystemKey, SystemResultRow]:

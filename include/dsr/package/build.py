@@ -381,9 +381,9 @@ def requests_with_keys(s3: Any, bucket: str, request_ids: list[str], page_size: 
         Bucket=bucket, Prefix=common, Delimiter="/", PaginationConfig={"PageSize": page_size}
     )
     for calls, page in enumerate(pages, start=1):
-        if calls > len(wanted):
-            return None
         found.update(p["Prefix"][:-1] for p in page.get("CommonPrefixes", []) if p["Prefix"][:-1] in wanted)
+        if page.get("IsTruncated") and calls >= len(wanted):  # the next page would cost more
+            return None
     return found
 
 
