@@ -1,10 +1,12 @@
-"""Helpers shared by every test package: a settable clock, free ports, a real SMTP sink behind ``dsr_smtp``."""
+"""Helpers shared by every test package: a settable clock, free ports, a real SMTP sink behind ``dsr_smtp``,
+botocore event hooks."""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +23,16 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+@contextmanager
+def botocore_hook(client, event: str, handler: Callable) -> Iterator[None]:
+    """``handler`` hooked to a boto3 ``client``'s botocore ``event`` while the block runs."""
+    client.meta.events.register(event, handler)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister(event, handler)
 
 
 def free_port() -> int:

@@ -16,7 +16,6 @@ import sys
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -26,6 +25,7 @@ from include.demo.world import s3_client_for
 from include.dsr.connectors import object_streams
 from include.dsr.connectors.object_streams import copy_and_hash, copy_object, sha256_of
 from tests.e2e.api_server import free_port
+from tests.support import botocore_hook
 
 SIZE = 64 * 1024 * 1024
 PART = 8 * 1024 * 1024
@@ -106,21 +106,11 @@ def test_a_multipart_upload_copied_in_one_request_hashes_the_same(s3, large_obje
     assert sha256_of(s3, BUCKET, "_staging/R3/large.step") == (large_object, SIZE)
 
 
-@contextmanager
-def _on(s3, event: str, handler) -> Iterator[None]:
-    """``handler`` hooked to the client's botocore ``event`` while the block runs."""
-    s3.meta.events.register(event, handler)
-    try:
-        yield
-    finally:
-        s3.meta.events.unregister(event, handler)
-
-
 @pytest.fixture
 def calls(s3) -> Iterator[list[str]]:
     """The S3 operations the client sends while the test runs."""
     seen: list[str] = []
-    with _on(s3, "before-call.s3", lambda model, **_: seen.append(model.name)):
+    with botocore_hook(s3, "before-call.s3", lambda model, **_: seen.append(model.name)):
         yield seen
 
 
@@ -150,7 +140,7 @@ def test_a_store_without_checksums_gets_the_copy_read_back(s3, calls):
         parsed.get("CopyObjectResult", {}).pop("ChecksumSHA256", None)
 
     s3.put_object(Bucket=BUCKET, Key="specs/plain.step", Body=b"solid 1\n")
-    with _on(s3, "after-call.s3.CopyObject", drop_checksum):
+    with botocore_hook(s3, "after-call.s3.CopyObject", drop_checksum):
         result = copy_and_hash(s3, BUCKET, "specs/plain.step", BUCKET, "_staging/R5/plain.step")
     assert result == (hashlib.sha256(b"solid 1\n").hexdigest(), 8)
     assert calls[-3:] == ["HeadObject", "CopyObject", "GetObject"]
@@ -189,7 +179,7 @@ def test_a_checksum_that_is_not_a_whole_object_sha256_is_not_trusted(s3, calls, 
         result = parsed.get("CopyObjectResult", {})
         result["ChecksumSHA256"] = garbled(hashlib.sha256(b"other bytes").digest())
 
-    with _on(s3, "after-call.s3.CopyObject", garble):
+    with botocore_hook(s3, "after-call.s3.CopyObject", garble):
         result = copy_and_hash(s3, BUCKET, "specs/garbled.step", BUCKET, "_staging/R8/garbled.step")
     assert result == (hashlib.sha256(body).hexdigest(), len(body))
     assert calls[-1] == "GetObject"

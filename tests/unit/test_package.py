@@ -38,6 +38,7 @@ from include.dsr.core.errors import CheckFailedError, TerminalError, TransientEr
 from include.dsr.package import build
 from include.dsr.package.build import PackageResult, build_package
 from include.dsr.package.transmit import load_portability_package, transmit_package
+from tests.support import botocore_hook
 
 BUCKET = "fabconnect-dsr-exports-test"
 WEEK = 7 * 24 * 3600
@@ -224,11 +225,8 @@ def _counting(s3: Any) -> Iterator[list[str]]:
     """``(operation, Prefix)`` of the S3 calls ``s3`` makes inside the block, in order."""
     calls: list[tuple[str, str | None]] = []
     record = lambda model, params, **_: calls.append((model.name, params.get("Prefix")))
-    s3.meta.events.register("before-parameter-build.s3", record)
-    try:
+    with botocore_hook(s3, "before-parameter-build.s3", record):
         yield calls
-    finally:
-        s3.meta.events.unregister("before-parameter-build.s3", record)
 
 
 def _listing(s3: Any, prefix: str) -> list[str]:
@@ -534,11 +532,8 @@ def _build_counting_reads(s3, data_map, request_id: str) -> tuple[PackageResult,
     _stage(s3, request_id)
     read: list[str] = []  # request paths actually sent (a presigned link sends nothing)
     record = lambda request, **_: read.append(unquote(urlsplit(request.url).path))
-    s3.meta.events.register("before-send.s3.GetObject", record)
-    try:
+    with botocore_hook(s3, "before-send.s3.GetObject", record):
         result = _build(s3, data_map, request_id, build_zip=True)
-    finally:
-        s3.meta.events.unregister("before-send.s3.GetObject", record)
     prefix = f"/{BUCKET}/{result.prefix}"
     return result, [p.removeprefix(prefix) for p in read if p.startswith(prefix)]
 
