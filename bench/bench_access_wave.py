@@ -44,7 +44,7 @@ def access_wave(services, paths, size: int, ledger_url: str, profile: str | None
     key = f"_waves/{wave_id}.jsonl"
     services.s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
     print(f"[wave] {size} access requests as one run ...", flush=True)
-    result = world.run_right_dag("access", {"request_id": wave_id, "wave": key}, profile)
+    result = world.run_right_dag("access", {"request_id": wave_id, "wave": key}, profile, services.pids())
     counts = world.closed_counts(ledger_url, wave_id + "-")
     per_minute = round(counts.get("completed", 0) / result["wall_s"] * 60, 1)
     print(f"[wave] {result['wall_s']}s, {counts}, {per_minute} requests/min", flush=True)
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     w = report["wave"]
     print("\n" + json.dumps(report["ratios"], indent=1))
     print(f"wave of {w['size']}: {w['wall_s']}s ({w['requests_per_minute']} requests/min); tasks: {w['task_s']}")
+    print(f"CPU seconds: {json.dumps(w['cpu'], indent=1)}")
     (world.RESULTS / "access_wave.json").write_text(json.dumps(report, indent=1, default=str))
     print("written bench/results/access_wave.json")
     return 0

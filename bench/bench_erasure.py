@@ -174,6 +174,10 @@ class Services:
     def stop(self) -> None:
         self.group.stop()
 
+    def pids(self) -> dict[str, int]:
+        """Service name -> pid (for CPU accounting)."""
+        return {name: proc.pid for name, proc in self.group.children}
+
 
 def point_airflow_at(paths: WorldPaths, ledger_url: str) -> None:
     """The product's connections for this world: platform DB and ledger in PostgreSQL."""
@@ -188,9 +192,14 @@ def run_erasure(conf: dict, profile: str | None = None) -> dict:
     return run_right_dag("erasure", conf, profile)
 
 
-def run_right_dag(right: str, conf: dict, profile: str | None = None) -> dict:
-    """One ``dsr_<right>`` run with ``dag.test()``: wall, state, per-task seconds (mapped tasks summed)."""
+def run_right_dag(right: str, conf: dict, profile: str | None = None, cpu_of: dict[str, int] | None = None) -> dict:
+    """One ``dsr_<right>`` run with ``dag.test()``: wall, state, per-task seconds (mapped tasks summed).
+
+    :param cpu_of: group name -> pid of the services whose CPU seconds are reported beside this
+        process's (and PostgreSQL's), for the whole run and per task
+    """
     from airflow.dag_processing.dagbag import DagBag
+    from cpu_usage import CpuUsage
 
     from tests.e2e.dag_test_fix import deadline_pruning_fix
 
@@ -203,18 +212,28 @@ def run_right_dag(right: str, conf: dict, profile: str | None = None) -> dict:
         profiler = cProfile.Profile()
         profiler.enable()
     started = time.perf_counter()
-    with deadline_pruning_fix():
+    with deadline_pruning_fix(), CpuUsage(cpu_of) as cpu:
         run = dag.test(run_conf=conf, mark_success_pattern="confirm_identity|confirm_manual_partner")
     wall = time.perf_counter() - started
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
     tasks: dict[str, float] = {}
+    spans: dict[str, tuple] = {}  # task id -> (first start, last end): a mapped task's instances as one stage
     for ti in run.get_task_instances():
         if ti.start_date and ti.end_date:
             tasks[ti.task_id] = round(tasks.get(ti.task_id, 0.0) + (ti.end_date - ti.start_date).total_seconds(), 2)
+            first, last = spans.get(ti.task_id, (ti.start_date, ti.end_date))
+            spans[ti.task_id] = (min(first, ti.start_date), max(last, ti.end_date))
     failed = sorted(ti.task_id for ti in run.get_task_instances() if ti.state == "failed")
-    return {"wall_s": round(wall, 2), "state": str(run.state), "failed_tasks": failed, "task_s": tasks}
+    stages = {task_id: span for task_id, span in spans.items() if tasks[task_id] >= 1}
+    return {
+        "wall_s": round(wall, 2),
+        "state": str(run.state),
+        "failed_tasks": failed,
+        "task_s": tasks,
+        "cpu": cpu.summary(stages),
+    }
 
 
 def closed_counts(ledger_url: str, prefix: str) -> dict[str, int]:

@@ -358,9 +358,9 @@ def test_the_products_own_copies_go_once_they_have_served(rt):
     later = datetime.now(UTC) + timedelta(days=40)  # objects written now are 40 days old then
     s3, bucket = rt.s3, rt.exports_bucket
     for key in (
-        "REQ-OLD/data.json",
+        "REQ-OLD/package.zip",
         "_keys/REQ-OLD.txt",
-        "REQ-LIVE/data.json",
+        "REQ-LIVE/package.zip",
         "_staging/REQ-OLD/subjects.json",
         "_staging/REQ-OPEN/subjects.json",
         "_staging/WAVE-1/subjects.json",
@@ -377,7 +377,7 @@ def test_the_products_own_copies_go_once_they_have_served(rt):
     assert planned["own_copies"] == {"packages": 1, "staging": 2, "dry_runs": 1}
     retention.apply(rt, later)
     left = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
-    assert left == {"REQ-LIVE/data.json", "_staging/REQ-OPEN/subjects.json"}
+    assert left == {"REQ-LIVE/package.zip", "_staging/REQ-OPEN/subjects.json"}
     assert rt.ledger.get_request("REQ-OLD").package_uri  # the ledger's facts stay
 
 

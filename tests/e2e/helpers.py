@@ -54,9 +54,16 @@ def expected_objects(paths: WorldPaths, person_key: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def package_file(s3, request_id: str, path: str) -> bytes:
+    """A file of the request's package, read from its zip as the subject would (the demo's are not encrypted)."""
+    from include.dsr.package.build import open_package
+
+    with open_package(s3, constants.EXPORTS_BUCKET, request_id) as archive:
+        return archive.read(path)
+
+
 def package_data(s3, request_id: str) -> dict:
-    body = s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{request_id}/data.json")["Body"].read()
-    return json.loads(body)
+    return json.loads(package_file(s3, request_id, "data.json"))
 
 
 def package_keys(s3, request_id: str) -> list[str]:

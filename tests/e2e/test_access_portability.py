@@ -25,6 +25,7 @@ from tests.e2e.helpers import (
     ledger,
     manual_partners,
     package_data,
+    package_file,
     package_keys,
 )
 
@@ -55,19 +56,14 @@ def test_access_returns_exactly_the_subjects_rows_from_every_system(airflow_db, 
     request = ledger().get_request(request_id)
     assert request.status == "completed"
     assert request.package_uri.startswith("http")
-    keys = package_keys(demo_world.s3, request_id)
-    assert f"{request_id}/manifest.json" in keys
-    assert f"{request_id}/report.html" in keys
+    assert package_keys(demo_world.s3, request_id) == [f"{request_id}/manifest.json", f"{request_id}/package.zip"]
+    assert request.package_uri.split("?")[0].endswith(f"{request_id}/package.zip")
 
 
 def test_access_report_names_the_recipients_and_the_complaint_right(airflow_db, demo_world):
     request_id = "E2E-REPORT-H01"
     assert run_dag("dsr_access", conf_for("H01", request_id)).state == "success"
-    html = (
-        demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{request_id}/report.html")["Body"]
-        .read()
-        .decode()
-    )
+    html = package_file(demo_world.s3, request_id, "report.html").decode()
     assert "PayFlow Payments Ltd" in html
     assert "supervisory authority" in html
     manifest = json.loads(
@@ -84,16 +80,12 @@ def test_portability_holds_only_provided_and_observed_data_with_a_schema(airflow
     assert "pricing_features" not in collections  # inferred
     assert not collections & {"invoices", "id_documents", "suppression_list"}  # not in portability scope
     assert {"accounts", "orders", "web_logs"} <= collections
-    schema = json.loads(
-        demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{request_id}/schema.json")["Body"].read()
-    )
+    schema = json.loads(package_file(demo_world.s3, request_id, "schema.json"))
     jsonschema.validate(data, schema)
-    csv_key = f"{request_id}/csv/fabconnect_app/accounts.csv"
-    frame = pd.read_csv(
-        io.BytesIO(demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=csv_key)["Body"].read())
-    )
+    frame = pd.read_csv(io.BytesIO(package_file(demo_world.s3, request_id, "csv/fabconnect_app/accounts.csv")))
     assert list(frame["email"]) == [HARD["H01"].email]
-    assert f"{request_id}/report.html" not in package_keys(demo_world.s3, request_id)
+    with pytest.raises(KeyError):  # the Art. 15 report is access's
+        package_file(demo_world.s3, request_id, "report.html")
 
 
 def test_retriggering_a_request_duplicates_nothing(airflow_db, demo_world):

@@ -64,7 +64,7 @@ def test_an_access_wave_answers_each_request_exactly_as_a_single_run(airflow_db,
         assert objects == expected_objects(paths, person_key), person_key
         row = ledger().get_request(request_id)
         assert (row.status, row.outcome) == ("completed", "data_provided"), person_key
-        assert f"{request_id}/report.html" in package_keys(s3, request_id)
+        assert package_keys(s3, request_id) == [f"{request_id}/manifest.json", f"{request_id}/package.zip"]
         events = [e.event_type for e in ledger().events(request_id)]
         assert {"checks.passed", "package.created"} <= set(events), person_key
     assert ledger().get_request("E2E-AW-NOVERIFY") is None

@@ -30,7 +30,14 @@ import sqlalchemy as sa
 from include import constants
 from include.demo.partners.faults import Faults
 from tests.e2e.conftest import rebuild_world
-from tests.e2e.helpers import VERIFIED, conf_for, customers_of_automated_partners, ledger, upload_wave
+from tests.e2e.helpers import (
+    VERIFIED,
+    conf_for,
+    customers_of_automated_partners,
+    ledger,
+    package_file,
+    upload_wave,
+)
 from tests.e2e.pii_scan import scan_database, scan_files
 from tests.e2e.stack import running_celery_stack
 
@@ -164,7 +171,7 @@ def test_an_access_wave_runs_on_the_celery_workers_one_package_per_request(stack
         assert request.status == "completed", (rid, request.outcome_summary)
         assert request.package_url_expires_at is not None
         assert [e.event_type for e in ledger().events(rid)].count("package.created") == 1
-        data = demo_world.s3.get_object(Bucket=constants.EXPORTS_BUCKET, Key=f"{rid}/data.json")["Body"].read()
+        data = package_file(demo_world.s3, rid, "data.json")
         text = data.decode().lower()
         assert email.lower() in text  # the subject's own rows ...
         assert not [other for other in emails if other != email and other.lower() in text]  # ... and only theirs

@@ -23,7 +23,7 @@ import pytest
 from include.demo.readiness import wait_for_port
 from include.demo.world import s3_client_for
 from include.dsr.connectors import object_streams
-from include.dsr.connectors.object_streams import copy_and_hash, copy_object, sha256_of
+from include.dsr.connectors.object_streams import ObjectUpload, copy_and_hash, copy_object, sha256_of
 from tests.e2e.api_server import free_port
 from tests.support import botocore_hook
 
@@ -79,25 +79,63 @@ def test_a_large_object_is_copied_in_parts_and_hashed_in_chunks(s3, large_object
 
 
 def test_the_package_zip_streams_its_entries(s3, large_object, tmp_path):
-    from include.dsr.package.build import _write_zip, _Writer
+    """A large staged file goes into the package's zip chunk by chunk, and the zip goes up in parts."""
+    from include.dsr.package.build import _ZipWriter
 
-    writer = _Writer(s3, BUCKET, "R2/")
     tracemalloc.start()
-    writer.copy("files/large.step", "specs/large.step")
-    writer.put("manifest.json", b"{}", "application/json")
-    key = _write_zip(writer, zipfile, None)
+    with ObjectUpload(s3, BUCKET, "R2/package.zip") as upload, zipfile.ZipFile(upload, "w", zipfile.ZIP_DEFLATED) as z:
+        writer = _ZipWriter(z)
+        writer.copy("files/large.step", s3, BUCKET, "specs/large.step")
+        writer.put("manifest.json", b"{}")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert writer.files["files/large.step"]["sha256"] == large_object
+    assert writer.files["files/large.step"] == {"path": "files/large.step", "sha256": large_object, "size_bytes": SIZE}
     assert peak < SIZE / 2, (
         f"peak {peak / 2**20:.0f} MiB while copying, hashing and zipping a {SIZE / 2**20:.0f} MiB file"
     )
-    s3.download_file(BUCKET, key, str(tmp_path / "package.zip"))
+    head = s3.head_object(Bucket=BUCKET, Key="R2/package.zip")
+    assert head["ETag"].strip('"').endswith(f"-{-(-upload.size // PART)}"), "uploaded in parts as they filled"
+    s3.download_file(BUCKET, "R2/package.zip", str(tmp_path / "package.zip"))
+    assert hashlib.sha256((tmp_path / "package.zip").read_bytes()).hexdigest() == upload.sha256
     with zipfile.ZipFile(tmp_path / "package.zip") as archive, archive.open("files/large.step") as entry:
         digest = hashlib.sha256()
         while chunk := entry.read(object_streams.CHUNK_BYTES):
             digest.update(chunk)
     assert digest.hexdigest() == large_object
+
+
+@pytest.mark.parametrize(
+    ("size", "parts"),
+    [
+        pytest.param(0, 0, id="empty: one PutObject"),
+        pytest.param(PART - 1, 0, id="under a part: one PutObject"),
+        pytest.param(PART, 1, id="exactly a part"),
+        pytest.param(2 * PART + 7, 3, id="two parts and a tail"),
+    ],
+)
+def test_an_object_upload_is_one_put_when_small_and_parts_when_large(s3, calls, size, parts):
+    body = os.urandom(size)
+    with ObjectUpload(s3, BUCKET, f"uploads/{size}.bin", ContentType="application/zip") as upload:
+        for i in range(0, size, 1_000_003):  # writes of an odd size: parts are cut from the buffer
+            upload.write(body[i : i + 1_000_003])
+    stored = s3.get_object(Bucket=BUCKET, Key=f"uploads/{size}.bin")
+    assert stored["Body"].read() == body
+    assert stored["ContentType"] == "application/zip"
+    assert (upload.sha256, upload.size) == (hashlib.sha256(body).hexdigest(), size)
+    assert calls.count("UploadPart") == parts
+    assert calls.count("PutObject") == (0 if parts else 1)
+
+
+def test_a_failed_object_upload_leaves_no_object_and_no_parts(s3):
+    def write_then_fail() -> None:
+        with ObjectUpload(s3, BUCKET, "uploads/broken.zip") as upload:
+            upload.write(os.urandom(PART + 1))  # one part sent
+            raise RuntimeError("zip failed")
+
+    with pytest.raises(RuntimeError, match="zip failed"):
+        write_then_fail()
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="uploads/broken.zip")
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
 
 
 def test_a_multipart_upload_copied_in_one_request_hashes_the_same(s3, large_object):

@@ -36,8 +36,8 @@ from include.dsr.connectors.staging import Staging
 from include.dsr.core.data_map import DataMap, load_data_map
 from include.dsr.core.errors import CheckFailedError, TerminalError, TransientError
 from include.dsr.package import build
-from include.dsr.package.build import PackageResult, build_package
-from include.dsr.package.transmit import load_portability_package, transmit_package
+from include.dsr.package.build import PackageResult, build_package, open_package
+from include.dsr.package.transmit import transmit_package
 from tests.support import botocore_hook
 
 BUCKET = "fabconnect-dsr-exports-test"
@@ -212,8 +212,15 @@ def portability(s3: Any, data_map: DataMap) -> PackageResult:
     return _build(s3, data_map, "req-portability-shared", "portability")
 
 
-def _file(s3: Any, result: PackageResult, path: str) -> bytes:
-    return _get(s3, result.prefix + path)
+def _file(s3: Any, result: PackageResult, path: str, password: str | None = None) -> bytes:
+    """A file of the package, as the subject reads it from the zip."""
+    with open_package(s3, BUCKET, result.prefix.rstrip("/"), password) as archive:
+        return archive.read(path)
+
+
+def _names(s3: Any, result: PackageResult) -> set[str]:
+    with open_package(s3, BUCKET, result.prefix.rstrip("/")) as archive:
+        return set(archive.namelist())
 
 
 def _get(s3: Any, key: str) -> bytes:
@@ -239,13 +246,19 @@ def test_manifest_lists_every_file_with_the_sha256_of_its_stored_bytes(s3, data_
     _stage(s3, request_id)
     result = _build(s3, data_map, request_id, right)
     manifest = json.loads(_get(s3, result.manifest_key))
-    listed = {f["key"]: f for f in manifest["files"]}
-    assert set(listed) == set(result.keys) - {result.manifest_key}
-    assert _listing(s3, result.prefix) == sorted(result.keys)
-    for key, entry in listed.items():
-        body = _get(s3, key)
-        assert (entry["sha256"], entry["size_bytes"]) == (hashlib.sha256(body).hexdigest(), len(body)), key
-        assert key == result.prefix + entry["path"]
+    listed = {f["path"]: f for f in manifest["files"]}
+    assert result.keys == [result.manifest_key, result.zip_key]
+    assert result.keys == [f"{request_id}/manifest.json", f"{request_id}/package.zip"]
+    assert _listing(s3, result.prefix) == result.keys  # no loose copy of the subject's data
+    with open_package(s3, BUCKET, request_id) as archive:
+        assert set(archive.namelist()) == set(listed) | {"manifest.json"}
+        assert archive.read("manifest.json") == _get(s3, result.manifest_key)  # the same manifest both places
+        for path, entry in listed.items():
+            body = archive.read(path)
+            assert (entry["sha256"], entry["size_bytes"]) == (hashlib.sha256(body).hexdigest(), len(body)), path
+    zipped = _get(s3, result.zip_key)
+    assert (result.zip_sha256, result.zip_size_bytes) == (hashlib.sha256(zipped).hexdigest(), len(zipped))
+    assert result.files == len(listed) + 1
     assert manifest["request_id"] == request_id
     assert manifest["right"] == right
     assert manifest["record_count_total"] == sum(result.counts.values())
@@ -347,7 +360,7 @@ def test_access_csv_parses_with_a_header_row(s3, access, path, columns, rows):
 def test_an_empty_collection_has_no_csv_but_is_listed_in_data_and_manifest(s3, access):
     paths = {f["path"] for f in json.loads(_file(s3, access, "manifest.json"))["files"]}
     assert "csv/fabconnect_app/addresses.csv" not in paths
-    assert not any(k.endswith("/addresses.csv") for k in access.keys)
+    assert not any(name.endswith("/addresses.csv") for name in _names(s3, access))
     assert json.loads(_file(s3, access, "data.json"))["fabconnect_app"]["addresses"] == []
     assert access.collection_counts["fabconnect_app"]["addresses"] == 0
     assert "csv/fabconnect_app/accounts.csv" in paths  # a collection with records keeps its CSV
@@ -398,11 +411,11 @@ def test_portability_keeps_only_provided_and_observed_data(s3, portability):
     data = json.loads(_file(s3, portability, "data.json"))
     assert set(data["fabconnect_app"]) == {"accounts", "addresses", "web_logs", "orders"}
     assert set(data["fabconnect_s3"]) == {"specs"}
-    keys = _listing(s3, portability.prefix)
-    assert not [k for k in keys if any(x in k for x in ("pricing_features", "id_documents", "invoices", "ids/7"))]
-    assert "req-portability-shared/schema.json" in keys
-    assert "req-portability-shared/report.html" not in keys
-    assert portability.url.split("?")[0].endswith("req-portability-shared/data.json")
+    names = _names(s3, portability)
+    assert not [n for n in names if any(x in n for x in ("pricing_features", "id_documents", "invoices", "ids/7"))]
+    assert "schema.json" in names
+    assert "report.html" not in names
+    assert portability.url.split("?")[0].endswith("req-portability-shared/package.zip")
 
 
 def test_portability_schema_validates_data_and_says_provided_or_observed(s3, portability):
@@ -438,7 +451,7 @@ def test_portability_drops_a_system_left_with_nothing(s3, data_map, request_id):
         unit="fabconnect_s3.objects",
     )
     result = _build(s3, data_map, request_id, "portability")
-    assert list(json.loads(_get(s3, f"{request_id}/data.json"))) == ["fabconnect_app"]
+    assert list(json.loads(_file(s3, result, "data.json"))) == ["fabconnect_app"]
     assert list(json.loads(_get(s3, result.manifest_key))["systems"]) == ["fabconnect_app"]
 
 
@@ -477,7 +490,8 @@ def test_a_caller_that_listed_nothing_earlier_gets_no_listing_and_no_deletes(s3,
 def test_rerun_overwrites_the_same_keys_and_deletes_stale_ones(s3, data_map, request_id):
     _stage(s3, request_id)
     first = _build(s3, data_map, request_id)
-    stale = [f"{request_id}/csv/old_system/gone.csv", f"{request_id}/schema.json"]
+    # what a package of the former layout (one object per file) left
+    stale = [f"{request_id}/csv/old_system/gone.csv", f"{request_id}/data.json", f"{request_id}/report.html"]
     neighbour = f"{request_id}0/data.json"  # another request whose id starts with this one
     for key in [*stale, neighbour]:
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"old")
@@ -488,20 +502,16 @@ def test_rerun_overwrites_the_same_keys_and_deletes_stale_ones(s3, data_map, req
     assert _get(s3, neighbour) == b"old"
 
 
-@pytest.mark.parametrize(
-    ("right", "target"),
-    [
-        pytest.param("access", "report.html", id="access links the report"),
-        pytest.param("portability", "data.json", id="portability links the data"),
-    ],
-)
-def test_presigned_link_works_and_never_exceeds_seven_days(s3, data_map, request_id, right, target):
+@pytest.mark.parametrize("right", [pytest.param("access", id="access"), pytest.param("portability", id="portability")])
+def test_presigned_link_opens_the_zip_and_never_exceeds_seven_days(s3, data_map, request_id, right):
     _stage(s3, request_id)
     before = datetime.now(UTC)
     result = _build(s3, data_map, request_id, right, link_seconds=30 * 24 * 3600)
     response = requests.get(result.url, timeout=10)
     assert response.status_code == 200
-    assert response.content == _get(s3, f"{request_id}/{target}")
+    assert response.content == _get(s3, f"{request_id}/package.zip")
+    assert response.headers["Content-Type"] == "application/zip"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{request_id}.zip"'
     assert MAX_PRESIGN_SECONDS == WEEK
     query = parse_qs(urlsplit(result.url).query)
     if "X-Amz-Expires" in query:  # SigV4: relative lifetime
@@ -514,53 +524,33 @@ def test_presigned_link_works_and_never_exceeds_seven_days(s3, data_map, request
 
 def test_zip_holds_every_file_and_is_the_linked_object(s3, data_map, request_id):
     _stage(s3, request_id)
-    result = _build(s3, data_map, request_id, build_zip=True)
+    result = _build(s3, data_map, request_id)
     assert result.zip_key == f"{request_id}/package.zip"
-    assert result.zip_key in result.keys
     body = requests.get(result.url, timeout=10).content
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        names = set(archive.namelist())
-        assert names == {k.removeprefix(result.prefix) for k in result.keys} - {"package.zip"}
+        manifest = json.loads(archive.read("manifest.json"))
+        assert set(archive.namelist()) == {f["path"] for f in manifest["files"]} | {"manifest.json"}
         assert archive.read("files/specs/q-1/bracket.step") == SPEC_BYTES
-        manifest = json.loads(archive.read("manifest.json"))
         for entry in manifest["files"]:
             assert hashlib.sha256(archive.read(entry["path"])).hexdigest() == entry["sha256"]
 
 
-def _build_counting_reads(s3, data_map, request_id: str) -> tuple[PackageResult, list[str]]:
-    """Build a zipped package; the package paths it read back from the store (GetObject sent)."""
+def test_a_package_costs_the_store_two_writes_and_one_read_per_copied_file(s3, data_map, request_id):
+    """However many collections it holds: the zip and the manifest are written, each staged file
+    read once, nothing of the package read back."""
     _stage(s3, request_id)
-    read: list[str] = []  # request paths actually sent (a presigned link sends nothing)
-    record = lambda request, **_: read.append(unquote(urlsplit(request.url).path))
-    with botocore_hook(s3, "before-send.s3.GetObject", record):
-        result = _build(s3, data_map, request_id, build_zip=True)
-    prefix = f"/{BUCKET}/{result.prefix}"
-    return result, [p.removeprefix(prefix) for p in read if p.startswith(prefix)]
-
-
-def _zip_matches_manifest(result: PackageResult) -> None:
-    body = requests.get(result.url, timeout=10).content
-    with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        manifest = json.loads(archive.read("manifest.json"))
-        for entry in manifest["files"]:
-            assert hashlib.sha256(archive.read(entry["path"])).hexdigest() == entry["sha256"]
-
-
-def test_zip_reads_back_only_copied_objects(s3, data_map, request_id):
-    """Files the build wrote itself go into the zip from memory; only copies are read back."""
-    _, package_reads = _build_counting_reads(s3, data_map, request_id)
-    assert package_reads  # the copied spec file: hashed as stored, then zipped
-    assert all(path.startswith("files/") for path in package_reads), package_reads
-
-
-def test_zip_memory_is_bounded_per_package(s3, data_map, request_id, monkeypatch):
-    """Past the budget, written files are read back from the store; the zip still matches the manifest."""
-    from include.dsr.package import build
-
-    monkeypatch.setattr(build, "KEEP_BODIES_BYTES", 600)
-    result, package_reads = _build_counting_reads(s3, data_map, request_id)
-    assert any(not path.startswith("files/") for path in package_reads), package_reads  # past the budget
-    _zip_matches_manifest(result)
+    sent: list[tuple[str, str]] = []  # (method, path inside the bucket) of every request sent
+    record = lambda request, **_: sent.append(
+        (request.method, unquote(urlsplit(request.url).path).removeprefix(f"/{BUCKET}/"))
+    )
+    with botocore_hook(s3, "before-send.s3", record):
+        _build(s3, data_map, request_id, earlier_keys=set())
+    package = [(method, path) for method, path in sent if path.startswith(f"{request_id}/")]
+    assert package == [("PUT", f"{request_id}/package.zip"), ("PUT", f"{request_id}/manifest.json")]
+    staging = f"_staging/{request_id}/"
+    file_reads = [path for method, path in sent if method == "GET" and path.startswith(staging + "files/")]
+    assert sorted(file_reads) == [staging + "files/ids/7.pdf", staging + "files/specs/q-1/bracket.step"]
+    assert {method for method, path in sent if path.startswith(staging)} == {"GET"}  # the staging area is only read
 
 
 def test_zip_with_a_password_is_aes_encrypted(s3, data_map, request_id):
@@ -568,6 +558,7 @@ def test_zip_with_a_password_is_aes_encrypted(s3, data_map, request_id):
 
     _stage(s3, request_id)
     result = _build(s3, data_map, request_id, zip_password="correct horse")
+    assert _file(s3, result, "files/ids/7.pdf", password="correct horse") == ID_DOC_BYTES
     body = requests.get(result.url, timeout=10).content
     with pyzipper.AESZipFile(io.BytesIO(body)) as archive:
         info = archive.getinfo("manifest.json")
@@ -668,8 +659,9 @@ def declared(receiver, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_transmit_sends_schema_data_and_manifest(s3, portability, receiver, declared, caplog):
-    package = portability.transmit_body(s3, BUCKET)
-    assert package == load_portability_package(s3, BUCKET, portability.prefix)
+    package = portability.transmit_body()
+    parts = ("schema", "data", "manifest")
+    assert package == {part: json.loads(_file(s3, portability, f"{part}.json")) for part in parts}
     caplog.set_level(logging.DEBUG)
     receipt = transmit_package(_url(receiver, "/ok?token=s3cr3t"), package)
     path, headers, body = receiver.received[-1]
@@ -717,9 +709,9 @@ def test_transmit_failures(receiver, declared, url, error, kwargs):
     assert info.value.__cause__ is None
 
 
-def test_an_access_package_has_no_transmit_body(s3, access):
+def test_an_access_package_has_no_transmit_body(access):
     with pytest.raises(TerminalError, match="schema.json is missing"):
-        access.transmit_body(s3, BUCKET)
+        access.transmit_body()
 
 
 def test_transmit_refuses_an_incomplete_package(receiver, declared):

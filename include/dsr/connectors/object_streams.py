@@ -4,7 +4,8 @@ so a worker holds one chunk of it at a time, never the file.
 
 An object up to ``MULTIPART_BYTES`` is copied in one ``CopyObject`` that asks the store for the
 copy's SHA-256 (``ChecksumAlgorithm``), so nothing is read back unless the store's answer leaves
-a doubt (see :func:`copy_and_hash`).
+a doubt (see :func:`copy_and_hash`). An object written from a stream (a package's zip) goes up
+through :class:`ObjectUpload`: one ``PutObject`` when small, parts as they fill when large.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import hashlib
 from typing import IO, Any
 
 CHUNK_BYTES = 8 * 1024 * 1024
+#: Reads streamed into another writer (a zip entry) come in pieces of this size: the writer's
+#: own buffers (compression, the upload's part) then hold the memory, not the read.
+STREAM_READ_BYTES = 1024 * 1024
 #: Objects above this are copied in parts of this size (S3's parts are 5 MiB to 5 GiB).
 MULTIPART_BYTES = 64 * 1024 * 1024
 
@@ -93,20 +97,94 @@ def sha256_of(s3: Any, bucket: str, key: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def stream_into(s3: Any, bucket: str, key: str, sink: IO[bytes]) -> int:
-    """Write an object's bytes into ``sink`` chunk by chunk; returns the bytes written."""
-    written = 0
-    for chunk in s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(CHUNK_BYTES):
+def stream_into(s3: Any, bucket: str, key: str, sink: IO[bytes]) -> tuple[str, int]:
+    """Write an object's bytes into ``sink`` chunk by chunk; the SHA-256 (hex) and size of what was written."""
+    digest, written = hashlib.sha256(), 0
+    for chunk in s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(STREAM_READ_BYTES):
         sink.write(chunk)
+        digest.update(chunk)
         written += len(chunk)
-    return written
+    return digest.hexdigest(), written
 
 
-def upload_file(s3: Any, path: str, bucket: str, key: str, content_type: str) -> None:
-    """Upload a local file in ``CHUNK_BYTES`` parts. By file name, not file object: boto3 reads
-    the parts of a named file lazily, while it reads every part of a file object into memory
-    before sending (a 1 GiB zip would be 1 GiB of worker memory)."""
-    from boto3.s3.transfer import TransferConfig
+class ObjectUpload:
+    """A write-only file object whose bytes become one object: a single ``PutObject`` when they
+    fit in one ``part_bytes`` buffer, else a multipart upload in parts of that size, sent as they
+    fill. Memory: one part, whatever the object's size. Not seekable, so ``zipfile`` writes into
+    it with data descriptors.
 
-    config = TransferConfig(multipart_threshold=CHUNK_BYTES, multipart_chunksize=CHUNK_BYTES, max_concurrency=2)
-    s3.upload_file(path, bucket, key, ExtraArgs={"ContentType": content_type}, Config=config)
+    ``close()`` finishes the upload; leaving a ``with`` block on an exception aborts it (no
+    object, no orphaned parts). ``sha256`` and ``size`` describe the bytes uploaded.
+    """
+
+    def __init__(self, s3: Any, bucket: str, key: str, part_bytes: int = CHUNK_BYTES, **put_args: Any) -> None:
+        self.s3, self.bucket, self.key, self.part_bytes, self.put_args = s3, bucket, key, part_bytes, put_args
+        self._buffer = bytearray()
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self._upload_id: str | None = None
+        self._parts: list[dict] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            room = self.part_bytes - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) == self.part_bytes:  # a full part goes as it is; a new buffer takes the rest
+                part, self._buffer = self._buffer, bytearray()
+                self._send_part(part)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def _send_part(self, body: bytes | bytearray) -> None:
+        if self._upload_id is None:
+            started = self.s3.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self.put_args)
+            self._upload_id = started["UploadId"]
+        number = len(self._parts) + 1
+        sent = self.s3.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body
+        )
+        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._upload_id is None:
+            self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._buffer, **self.put_args)
+        else:
+            if self._buffer:
+                self._send_part(self._buffer)
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+            )
+        self._buffer = bytearray()
+
+    def abort(self) -> None:
+        """Drop what was written: parts already sent are deleted, nothing is stored."""
+        self.closed = True
+        self._buffer = bytearray()
+        if self._upload_id is not None:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+
+    def __enter__(self) -> ObjectUpload:
+        return self
+
+    def __exit__(self, exc_type, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -2,22 +2,30 @@
 
 Layout under ``s3://<exports bucket>/<request_id>/``::
 
-    data.json                       {system: {collection: [records]}}
-    csv/<system>/<collection>.csv   one per collection that holds records (header row first)
-    files/<object key>              copies of the subject's objects (CAD files, ...)
-    report.html                     access only: the Art. 15 report (one self-contained file)
-    schema.json                     portability only: JSON Schema (2020-12) of data.json
-    manifest.json                   counts, status per system, sha256 + size of every other file
-    package.zip                     optional: every file above (manifest included) in one archive
+    package.zip      what the subject's link opens (AES-encrypted outside the demo), holding:
+        data.json                       {system: {collection: [records]}}
+        csv/<system>/<collection>.csv   one per collection that holds records (header row first)
+        files/<object key>              copies of the subject's objects (CAD files, ...)
+        report.html                     access only: the Art. 15 report (one self-contained file)
+        schema.json                     portability only: JSON Schema (2020-12) of data.json
+        manifest.json                   counts, status per system, sha256 + size of every other file
+    manifest.json    the same manifest beside the zip, for ops and tools (counts and checksums,
+                     no personal data)
+
+The subject gets one link, so everything the report points to (data.json, the CSVs, the files)
+travels in the one object it opens. Outside the zip the bucket holds no copy of the subject's
+data, and a package costs the store two writes plus one read per copied file, however many
+collections it holds.
 
 Portability keeps only collections whose data-map ``portability`` is ``provided`` or
 ``observed`` (Art. 20: inferred data is out). Building is idempotent: the same keys are
 overwritten and keys an earlier build left under the prefix that this build did not write are
-deleted. The staging area is left alone: the caller clears it once the package is recorded.
+deleted (packages of the former layout, one object per file, included). The staging area is left
+alone: the caller clears it once the package is recorded.
 
 A collection with no records of the subject has no CSV: ``data.json`` lists it as ``[]`` and the
 manifest counts it as 0, so nothing is hidden, and the subject is not handed a folder of empty
-files (Art. 12(1): concise, intelligible). It also keeps a package to a few object writes.
+files (Art. 12(1): concise, intelligible).
 """
 
 from __future__ import annotations
@@ -27,16 +35,14 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.constants import MAX_PRESIGN_SECONDS
 from include.dsr.connectors.base import REQUEST_ID_COLUMN
-from include.dsr.connectors.object_streams import copy_and_hash, stream_into, upload_file
+from include.dsr.connectors.object_streams import ObjectUpload, stream_into
 from include.dsr.connectors.staging import Staging
 from include.dsr.core.errors import CheckFailedError, TerminalError
 from include.dsr.core.request import REQUEST_ID_PATTERN
@@ -52,7 +58,7 @@ log = logging.getLogger(__name__)
 RIGHTS = ("access", "portability")
 PORTABLE = ("provided", "observed")
 MANIFEST, ZIP_NAME = "manifest.json", "package.zip"
-JSON_TYPE, CSV_TYPE = "application/json; charset=utf-8", "text/csv; charset=utf-8"
+JSON_TYPE = "application/json; charset=utf-8"
 
 
 @dataclass
@@ -60,20 +66,28 @@ class PackageResult:
     """What was written. ``url`` is a bearer link to personal data: store it, never log it."""
 
     prefix: str
-    keys: list[str]
+    keys: list[str]  # the manifest and the zip
     manifest_key: str
     url: str = field(repr=False)
     expires_at: datetime
     counts: dict[str, int]  # records per system (the ledger's per-system count)
-    zip_key: str | None = None
+    zip_key: str
     manifest_sha256: str = ""  # evidence: identifies this exact package
     collection_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    files: int = 0  # files in the zip, the manifest included
+    zip_sha256: str = ""
+    zip_size_bytes: int = 0
+    # portability: {"schema", "data", "manifest"} as written, for a direct transmission
+    portable: dict | None = field(default=None, repr=False)
 
-    def transmit_body(self, s3: Any, bucket: str) -> dict:
+    def transmit_body(self) -> dict:
         """``{"schema", "data", "manifest"}`` of a portability package, for :func:`transmit_package`."""
-        from include.dsr.package.transmit import load_portability_package
-
-        return load_portability_package(s3, bucket, self.prefix)
+        if self.portable is None:
+            raise TerminalError(
+                f"{self.prefix}schema.json is missing: only a portability package can be transmitted; "
+                "build it with right='portability'"
+            )
+        return self.portable
 
 
 @dataclass
@@ -83,53 +97,24 @@ class _Gathered:
     units: dict[str, dict[str, str]] = field(default_factory=dict)  # system -> unit -> status
 
 
-# Bodies the build wrote stay in memory until the zip is written (no second round trip per
-# file), up to this much per package; the rest, and copied objects, are streamed back from the store.
-KEEP_BODIES_BYTES = 32 * 1024 * 1024
+class _ZipWriter:
+    """Writes the files of a package into its zip and records sha256 and size of each (the manifest's list)."""
 
-
-class _Writer:
-    """Writes files under the package prefix and records key, sha256 and size of each."""
-
-    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
-        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self.archive = archive
         self.files: dict[str, dict] = {}  # path inside the package -> manifest entry
-        self.bodies: dict[str, bytes] = {}  # path -> what was written, within KEEP_BODIES_BYTES
-        self._kept = 0  # bytes in self.bodies
 
-    def put(self, path: str, body: bytes, content_type: str) -> None:
-        key = self.prefix + path
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        self._forget(path)
-        if self._kept + len(body) <= KEEP_BODIES_BYTES:
-            self.bodies[path] = body
-            self._kept += len(body)
-        self.files[path] = {
-            "key": key,
-            "path": path,
-            "sha256": hashlib.sha256(body).hexdigest(),
-            "size_bytes": len(body),
-        }
+    def put(self, path: str, body: bytes) -> None:
+        with self.archive.open(path, "w", force_zip64=True) as entry:
+            entry.write(body)
+        self.files[path] = {"path": path, "sha256": hashlib.sha256(body).hexdigest(), "size_bytes": len(body)}
 
-    def copy(self, path: str, source_key: str) -> None:
-        """Server-side copy, hashed as stored (by the store, or for a large file streamed back):
-        the manifest vouches for those bytes, and a large file never sits in memory."""
-        key = self.prefix + path
-        self._forget(path)
-        sha256, size = copy_and_hash(self.s3, self.bucket, source_key, self.bucket, key)
-        self.files[path] = {"key": key, "path": path, "sha256": sha256, "size_bytes": size}
-
-    def _forget(self, path: str) -> None:
-        """Drop what was kept of ``path`` (it is being written again)."""
-        self._kept -= len(self.bodies.pop(path, b""))
-
-    def stream(self, path: str, sink) -> int:
-        """Write a package file into ``sink``: from memory if this writer kept it, else chunk by
-        chunk from the store."""
-        if path in self.bodies:
-            sink.write(self.bodies[path])
-            return len(self.bodies[path])
-        return stream_into(self.s3, self.bucket, self.prefix + path, sink)
+    def copy(self, path: str, s3: Any, bucket: str, source_key: str) -> None:
+        """A staged object streamed into the zip chunk by chunk, hashed as it goes: the manifest
+        vouches for the bytes the subject gets, and a large file never sits in memory."""
+        with self.archive.open(path, "w", force_zip64=True) as entry:
+            sha256, size = stream_into(s3, bucket, source_key, entry)
+        self.files[path] = {"path": path, "sha256": sha256, "size_bytes": size}
 
 
 def build_package(
@@ -141,7 +126,6 @@ def build_package(
     request_info: dict,
     link_seconds: int,
     zip_password: str | None = None,
-    build_zip: bool = False,
     staging: Any | None = None,
     earlier_keys: set[str] | None = None,
 ) -> PackageResult:
@@ -156,15 +140,13 @@ def build_package(
     :param link_seconds: lifetime of the presigned link; clamped to
         ``constants.MAX_PRESIGN_SECONDS`` (7 days, the SigV4 maximum). A link signed with
         temporary credentials also dies when those credentials expire.
-    :param zip_password: build ``package.zip`` AES-256 encrypted with this password
-        (needs ``pyzipper``); implies ``build_zip``
-    :param build_zip: build an unencrypted ``package.zip`` (stdlib)
+    :param zip_password: encrypt ``package.zip`` with AES-256 under this password (needs
+        ``pyzipper``); without one the zip is plain (the demo)
     :param staging: where the request's rows are read: default its own staging area; a wave passes
         the request's slice of the wave's (:class:`~include.dsr.connectors.staging.RequestSlice`)
     :param earlier_keys: the keys already under ``<request_id>/`` when the caller listed them
         (a wave, see :func:`requests_with_keys`); default: listed here
-    :returns: the keys written and a presigned GET link to the zip if built, else to
-        ``report.html`` (access) or ``data.json`` (portability)
+    :returns: the keys written and a presigned GET link to the zip
     :raises TerminalError: unknown right, bad request id or link lifetime, nothing staged,
         a staged system/collection missing from the data map, ``pyzipper`` missing for a password
     :raises CheckFailedError: a staged row belongs to another request
@@ -175,7 +157,7 @@ def build_package(
         raise TerminalError("request_id must be 3-64 characters of letters, digits, '.', '_' or '-'")
     if link_seconds <= 0:
         raise TerminalError(f"link_seconds must be positive, got {link_seconds}")
-    zip_module = _zip_module(zip_password) if (build_zip or zip_password) else None
+    zip_module = _zip_module(zip_password)
     seconds = min(int(link_seconds), MAX_PRESIGN_SECONDS)
     if seconds < link_seconds:
         log.warning("request %s: link lifetime %ss clamped to %ss", request_id, link_seconds, seconds)
@@ -184,64 +166,78 @@ def build_package(
     info = {**request_info, "request_id": request_id, "generated_at": generated_at}
 
     gathered = _gather(staging or Staging(s3, bucket, request_id), data_map, right)
-    writer = _Writer(s3, bucket, f"{request_id}/")
-    # Listed before writing: a first build lists an empty prefix, which costs the store next to
-    # nothing, where listing the finished package afterwards cost as much as 4 of its writes.
-    earlier = _keys_under(s3, bucket, writer.prefix) if earlier_keys is None else set(earlier_keys)
+    prefix = f"{request_id}/"
+    zip_key, manifest_key = prefix + ZIP_NAME, prefix + MANIFEST
+    # Listed before writing: a first build lists an empty prefix, which costs the store next to nothing.
+    earlier = _keys_under(s3, bucket, prefix) if earlier_keys is None else set(earlier_keys)
     data = {
         system: {name: _records(frame) for name, frame in colls.items()} for system, colls in gathered.frames.items()
     }
-    writer.put("data.json", _json(data), JSON_TYPE)
-    for system, colls in gathered.frames.items():
-        for name, frame in colls.items():
-            if len(frame):
-                writer.put(f"csv/{system}/{name}.csv", frame.to_csv(index=False).encode("utf-8"), CSV_TYPE)
-    for path, staged_key in sorted(gathered.objects.items()):
-        writer.copy(path, staged_key)
-    if right == "portability":
-        writer.put("schema.json", _json(schema_document(data_map, gathered.frames, data)), JSON_TYPE)
-    else:
-        html = render_access_report(data_map, data, gathered.frames, info)
-        writer.put("report.html", html.encode("utf-8"), "text/html; charset=utf-8")
-
     counts = {system: {name: len(frame) for name, frame in colls.items()} for system, colls in gathered.frames.items()}
-    manifest = {
-        "request_id": request_id,
-        "right": right,
-        "generated_at": generated_at,
-        "systems": {
-            system: {"collections": counts.get(system, {}), "status": _status(units), "units": units}
-            for system, units in gathered.units.items()
-        },
-        "files": sorted(writer.files.values(), key=lambda f: f["path"]),
-        "record_count_total": sum(n for colls in counts.values() for n in colls.values()),
-        "link_expires_at": expires_at.isoformat(),
-    }
-    writer.put(MANIFEST, _json(manifest), JSON_TYPE)
-    zip_key = _write_zip(writer, zip_module, zip_password) if zip_module else None
+    upload = ObjectUpload(
+        s3,
+        bucket,
+        zip_key,
+        ContentType="application/zip",
+        ContentDisposition=f'attachment; filename="{request_id}.zip"',
+    )
+    with upload, _open_zip(zip_module, upload, zip_password) as archive:
+        writer = _ZipWriter(archive)
+        writer.put("data.json", _json(data))
+        for system, colls in gathered.frames.items():
+            for name, frame in colls.items():
+                if len(frame):
+                    writer.put(f"csv/{system}/{name}.csv", frame.to_csv(index=False).encode("utf-8"))
+        for path, staged_key in sorted(gathered.objects.items()):
+            writer.copy(path, s3, bucket, staged_key)
+        schema = None
+        if right == "portability":
+            schema = schema_document(data_map, gathered.frames, data)
+            writer.put("schema.json", _json(schema))
+        else:
+            writer.put("report.html", render_access_report(data_map, data, gathered.frames, info).encode("utf-8"))
+        manifest = {
+            "request_id": request_id,
+            "right": right,
+            "generated_at": generated_at,
+            "systems": {
+                system: {"collections": counts.get(system, {}), "status": _status(units), "units": units}
+                for system, units in gathered.units.items()
+            },
+            "files": sorted(writer.files.values(), key=lambda f: f["path"]),
+            "record_count_total": sum(n for colls in counts.values() for n in colls.values()),
+            "link_expires_at": expires_at.isoformat(),
+        }
+        manifest_body = _json(manifest)
+        writer.put(MANIFEST, manifest_body)
+    # After the zip, so a manifest beside it always describes a complete package.
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=manifest_body, ContentType=JSON_TYPE)
 
-    keys = sorted([f["key"] for f in writer.files.values()] + ([zip_key] if zip_key else []))
+    keys = sorted([manifest_key, zip_key])
     stale = _delete_stale(s3, bucket, earlier - set(keys))
-    target = zip_key or writer.prefix + ("report.html" if right == "access" else "data.json")
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": target}, ExpiresIn=seconds)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": zip_key}, ExpiresIn=seconds)
     log.info(
         "request %s: %s package with %s files, %s records, %s stale keys deleted",
         request_id,
         right,
-        len(keys),
+        len(writer.files),
         manifest["record_count_total"],
         stale,
     )
     return PackageResult(
-        writer.prefix,
+        prefix,
         keys,
-        writer.prefix + MANIFEST,
+        manifest_key,
         url,
         expires_at,
         {system: sum(colls.values()) for system, colls in counts.items()},
         zip_key,
-        writer.files[MANIFEST]["sha256"],
+        hashlib.sha256(manifest_body).hexdigest(),
         counts,
+        files=len(writer.files),
+        zip_sha256=upload.sha256,
+        zip_size_bytes=upload.size,
+        portable={"schema": schema, "data": data, "manifest": manifest} if schema is not None else None,
     )
 
 
@@ -341,27 +337,30 @@ def _zip_module(password: str | None) -> Any:
     return pyzipper
 
 
-def _write_zip(writer: _Writer, module: Any, password: str | None) -> str:
-    """Zip every file written so far (manifest included) into ``package.zip``; returns its key.
+def _open_zip(module: Any, sink: ObjectUpload, password: str | None) -> zipfile.ZipFile:
+    """The package's zip, written straight into its upload (deflated; AES-256 with a password)."""
+    if not password:
+        return module.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED)
+    archive = module.AESZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, encryption=module.WZ_AES)
+    archive.setpassword(password.encode("utf-8"))
+    return archive
 
-    The zip is a container of the package, so the manifest does not list it. Files the build
-    wrote come from memory (up to :data:`KEEP_BODIES_BYTES` in all); copied objects and the rest
-    are streamed from the store chunk by chunk into a temporary file (memory: one chunk).
+
+def open_package(s3: Any, bucket: str, request_id: str, password: str | None = None) -> zipfile.ZipFile:
+    """The built package's zip, read from the store, for tools and tests (``.read(path)``).
+
+    Spooled to disk above 32 MiB. Pass the request's password for an encrypted package.
     """
-    with tempfile.TemporaryDirectory(prefix="dsr-package-") as folder:
-        path = Path(folder) / ZIP_NAME
-        if password:
-            archive = module.AESZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, encryption=module.WZ_AES)
-            archive.setpassword(password.encode("utf-8"))
-        else:
-            archive = module.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
-        with archive:
-            for name in sorted(writer.files):
-                with archive.open(name, "w", force_zip64=True) as entry:
-                    writer.stream(name, entry)
-        key = writer.prefix + ZIP_NAME
-        upload_file(writer.s3, str(path), writer.bucket, key, "application/zip")
-    return key
+    import tempfile
+
+    spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 - the ZipFile owns it
+    stream_into(s3, bucket, f"{request_id}/{ZIP_NAME}", spool)
+    spool.seek(0)
+    module = _zip_module(password)
+    archive = module.AESZipFile(spool) if password else module.ZipFile(spool)
+    if password:
+        archive.setpassword(password.encode("utf-8"))
+    return archive
 
 
 def requests_with_keys(s3: Any, bucket: str, request_ids: list[str], page_size: int = 1000) -> set[str] | None:

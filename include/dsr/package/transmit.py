@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from include import settings
@@ -49,7 +48,7 @@ def transmit_package(url: str, package: dict, timeout: float = 30, declared: tup
     """POST the package to ``url`` and return a receipt (no personal data, no URL).
 
     :param url: the receiving controller's endpoint (``transmit_to`` of the request)
-    :param package: ``{"schema": ..., "data": ..., "manifest": ...}`` (see :func:`load_portability_package`)
+    :param package: ``{"schema": ..., "data": ..., "manifest": ...}`` (``PackageResult.transmit_body()``)
     :param timeout: seconds for connecting and for reading the answer
     :param declared: the receiving controllers' endpoints (default ``settings.RECEIVING_CONTROLLERS``)
     :returns: ``{"status_code", "bytes", "sha256", "host", "sent_at"}``
@@ -93,22 +92,6 @@ def transmit_package(url: str, package: dict, timeout: float = 30, declared: tup
         "host": host,
         "sent_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def load_portability_package(s3: Any, bucket: str, prefix: str) -> dict:
-    """Read ``schema.json``, ``data.json`` and ``manifest.json`` of a built package.
-
-    :param prefix: the package prefix (``PackageResult.prefix``, e.g. ``req-1/``)
-    :raises TerminalError: the package is not a portability package
-    """
-    package = {}
-    for part in PARTS:
-        try:
-            body = s3.get_object(Bucket=bucket, Key=f"{prefix}{part}.json")["Body"].read()
-        except s3.exceptions.NoSuchKey:
-            raise TerminalError(f"{prefix}{part}.json is missing; build the package with right='portability'") from None
-        package[part] = json.loads(body)
-    return package
 
 
 def _check_url(url: str, declared: tuple[str, ...] | None) -> str:

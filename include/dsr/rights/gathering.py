@@ -403,7 +403,7 @@ def transmit(rt: Runtime, package, transmit_to: str | None) -> dict | None:
         return None
     from include.dsr.package.transmit import transmit_package
 
-    receipt = transmit_package(transmit_to, package.transmit_body(rt.s3, rt.exports_bucket))
+    receipt = transmit_package(transmit_to, package.transmit_body())
     return {k: v for k, v in receipt.items() if k != "url"}
 
 
@@ -414,7 +414,7 @@ def record_package(rt: Runtime, request_id: str, package, receipt: dict | None =
     rt.ledger.set_package(request_id, package.url, package.expires_at)
     payload = {
         "location": f"s3://{rt.exports_bucket}/{package.prefix}",
-        "files": len(package.keys),
+        "files": package.files,
         "manifest_sha256": package.manifest_sha256,
         "expires_at": package.expires_at.isoformat(),
         "records": sum(package.counts.values()),
