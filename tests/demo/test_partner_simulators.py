@@ -307,6 +307,38 @@ def test_fail_mode_answers_500(api, api_partner, fail_count, expected):
     assert api_partner.faults == (Faults() if fail_count > 0 else Faults(mode="fail", fail_count=-1))
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param({"fail": True}, id="a 500 before the body was read"),
+        pytest.param({"token": "wrong"}, id="a 401"),
+        pytest.param({"path": "/opendsr/nowhere"}, id="a 404"),
+        pytest.param({}, id="a 202"),
+    ],
+)
+def test_one_connection_carries_several_calls_whatever_the_first_answer(api_partner, first):
+    """Keep-alive: the next call on the socket is read as a call, never as the rest of a body left unread."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    if first.get("fail"):
+        api_partner.faults = Faults(mode="fail", fail_count=1)
+    conn = http.client.HTTPConnection("127.0.0.1", urlsplit(api_partner.url).port, timeout=5)
+    conn.connect()
+    sock = conn.sock
+    token = first.get("token", api_partner.token)
+    payload = json.dumps(body("r-keep", email=ALICE)).encode()
+    conn.request(
+        "POST", first.get("path", "/opendsr/requests"), body=payload, headers={"Authorization": f"Bearer {token}"}
+    )
+    conn.getresponse().read()
+    conn.request("GET", "/opendsr/discovery", headers={"Authorization": f"Bearer {api_partner.token}"})
+    answer = conn.getresponse()
+    assert (answer.status, json.loads(answer.read())["api_version"]) == (200, "0.1")
+    assert conn.sock is sock  # the same connection served both
+    conn.close()
+
+
 def test_stall_mode_makes_clients_time_out(api, api_partner):
     api_partner.faults = Faults(mode="stall", stall_seconds=2.0)
     with pytest.raises(requests.exceptions.Timeout):

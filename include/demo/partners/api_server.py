@@ -176,6 +176,10 @@ class _HttpServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
+    # Keep-alive, as a partner's API behind any web server would: the product's client keeps one
+    # connection per thread, where HTTP/1.0 cost it and this server a connection (and a thread) per call.
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds an idle kept-alive connection is held before the server closes it
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -191,6 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         partner = self.server.partner
+        # Read the whole body first, whatever the answer: on a kept-alive connection an unread
+        # body would be taken for the next request.
+        self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         path = unquote(urlsplit(self.path).path)
         routed = next(
             ((name, m) for verb, pattern, name in _ROUTES if verb == method and (m := pattern.fullmatch(path))), None
@@ -226,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json_body(self) -> Any:
         try:
-            return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+            return json.loads(self._body or b"null")
         except ValueError:
             raise ValueError("body is not valid JSON") from None
 

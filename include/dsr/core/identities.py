@@ -89,14 +89,19 @@ def _stored_forms() -> dict[str, frozenset[str]]:
     return {target: frozenset(keys) for target, keys in forms.items()}
 
 
-def _piece_options(piece: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def _piece_options(piece: str) -> frozenset[str]:
     """Keys one piece of a normalised address can have: the piece itself or a stored character
     that lowers to it, each composed (NFC) or decomposed (NFD, the database folding its ASCII)."""
     options = {piece} | set(_stored_forms().get(piece, ()))
-    return {_fold_ascii(o) for o in options} | {_fold_ascii(unicodedata.normalize("NFD", o)) for o in options}
+    return frozenset(
+        {_fold_ascii(o) for o in options} | {_fold_ascii(unicodedata.normalize("NFD", o)) for o in options}
+    )
 
 
-def email_key_candidates(email: str) -> set[str] | None:
+# Cached: a wave looks each address up in every collection with an email column.
+@lru_cache(maxsize=65536)
+def email_key_candidates(email: str) -> frozenset[str] | None:
     """Every value ``lower(trim(column, WHITESPACE))`` can have, on any supported database and
     collation, for a stored address whose :func:`normalize_email` is ``email``.
 
@@ -129,7 +134,8 @@ def email_key_candidates(email: str) -> set[str] | None:
             ways[i] = found
             continue
         return None
-    return ways[0]
+    keys = ways[0]
+    return frozenset(keys) if keys is not None else None
 
 
 # -- phones -------------------------------------------------------------------------------
