@@ -180,6 +180,9 @@ class _Handler(BaseHTTPRequestHandler):
     # connection per thread, where HTTP/1.0 cost it and this server a connection (and a thread) per call.
     protocol_version = "HTTP/1.1"
     timeout = 30  # seconds an idle kept-alive connection is held before the server closes it
+    # Headers and body go out as two writes: with Nagle's algorithm the body waited for the
+    # client's delayed ACK, 40 ms a call on a kept-alive connection (1.3 ms without).
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._dispatch("GET")
