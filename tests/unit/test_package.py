@@ -357,6 +357,39 @@ def test_access_csv_parses_with_a_header_row(s3, access, path, columns, rows):
     assert len(frame) == rows
 
 
+def test_every_csv_holds_the_values_of_data_json(s3, access):
+    """Same rows, same columns, same values (a null is an empty cell, text is quoted where it needs it)."""
+    import csv
+
+    data = json.loads(_file(s3, access, "data.json"))
+    csv_paths = [name for name in _names(s3, access) if name.startswith("csv/")]
+    assert len(csv_paths) == sum(1 for colls in data.values() for records in colls.values() if records)
+    for path in csv_paths:
+        _, system, name = path.removesuffix(".csv").split("/")
+        header, *rows = list(csv.reader(io.StringIO(_file(s3, access, path).decode("utf-8"))))
+        records = data[system][name]
+        assert header == list(records[0]), path
+        expected = [["" if record[c] is None else str(record[c]) for c in header] for record in records]
+        assert rows == expected, path
+
+
+def test_a_csv_cell_keeps_separators_quotes_newlines_and_nested_values():
+    import csv
+
+    from include.dsr.package.build import _csv
+
+    records = [
+        {"id": 1, "note": 'a, "quoted"\nline', "tags": ["x", "ü"], "empty": None, "amount": 0.1},
+        {"id": 2, "note": "", "tags": {"k": 1}, "empty": None, "amount": 1e-05},
+    ]
+    body = _csv(["id", "note", "tags", "empty", "amount"], records)
+    assert list(csv.reader(io.StringIO(body.decode("utf-8")))) == [
+        ["id", "note", "tags", "empty", "amount"],
+        ["1", 'a, "quoted"\nline', '["x", "ü"]', "", "0.1"],
+        ["2", "", '{"k": 1}', "", "1e-05"],
+    ]
+
+
 def test_an_empty_collection_has_no_csv_but_is_listed_in_data_and_manifest(s3, access):
     paths = {f["path"] for f in json.loads(_file(s3, access, "manifest.json"))["files"]}
     assert "csv/fabconnect_app/addresses.csv" not in paths

@@ -30,7 +30,9 @@ files (Art. 12(1): concise, intelligible).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -183,11 +185,11 @@ def build_package(
     )
     with upload, _open_zip(zip_module, upload, zip_password) as archive:
         writer = _ZipWriter(archive)
-        writer.put("data.json", _json(data))
+        writer.put("data.json", _json(data, indent=None))
         for system, colls in gathered.frames.items():
             for name, frame in colls.items():
                 if len(frame):
-                    writer.put(f"csv/{system}/{name}.csv", frame.to_csv(index=False).encode("utf-8"))
+                    writer.put(f"csv/{system}/{name}.csv", _csv(list(frame.columns), data[system][name]))
         for path, staged_key in sorted(gathered.objects.items()):
             writer.copy(path, s3, bucket, staged_key)
         schema = None
@@ -293,6 +295,11 @@ def _clean(
     else:  # no per-row keys: fall back to the unit's list of staged files
         for staged_key in staged_files:
             objects[f"files/{_safe_path(staged_key.removeprefix(staging.files_prefix))}"] = staged_key
+    import pandas as pd
+
+    # a wave's slices come with a fresh index already; only a request's own staging needs one
+    if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1:
+        return frame
     return frame.reset_index(drop=True)
 
 
@@ -319,8 +326,29 @@ def _status(units: dict[str, str]) -> str:
     return statuses.pop() if len(statuses) == 1 else "partial"
 
 
-def _json(payload: Any) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+def _json(payload: Any, indent: int | None = 2) -> bytes:
+    """UTF-8 JSON; ``indent=None`` for data.json (machine-readable, and ``json`` only uses its fast
+    encoder without indentation: a wave writes a thousand of them)."""
+    return json.dumps(payload, ensure_ascii=False, indent=indent, default=str).encode("utf-8")
+
+
+def _csv(columns: list[str], records: list[dict]) -> bytes:
+    """A collection as CSV, header row first, with the values data.json holds (the same dates,
+    numbers and nulls as empty cells; a nested value as JSON)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow([_csv_cell(record.get(column)) for column in columns])
+    return out.getvalue().encode("utf-8")
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def _zip_module(password: str | None) -> Any:
