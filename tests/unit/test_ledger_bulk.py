@@ -197,3 +197,63 @@ def test_a_failed_batch_leaves_no_remembered_tip(ledger_url: str) -> None:
     finally:
         ledger.close()
         other.close()
+
+
+def _request_reads(ledger: Ledger) -> list[str]:
+    """The SELECTs of one request row sent through ``ledger``'s engine."""
+    reads: list[str] = []
+
+    def record(conn, cursor, statement, *_):
+        text = " ".join(statement.split())
+        if text.upper().startswith("SELECT") and "FROM dsr_requests WHERE dsr_requests.request_id =" in text:
+            reads.append(statement)
+
+    sa.event.listen(ledger._engine, "before_cursor_execute", record)
+    return reads
+
+
+def test_a_batch_reads_each_request_row_once_and_the_next_transaction_reads_it_again(ledger_url: str) -> None:
+    """What a wave does to each request in one transaction reads its row once; what another writer
+    changes afterwards is seen by the next transaction on the same pooled connection."""
+    first, other = Ledger(ledger_url), Ledger(ledger_url)
+    try:
+        first.create_schema()
+        fingerprint = subject_fingerprint({"email": "rows@example.com"}, "s")
+        reads = _request_reads(first)
+        with first.batch():
+            first.record_request("req-rows", "access", "GDPR", fingerprint, RECEIVED, RECEIVED + timedelta(days=30))
+            first.set_status("req-rows", "in_progress")
+            first.append_event("req-rows", "identity.verified", {"method": "email_link"})
+            first.set_package("req-rows", "s3://exports/req-rows/package.zip", RECEIVED + timedelta(days=7))
+            assert first.get_request("req-rows").status == "in_progress"  # its own writes, from the kept row
+            first.close_request("req-rows", "completed", RECEIVED + timedelta(days=1), "done")
+        assert len(reads) == 2  # none there yet before the insert, then the new row once
+        assert first.get_request("req-rows").status == "completed"
+        other.set_status("req-rows", "failed", "changed by another writer")
+        assert first.get_request("req-rows").status == "failed"  # outside a batch: read afresh
+        with first.batch():
+            assert first.get_request("req-rows").outcome_summary == "changed by another writer"
+        first.verify_chain_or_raise()
+    finally:
+        first.close()
+        other.close()
+
+
+def test_a_failed_batch_leaves_no_remembered_row(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    try:
+        ledger.create_schema()
+        fingerprint = subject_fingerprint({"email": "rows2@example.com"}, "s")
+        ledger.record_request("req-rows2", "access", "GDPR", fingerprint, RECEIVED, RECEIVED + timedelta(days=30))
+
+        def fail_after_a_change() -> None:
+            with ledger.batch():
+                ledger.set_status("req-rows2", "in_progress")
+                raise RuntimeError("stop")  # rolled back: the change and its kept row are gone
+
+        with pytest.raises(RuntimeError, match="stop"):
+            fail_after_a_change()
+        with ledger.batch():
+            assert ledger.get_request("req-rows2").status == "received"
+    finally:
+        ledger.close()

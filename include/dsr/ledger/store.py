@@ -57,6 +57,9 @@ SystemKey = tuple[str, str, str]
 # ``conn.info`` key of the chain tip as this transaction left it: under the write lock nobody else
 # appends, so after the first read each event of a transaction costs its insert alone.
 _TIP = "dsr_ledger.chain_tip"
+# ``conn.info`` key of the request rows this transaction read or wrote: under the write lock nobody
+# else changes them, so a wave's steps (record, set status, append events, close) read each once.
+_ROWS = "dsr_ledger.request_rows"
 
 
 @contextmanager
@@ -65,6 +68,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         info = conn.info  # read once: after a lost connection, conn.info would reconnect to answer
         info[_TIP] = None  # the tip may be kept from here on (see _chain_tip)
+        info[_ROWS] = {}  # request rows may be kept from here on (see fetch_request)
         try:
             if engine.dialect.name == "sqlite":
                 yield from _sqlite_immediate(conn)
@@ -77,6 +81,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             # conn.info outlives this checkout (it belongs to the pooled DBAPI connection): the
             # next transaction, on this connection or any other, reads the tip from the table
             info.pop(_TIP, None)
+            info.pop(_ROWS, None)
 
 
 def _sqlite_immediate(conn: Connection) -> Iterator[Connection]:
@@ -96,9 +101,22 @@ def _sqlite_immediate(conn: Connection) -> Iterator[Connection]:
 
 
 def fetch_request(conn: Connection, request_id: str) -> RequestRow | None:
-    """The request row, or None."""
+    """The request row, or None (inside a :func:`write_transaction`, read once: see ``_ROWS``)."""
+    kept = conn.info.get(_ROWS)
+    if kept is not None and request_id in kept:
+        return kept[request_id]
     row = conn.execute(select(dsr_requests).where(dsr_requests.c.request_id == request_id)).mappings().first()
-    return RequestRow.from_mapping(row) if row is not None else None
+    found = RequestRow.from_mapping(row) if row is not None else None
+    if found is not None:
+        _keep_row(conn, found)
+    return found
+
+
+def _keep_row(conn: Connection, row: RequestRow) -> None:
+    """Remember a row as it now stands, inside a :func:`write_transaction` only."""
+    kept = conn.info.get(_ROWS)
+    if kept is not None:
+        kept[row.request_id] = row
 
 
 def require_request(conn: Connection, request_id: str) -> RequestRow:
@@ -125,7 +143,9 @@ def update_request(conn: Connection, request_id: str, values: Mapping[str, Any])
     row = conn.execute(statement.returning(*dsr_requests.c)).mappings().first()
     if row is None:
         raise _unknown(request_id)
-    return RequestRow.from_mapping(row)
+    updated = RequestRow.from_mapping(row)
+    _keep_row(conn, updated)
+    return updated
 
 
 # -- systems ------------------------------------------------------------------------------
