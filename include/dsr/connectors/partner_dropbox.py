@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -60,16 +61,48 @@ class PartnerDropboxConnector(PartnerConnector):
         except self.s3.exceptions.NoSuchKey:
             return None
 
-    def _answer(self, ref: str) -> tuple[str, dict | None]:
-        """Status of one partner request: pending until an answer for the current attempt exists."""
-        request, answer = self._read(f"{self.inbox}{ref}.json"), self._read(f"{self.outbox}{ref}.json")
+    def _present(self, folder: str, refs: list[str]) -> set[str] | None:
+        """Those of ``refs`` with a file in ``folder``, from one listing of the refs' common prefix
+        (a wave's refs share their wave's id), so a file that is not there costs no read.
+
+        :returns: None when the listing would cost more than reading each file (the refs share no
+            prefix, or the folder holds many other files under theirs): read each then.
+        """
+        common = os.path.commonprefix(refs)
+        if not refs or not common:
+            return None
+        wanted, found = set(refs), set()
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=folder + common, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
+        )
+        for calls, page in enumerate(pages, start=1):
+            for item in page.get("Contents", []):
+                ref = item["Key"][len(folder) :].removesuffix(".json")
+                if ref in wanted:
+                    found.add(ref)
+            if page.get("IsTruncated") and calls >= max(1, len(refs) // LIST_PAGES_PER_READ):
+                return None
+        return found
+
+    def _answer(
+        self, ref: str, inbox: set[str] | None = None, outbox: set[str] | None = None
+    ) -> tuple[str, dict | None, dict | None]:
+        """Status of one partner request, its answer and our request file: pending until an answer
+        for the current attempt exists. ``inbox`` / ``outbox``: the refs known to have a file there
+        (None: unknown, read to find out); a file known to be absent is never read."""
+        answer = self._read(f"{self.outbox}{ref}.json") if outbox is None or ref in outbox else None
+        if inbox is not None and (ref not in inbox or answer is None):
+            return PENDING, None, None  # no request of ours, or not answered: no content is needed
+        if inbox is not None and answer is not None and answer.get("request_status") == COMPLETED:
+            return COMPLETED, answer, None  # our request is there (listed): its content is not needed
+        request = self._read(f"{self.inbox}{ref}.json")
         if answer is None or request is None:
-            return PENDING, None
+            return PENDING, None, request
         if answer.get("request_status") == COMPLETED:
-            return COMPLETED, answer
+            return COMPLETED, answer, request
         if answer.get("attempt", 1) == request.get("attempt", 1):
-            return FAILED, answer
-        return PENDING, None
+            return FAILED, answer, request
+        return PENDING, None, request
 
     def submit(
         self,
@@ -87,11 +120,14 @@ class PartnerDropboxConnector(PartnerConnector):
             pending += [
                 (ref, ids, extra) for ref, ids in zip(refs[subject.request_id], identity_sets(subject), strict=True)
             ]
+        all_refs = [ref for ref, _, _ in pending]
+        inbox, outbox = self._present(self.inbox, all_refs), self._present(self.outbox, all_refs)
 
         def write(item: tuple[str, list, dict]) -> bool:
             ref, identities, extra = item
-            status, _ = self._answer(ref)
-            existing = self._read(f"{self.inbox}{ref}.json")
+            if inbox is not None and outbox is not None and ref in inbox and ref not in outbox:
+                return False  # submitted, not answered yet
+            status, _, existing = self._answer(ref, inbox, outbox)
             if status == COMPLETED or (existing and status == PENDING):
                 return False
             body = {
@@ -110,11 +146,24 @@ class PartnerDropboxConnector(PartnerConnector):
         return refs
 
     def poll(self, refs: list[str]) -> dict[str, str]:
-        return dict(zip(refs, (status for status, _ in self._each(self._answer, refs)), strict=True))
+        inbox, outbox = self._present(self.inbox, refs), self._present(self.outbox, refs)
+        statuses = self._each(lambda ref: self._answer(ref, inbox, outbox)[0], refs)
+        return dict(zip(refs, statuses, strict=True))
 
     def failure(self, ref: str) -> str:
-        _, answer = self._answer(ref)
+        _, answer, _ = self._answer(ref)
         return partner_text((answer or {}).get("error", "no reason given"))
 
     def answer(self, ref: str) -> dict:
         return self._answer(ref)[1] or {}
+
+    def answers(self, refs: list[str]) -> dict[str, dict]:
+        inbox, outbox = self._present(self.inbox, refs), self._present(self.outbox, refs)
+        read = self._each(lambda ref: self._answer(ref, inbox, outbox)[1] or {}, refs)
+        return dict(zip(refs, read, strict=True))
+
+
+#: Keys per listing page (S3's most); a listing that would take more pages than one per
+#: ``LIST_PAGES_PER_READ`` refs is given up for a read per file.
+LIST_PAGE_SIZE = 1000
+LIST_PAGES_PER_READ = 500
