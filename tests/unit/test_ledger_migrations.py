@@ -175,3 +175,18 @@ def test_an_unknown_revision_in_the_database_is_reported(db_url):
             conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = 'from_the_future'"))
         with pytest.raises(CommandError, match="from_the_future"):
             ledger.create_schema()
+
+
+def test_the_head_constant_is_the_newest_migration():
+    """A new migration must move ``migrate.HEAD`` too, or tasks would take the ledger as outdated."""
+    assert migrate.head() == migrate.HEAD
+
+
+def test_a_ledger_at_head_is_recognised_without_alembic(db_url):
+    with Ledger(db_url) as ledger:
+        assert not migrate.at_head(ledger.engine)  # no version table yet
+        ledger.create_schema()
+        assert migrate.at_head(ledger.engine)
+        with ledger.engine.begin() as conn:
+            conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0003_registries'"))
+        assert not migrate.at_head(ledger.engine)  # behind: the slow path upgrades it

@@ -5,7 +5,8 @@ empty database it creates everything; on a ledger created before migrations exis
 tables, but no version table) it stamps the baseline first, then applies what came after.
 It holds the ledger's write lock (:func:`include.dsr.ledger.store.write_transaction`), so
 tasks starting together migrate once and nobody writes into a half-migrated ledger; the
-version check before the lock keeps the common case (already at head) to one read.
+version check before the lock keeps the common case (already at head) to one read, without
+loading Alembic (:func:`at_head`).
 
 The version lives in ``dsr_ledger_version``, not Alembic's default ``alembic_version``, so the
 ledger may share a database with Airflow's metadata DB or the platform DB.
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 VERSION_TABLE = "dsr_ledger_version"
 #: The schema of the releases that created the ledger with ``metadata.create_all``.
 BASELINE = "0001_baseline"
+#: The newest migration, so that a task finds the ledger up to date with one read and without
+#: loading Alembic (0.08 s per task process); a unit test holds it equal to :func:`head`.
+HEAD = "0004_legal_holds"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -59,8 +63,23 @@ def current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
+def at_head(engine: Engine) -> bool:
+    """Whether the ledger is at :data:`HEAD`: one read of the version table, no Alembic."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect() as probe:
+            versions = probe.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    except DBAPIError:  # no version table yet: an empty or pre-migration ledger
+        return False
+    return versions == [HEAD]
+
+
 def upgrade(engine: Engine) -> str:
     """Create or upgrade the ledger to :func:`head`; returns the revision it is at now."""
+    if at_head(engine):
+        return HEAD
     from alembic import command
     from sqlalchemy import inspect
 
