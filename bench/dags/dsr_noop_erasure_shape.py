@@ -4,8 +4,8 @@
 Used by `bench/bench_e2e.py --right erasure` to measure what Airflow itself costs per erasure
 request apart from the work in the task bodies. Same graph as a typical single `dsr_erasure`
 run: validate_request -> check_identity (branch; confirm_identity, intake_wave and the dry run
-skipped) -> record_verification -> resolve_subject -> route_identity (branch; decide_identity
-skipped) -> plan_erasure -> erase_platform -> erase_objects -> check_erasure, and, from
+skipped) -> record_verification -> resolve_subject -> route_identity (branch; decide_identity and
+apply_identity_decision skipped) -> plan_erasure -> erase_platform -> erase_objects -> check_erasure, and, from
 plan_erasure, `tell_partner` mapped over `n_targets` partners (same cap of 6 per run) and
 plan_manual_partners -> confirm_manual_partner (mapped over no manual partner, so skipped);
 all of them -> close_request. Every body returns a tiny value at once; nothing is imported.
@@ -69,6 +69,10 @@ with DAG(
     def decide_identity() -> dict:  # the HITLOperator for conflicting identities; skipped
         return {}
 
+    @task.branch
+    def apply_identity_decision() -> list[str]:  # after ops decided a conflict; skipped with it
+        return ["plan_erasure"]
+
     @task(trigger_rule="none_failed_min_one_success")
     def plan_erasure(**context) -> list[dict]:
         return [{"system": f"partner_{i}"} for i in range(int(context["params"]["n_targets"]))]
@@ -105,14 +109,16 @@ with DAG(
     branch = check_identity(started)
     verified = record_verification()
     confirm = confirm_identity()
-    branch >> [verified, confirm, intake_wave(), report_erasure_plan()]
+    wave = intake_wave()
+    branch >> [verified, confirm, wave, report_erasure_plan()]
     confirm >> verified
     resolved = resolve_subject()
     verified >> resolved
     routed = route_identity(resolved)
-    routed >> decide_identity()
+    decided = apply_identity_decision()
+    routed >> decide_identity() >> decided
     partners = plan_erasure()
-    routed >> partners
+    [routed, decided, wave] >> partners
     checked = check_erasure()
     partners >> erase_platform() >> erase_objects() >> checked
     told = tell_partner.expand(target=partners)

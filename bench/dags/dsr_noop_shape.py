@@ -3,11 +3,14 @@
 
 Used by `bench/bench_e2e.py` to measure what Airflow itself costs per access request
 (scheduling, executor hand-off, task process start-up) apart from the work in the task
-bodies. Same graph as a typical `dsr_access` run: validate_request -> check_identity
-(branch; confirm_identity skipped) -> record_verification -> resolve_subject -> mapped
-`gather` over `n_targets` targets (same concurrency cap of 6 per run) + plan_manual_partners
--> confirm_manual_partner (mapped over no manual partner, so skipped) -> validate_results ->
-build_package -> close_request. Every body returns a tiny dict at once; nothing is imported.
+bodies. The same tasks and edges as `dsr_access`, taking the path of a verified request:
+validate_request -> check_identity (branch; confirm_identity, intake_wave and report_dry_run
+skipped) -> record_verification -> resolve_subject -> route_identity (branch; decide_identity
+and apply_identity_decision skipped) -> plan_fan_out -> mapped `gather` over `n_targets` targets
+(same concurrency cap of 6 per run) + plan_manual_partners -> confirm_manual_partner (mapped
+over no manual partner, so skipped) -> validate_results -> build_package -> close_request.
+Every body returns a tiny dict at once; nothing is imported. (Until 2026-12-07 it lacked
+route_identity and plan_fan_out, two hops of the chain that `dsr_access` has.)
 
 **Trigger** with `{"n_targets": 8}` (default 8: a demo access request fans out to 5 internal
 units and 3 partners). Not part of the product: it lives in `bench/dags/` and is only loaded
@@ -45,12 +48,36 @@ with DAG(
     def confirm_identity() -> dict:  # the ApprovalOperator of dsr_access; skipped by the branch
         return {"approved": True}
 
+    @task
+    def intake_wave() -> dict:  # a wave's intake; skipped by the branch
+        return {"lines": 0}
+
+    @task
+    def report_dry_run() -> dict:  # a dry run's report; skipped by the branch
+        return {"dry_run": True}
+
     @task(trigger_rule="none_failed_min_one_success")
     def record_verification() -> dict:
         return {"verified": True}
 
     @task
-    def resolve_subject(**context) -> list[dict]:
+    def resolve_subject() -> dict:
+        return {"route": "proceed"}
+
+    @task.branch
+    def route_identity(resolved: dict) -> str:
+        return "plan_fan_out" if resolved["route"] == "proceed" else "decide_identity"
+
+    @task
+    def decide_identity() -> dict:  # the HITLOperator of an identity conflict; skipped by the branch
+        return {"chosen_options": []}
+
+    @task.branch
+    def apply_identity_decision() -> list[str]:
+        return ["plan_fan_out"]
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def plan_fan_out(**context) -> list[dict]:
         return [{"unit": i} for i in range(int(context["params"]["n_targets"]))]
 
     @task(max_active_tis_per_dagrun=6)
@@ -65,7 +92,7 @@ with DAG(
     def confirm_manual_partner(body: str) -> dict:  # the HITLOperator of dsr_access; mapped over []
         return {"record_count": 0}
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed_min_one_success")
     def validate_results() -> dict:
         return {"units_checked": 0}
 
@@ -81,10 +108,16 @@ with DAG(
     branch = check_identity(started)
     verified = record_verification()
     confirm = confirm_identity()
-    branch >> [verified, confirm]
+    wave = intake_wave()
+    branch >> [verified, confirm, wave, report_dry_run()]
     confirm >> verified
-    targets = resolve_subject()
-    verified >> targets
+    resolved = resolve_subject()
+    verified >> resolved
+    routed = route_identity(resolved)
+    decided = apply_identity_decision()
+    routed >> decide_identity() >> decided
+    targets = plan_fan_out()
+    [routed, decided, wave] >> targets
     gathered = gather.expand(target=targets)
     bodies = plan_manual_partners()
     targets >> bodies

@@ -90,3 +90,29 @@ def test_dag_file_parses_fast_without_heavy_imports(dag_file):
     ]
     assert heavy == [], f"{dag_file.name} imports heavy modules at parse time: {heavy[:5]}"
     assert probe["seconds"] < 1.0, f"{dag_file.name} took {probe['seconds']:.2f}s to parse"
+
+
+@pytest.mark.parametrize(
+    ("noop_file", "dag_id"),
+    [
+        pytest.param("dsr_noop_shape.py", "dsr_access", id="access"),
+        pytest.param("dsr_noop_erasure_shape.py", "dsr_erasure", id="erasure"),
+    ],
+)
+def test_the_benchmark_no_op_dags_have_the_shape_of_the_dags_they_stand_for(dagbag, noop_file, dag_id):
+    """bench_e2e divides a right's wall by its no-op twin's: same tasks, edges and trigger rules, or
+    the ratio measures a missing hop, not the task bodies."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    noop_bag = DagBag(dag_folder=str(settings.PROJECT_ROOT / "bench" / "dags" / noop_file))
+    assert not noop_bag.import_errors
+    (noop,) = noop_bag.dags.values()
+    real = dagbag.dags[dag_id]
+
+    def shape(dag) -> dict[str, tuple]:
+        return {
+            t.task_id: (sorted(t.upstream_task_ids), str(t.trigger_rule), "Mapped" in type(t).__name__)
+            for t in dag.tasks
+        }
+
+    assert shape(noop) == shape(real)
