@@ -161,3 +161,49 @@ def test_the_task_runtime_builds_no_s3_client_until_the_store_is_used(monkeypatc
         assert built == ["fabconnect_s3"]
     finally:
         runtime._airflow_runtime.cache_clear()
+
+
+def _aws_connection(monkeypatch, conn_id: str, extra: dict, login: str | None = "key-id", password: str | None = "sec"):  # noqa: S107
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps({"conn_type": "aws", "login": login, "password": password, "extra": extra}),
+    )
+
+
+def test_an_s3_client_with_static_keys_comes_from_the_shared_session_with_the_connection_s_settings(monkeypatch):
+    from include.dsr.connections import default_boto3_session, s3_client
+
+    extra = {
+        "endpoint_url": "http://127.0.0.1:1",
+        "region_name": "eu-central-1",
+        "config_kwargs": {"response_checksum_validation": "when_required"},
+    }
+    _aws_connection(monkeypatch, "dsr_test_static", extra)
+    first, second = s3_client("dsr_test_static"), s3_client("dsr_test_static")
+    assert first.meta.endpoint_url == "http://127.0.0.1:1"
+    assert first.meta.region_name == "eu-central-1"
+    assert first.meta.config.response_checksum_validation == "when_required"
+    credentials = first._request_signer._credentials
+    assert (credentials.access_key, credentials.secret_key) == ("key-id", "sec")
+    assert first._loader is second._loader is default_boto3_session()._session.get_component("data_loader")
+    assert hasattr(first, "upload_file")  # boto3's S3 additions are there
+    assert hasattr(first, "copy")
+
+
+@pytest.mark.parametrize(
+    ("extra", "login"),
+    [
+        pytest.param({"role_arn": "arn:aws:iam::123456789012:role/dsr"}, "key-id", id="a role to assume"),
+        pytest.param({"profile_name": "ops"}, "key-id", id="a profile"),
+        pytest.param({"region_name": "eu-central-1"}, None, id="no keys: the environment's credentials"),
+    ],
+)
+def test_other_aws_connections_keep_the_provider_hook_s_client(monkeypatch, extra, login):
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from include.dsr.connections import s3_client
+
+    _aws_connection(monkeypatch, "dsr_test_hooked", extra, login=login, password="sec" if login else None)
+    made = object()
+    monkeypatch.setattr(S3Hook, "get_conn", lambda self: made)
+    assert s3_client("dsr_test_hooked") is made

@@ -87,3 +87,14 @@ def test_the_local_settings_never_stop_airflow_when_the_project_is_not_importabl
     namespace = runpy.run_path(str(settings.PROJECT_ROOT / "config" / "airflow_local_settings.py"))
     assert namespace["__all__"] == []  # overrides nothing of airflow.settings
     assert "no preloading" in capsys.readouterr().err
+
+
+def test_the_s3_model_is_loaded_into_the_default_session_the_clients_are_made_from(monkeypatch):
+    import boto3
+
+    from include.dsr.orchestration import preload
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    assert preload.warm_s3_model() is not None
+    loader = boto3.DEFAULT_SESSION._session.get_component("data_loader")
+    assert any("s3" in str(key) for key in getattr(loader, "_cache", {}))  # the model is cached in it

@@ -52,11 +52,40 @@ def preload(modules: Sequence[str]) -> dict[str, float]:
     return took
 
 
+def warm_s3_model() -> float | None:
+    """Load the S3 service model into boto3's default session, which task processes then inherit
+    and make their clients from (``connections.s3_client``): a fresh session reads and parses it
+    again, 0.33 s of CPU in every task that touches the store. No network call; seconds taken,
+    or None when boto3 is not loaded here."""
+    if "boto3" not in sys.modules:
+        return None
+    started = time.perf_counter()
+    try:
+        import boto3
+
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        # placeholder keys: the client is never used, making it loads the model (no network call)
+        boto3.DEFAULT_SESSION.client(
+            "s3",
+            region_name="us-east-1",
+            aws_access_key_id="preload",
+            aws_secret_access_key="preload",  # noqa: S106
+        )
+    except Exception as exc:  # a preload must never stop Airflow from starting
+        print(f"dsr: loading the S3 model failed ({exc!r}); tasks will load it themselves", file=sys.stderr)
+        return None
+    return round(time.perf_counter() - started, 2)
+
+
 def preload_for_this_process(executor: str) -> dict[str, float]:
     """Preload :func:`modules_to_preload` if this process forks tasks (see :func:`forks_tasks`)."""
     if not forks_tasks(sys.argv, executor):
         return {}
     took = preload(modules_to_preload(os.environ))
+    s3_model = warm_s3_model()
+    if s3_model is not None:
+        took["boto3 S3 model"] = s3_model
     if took:  # stderr: Airflow configures its logging only after the local settings
         print(f"dsr: preloaded for the task processes (seconds): {took}", file=sys.stderr, flush=True)
     return took
