@@ -76,7 +76,7 @@ NOOP_DAGS = {constants.DAG_ACCESS: "dsr_noop_shape", constants.DAG_ERASURE: "dsr
 NOOP_FILES = [ROOT / "bench" / "dags" / f"{name}.py" for name in NOOP_DAGS.values()]
 #: The mapped task whose instances the no-op DAG copies (``n_targets``), and the task whose XCom names them.
 FAN_OUT = {
-    constants.DAG_ACCESS: ("gather", "resolve_subject"),
+    constants.DAG_ACCESS: ("gather", "plan_fan_out"),
     constants.DAG_ERASURE: ("tell_partner", "plan_erasure"),
     NOOP_DAGS[constants.DAG_ACCESS]: ("gather", None),
     NOOP_DAGS[constants.DAG_ERASURE]: ("tell_partner", None),
