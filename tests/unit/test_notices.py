@@ -228,3 +228,39 @@ def test_templates_escape_html():
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
     assert subject.startswith("We cannot fulfil")
+
+
+def _statements(ledger) -> list[str]:
+    """Every statement sent through ``ledger``'s engine (appended to as they run)."""
+    import sqlalchemy as sa
+
+    sent: list[str] = []
+    sa.event.listen(ledger.engine, "before_cursor_execute", lambda conn, cursor, statement, *_: sent.append(statement))
+    return sent
+
+
+def test_a_chunk_of_notices_reads_its_rows_and_sent_notices_up_front(notices, ledger, sink):
+    ids = [f"REQ-C{i}" for i in range(5)]
+    for rid in ids:
+        record(ledger, rid, RECEIVED)
+    notices.acknowledgement("REQ-C0", SUBJECT_EMAIL)  # sent before: not again
+    sent = _statements(ledger)
+    with ledger.batch(), notices.recorded_together(ids):
+        for rid in ids:
+            notices.acknowledgement(rid, SUBJECT_EMAIL)
+    reads = [s for s in sent if s.lstrip().upper().startswith("SELECT") and "chain" not in s]
+    single_reads = [s for s in reads if "= ?" in s or "= %(" in s]  # one row or one dedupe key
+    assert single_reads == []  # neither a row nor a sent notice is read notice by notice
+    assert len(sink.messages()) == 5  # REQ-C0's first one, then C1..C4
+    assert [e.event_type for e in ledger.events("REQ-C0")].count("notice.sent") == 1
+    for rid in ids[1:]:
+        assert [e.event_type for e in ledger.events(rid)].count("notice.sent") == 1
+
+
+def test_a_notice_shows_the_request_as_the_batch_left_it(notices, ledger, sink):
+    """The rows read up front are the batch's: a change made in it before the notice is in the notice."""
+    record(ledger, "REQ-X", RECEIVED)
+    with ledger.batch(), notices.recorded_together(["REQ-X"]):
+        ledger.extend("REQ-X", sla.due_at(RECEIVED, extended=True), "six partners involved")
+        notices.acknowledgement("REQ-X", SUBJECT_EMAIL)
+    assert "Tuesday, 2 February 2027" in _body(_only_mail(sink))  # the extended due date

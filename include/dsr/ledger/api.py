@@ -245,7 +245,7 @@ class Ledger:
             for i in range(0, len(ids), 1000):
                 query = select(dsr_requests).where(dsr_requests.c.request_id.in_(ids[i : i + 1000]))
                 for row in conn.execute(query).mappings():
-                    found[row["request_id"]] = RequestRow.from_mapping(row)
+                    found[row["request_id"]] = store.keep_row(conn, RequestRow.from_mapping(row))
         return found
 
     def list_requests(self, status: str | None = None, open_only: bool = False) -> list[RequestRow]:

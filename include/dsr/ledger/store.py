@@ -106,17 +106,15 @@ def fetch_request(conn: Connection, request_id: str) -> RequestRow | None:
     if kept is not None and request_id in kept:
         return kept[request_id]
     row = conn.execute(select(dsr_requests).where(dsr_requests.c.request_id == request_id)).mappings().first()
-    found = RequestRow.from_mapping(row) if row is not None else None
-    if found is not None:
-        _keep_row(conn, found)
-    return found
+    return keep_row(conn, RequestRow.from_mapping(row)) if row is not None else None
 
 
-def _keep_row(conn: Connection, row: RequestRow) -> None:
-    """Remember a row as it now stands, inside a :func:`write_transaction` only."""
+def keep_row(conn: Connection, row: RequestRow) -> RequestRow:
+    """Remember a row as it now stands, inside a :func:`write_transaction` only; returns it."""
     kept = conn.info.get(_ROWS)
     if kept is not None:
         kept[row.request_id] = row
+    return row
 
 
 def require_request(conn: Connection, request_id: str) -> RequestRow:
@@ -143,9 +141,7 @@ def update_request(conn: Connection, request_id: str, values: Mapping[str, Any])
     row = conn.execute(statement.returning(*dsr_requests.c)).mappings().first()
     if row is None:
         raise _unknown(request_id)
-    updated = RequestRow.from_mapping(row)
-    _keep_row(conn, updated)
-    return updated
+    return keep_row(conn, RequestRow.from_mapping(row))
 
 
 # -- systems ------------------------------------------------------------------------------

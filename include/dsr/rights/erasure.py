@@ -331,8 +331,9 @@ def close_erasure(rt: Runtime, batch_id: str, run_conf: dict) -> dict:
     notices = intake.notices(rt)
     with notices.sending():
         for i in range(0, len(closing), CLOSE_CHUNK):
-            with rt.ledger.batch(), notices.recorded_together():
-                for subject, verdict in closing[i : i + CLOSE_CHUNK]:
+            part = closing[i : i + CLOSE_CHUNK]
+            with rt.ledger.batch(), notices.recorded_together([subject.request_id for subject, _ in part]):
+                for subject, verdict in part:
                     _close_one(rt, notices, plan, subject, verdict, confs.get(subject.request_id, {}))
     if not waiting:
         rt.staging(batch_id).clear()  # the resolved identities go with the last open request

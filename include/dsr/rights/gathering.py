@@ -468,8 +468,9 @@ def close_request(rt: Runtime, batch_id: str, conf: dict | None = None) -> dict:
     outcomes: dict[str, int] = {}
     with notices.sending():
         for i in range(0, len(subjects), CLOSE_CHUNK):
-            with rt.ledger.batch(), notices.recorded_together():
-                for subject in subjects[i : i + CLOSE_CHUNK]:
+            part = subjects[i : i + CLOSE_CHUNK]
+            with rt.ledger.batch(), notices.recorded_together([s.request_id for s in part]):
+                for subject in part:
                     rid = subject.request_id
                     total, outcome = _close_one(rt, notices, subject, results[rid], rows[rid], confs.get(rid, {}))
                     totals[rid] = total

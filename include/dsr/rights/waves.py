@@ -216,8 +216,9 @@ def _acknowledge(rt: Runtime, requests: dict[str, tuple[dict, DSRRequest]], chun
     items = list(requests.items())
     with notices.sending():
         for i in range(0, len(items), chunk):
-            with rt.ledger.batch(), notices.recorded_together():
-                for request_id, (line_conf, _) in items[i : i + chunk]:
+            part = items[i : i + chunk]
+            with rt.ledger.batch(), notices.recorded_together([request_id for request_id, _ in part]):
+                for request_id, (line_conf, _) in part:
                     recipient = recipient_from_conf(line_conf, request_id, required=False)
                     if recipient:
                         notices.acknowledgement(request_id, recipient)
