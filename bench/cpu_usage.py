@@ -18,10 +18,10 @@ from datetime import datetime
 import psutil
 
 
-def _tree_cpu(proc: psutil.Process) -> float:
-    """CPU seconds of a process and its live descendants (dead ones are lost: fine for services)."""
+def _cpu(processes) -> float:
+    """CPU seconds (user + system) of ``processes``; one that ended meanwhile counts nothing."""
     total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in processes:
         try:
             t = p.cpu_times()
             total += t.user + t.system
@@ -30,16 +30,13 @@ def _tree_cpu(proc: psutil.Process) -> float:
     return total
 
 
+def _tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of a process and its live descendants (dead ones are lost: fine for services)."""
+    return _cpu([proc, *proc.children(recursive=True)])
+
+
 def _postgres_cpu() -> float:
-    total = 0.0
-    for p in psutil.process_iter(["name"]):
-        if p.info["name"] and p.info["name"].startswith("postgres"):
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                continue
-    return total
+    return _cpu(p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postgres"))
 
 
 class CpuUsage:
