@@ -167,28 +167,42 @@ def s3_client(conn_id: str) -> Any:
     provider hook's own session costs 0.33 s of CPU, in each task that touches the store. Roles to
     assume, profiles and session settings keep the hook's session, which knows them.
     """
+    args = s3_client_args(conn_id)
+    if args is None:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=conn_id).get_conn()
+    return s3_client_from(args)
+
+
+def s3_client_args(conn_id: str) -> dict[str, Any] | None:
+    """What :func:`s3_client_from` makes a client of this connection with, or None when only the
+    provider hook's session can (roles, profiles, other session settings)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    hook = S3Hook(aws_conn_id=conn_id)
-    conf = hook.conn_config
+    conf = S3Hook(aws_conn_id=conn_id).conn_config
     if (
         not (conf.aws_access_key_id and conf.aws_secret_access_key)
         or conf.role_arn
         or conf.profile_name
         or set(conf.session_kwargs) - _PASSED_EXPLICITLY
     ):
-        return hook.get_conn()
+        return None
+    return {
+        "region_name": conf.region_name,
+        "endpoint_url": conf.get_service_endpoint_url("s3"),
+        "aws_access_key_id": conf.aws_access_key_id,
+        "aws_secret_access_key": conf.aws_secret_access_key,
+        "aws_session_token": conf.aws_session_token,
+        "config": conf.botocore_config,
+        "verify": conf.verify,
+    }
+
+
+def s3_client_from(args: dict[str, Any]) -> Any:
+    """A client of boto3's default session (no Airflow call: a forked process can make one)."""
     with _SESSION_LOCK:
-        return default_boto3_session().client(
-            "s3",
-            region_name=conf.region_name,
-            endpoint_url=conf.get_service_endpoint_url("s3"),
-            aws_access_key_id=conf.aws_access_key_id,
-            aws_secret_access_key=conf.aws_secret_access_key,
-            aws_session_token=conf.aws_session_token,
-            config=conf.botocore_config,
-            verify=conf.verify,
-        )
+        return default_boto3_session().client("s3", **args)
 
 
 def default_boto3_session() -> Any:

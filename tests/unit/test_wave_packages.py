@@ -13,7 +13,7 @@ import pytest
 from include.dsr.connectors import staging
 from include.dsr.core.errors import CheckFailedError
 from include.dsr.package import build
-from include.dsr.rights import gathering, waves
+from include.dsr.rights import gathering, package_writers, waves
 
 WAVE = 400
 FAILS_AT = "W-0150"
@@ -67,6 +67,7 @@ def wave(monkeypatch):
         ledger=Ledger(),
         staging=lambda batch_id: None,
         s3=None,
+        s3_maker=lambda: None,  # no maker of new clients: the packages are written by threads
         exports_bucket="exports",
         package_fails_at=None,
         record_fails_at=None,
@@ -101,7 +102,7 @@ def test_a_failed_package_stops_the_wave_and_records_only_the_chunks_before_it(w
         _build_releasing(wave)
     assert [rid for chunk in wave.recorded for rid in chunk] == wave.ids[: gathering.CLOSE_CHUNK]
     # up to the failure every package starts; behind it, at most one per thread (they block)
-    assert len(wave.started) <= 151 + gathering.PACKAGE_THREADS, "queued packages were not cancelled"
+    assert len(wave.started) <= 151 + package_writers.PACKAGE_THREADS, "queued packages were not cancelled"
 
 
 def test_a_ledger_failure_while_recording_cancels_the_packages_not_started(wave):
@@ -111,7 +112,7 @@ def test_a_ledger_failure_while_recording_cancels_the_packages_not_started(wave)
     with pytest.raises(RuntimeError, match="ledger unreachable"):
         _build_releasing(wave)
     assert wave.recorded == [wave.ids[:50]]  # the chunk's transaction is the caller's to roll back
-    assert len(wave.started) <= 131 + gathering.PACKAGE_THREADS
+    assert len(wave.started) <= 131 + package_writers.PACKAGE_THREADS
 
 
 @pytest.mark.parametrize(

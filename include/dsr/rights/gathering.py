@@ -35,8 +35,6 @@ EXPORT = "export"
 FAN_OUT_FILE, CHECKS_FAILED_FILE = "fan_out.json", "checks_failed.json"
 #: Requests packaged or closed (notices sent, ledger closed) per ledger transaction.
 CLOSE_CHUNK = 100
-#: A wave's packages written at once (each is a few dozen object-store writes).
-PACKAGE_THREADS = 8
 
 
 def _now() -> datetime:
@@ -299,18 +297,18 @@ def build_package(
     """Write each request's package under ``<request_id>/``, record it, transmit it if asked.
 
     A wave's staging is read once and sliced per request (:class:`~include.dsr.connectors.staging.StagedBatch`);
-    its packages are written :data:`PACKAGE_THREADS` at a time (object-store round trips overlap)
-    and recorded in the ledger a chunk per transaction; each request's ``transmit_to`` comes from
-    its line. Requests whose checks failed get no package.
+    its packages are written side by side (threads, and for a large wave forked processes: see
+    :mod:`~include.dsr.rights.package_writers`) and recorded in the ledger a chunk per transaction,
+    in order; each request's ``transmit_to`` comes from its line. Requests whose checks failed
+    get no package.
     """
     if not is_wave_batch(rt, batch_id):
         package = write_request_package(rt, batch_id, right, rt.ledger.get_request(batch_id))
         return record_package(rt, batch_id, package, transmit(rt, package, transmit_to))
-    from concurrent.futures import ThreadPoolExecutor
-
     from include.dsr.connectors.staging import StagedBatch
     from include.dsr.package.build import requests_with_keys
     from include.dsr.rights import waves
+    from include.dsr.rights.package_writers import write_packages
 
     confs = waves.confs(rt, run_conf or {}, right)
     ids = [s.request_id for s in delivered_subjects(rt, batch_id)]
@@ -331,16 +329,15 @@ def build_package(
         earlier = None if rebuilt is None or rid in rebuilt else set()
         return write_request_package(rt, rid, right, rows[rid], staged.slice(rid), earlier)
 
-    with ThreadPoolExecutor(PACKAGE_THREADS) as pool:
-        # Every package is queued at once, so the store keeps writing later ones while a chunk of
-        # finished ones is recorded; results come back in order.
-        packages = pool.map(write, ids)
-        try:
-            records = _record_packages(rt, ids, packages, confs)
-        except BaseException:
-            packages.close()  # any failure (a package, the ledger, a timeout) cancels those not started
-            raise
-    log.info("batch %s: %s packages built (%s records)", batch_id, len(ids), records)
+    # Every package is queued at once, so later ones are written while a chunk of finished ones
+    # is recorded; they come back in order.
+    written = write_packages(write, ids, rt, rt.s3_maker())
+    try:
+        records = _record_packages(rt, ids, written.packages, confs)
+    except BaseException:
+        written.cancel()  # any failure (a package, the ledger, a timeout) cancels those not started
+        raise
+    log.info("batch %s: %s packages built in %s processes (%s records)", batch_id, len(ids), written.processes, records)
     return {"request_id": batch_id, "packages": len(ids), "records": records}
 
 

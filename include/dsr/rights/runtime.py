@@ -5,8 +5,9 @@ Tests build a ``Runtime`` directly from engines and clients; tasks call ``from_a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from include import constants, settings
@@ -45,10 +46,23 @@ class Runtime:
     fingerprint_secret: str = settings.DEMO_FINGERPRINT_SECRET
     # Per-system client overrides (tests: partner URLs, S3 clients).
     overrides: dict[str, dict] = field(default_factory=dict)
+    # The connection ``s3`` was made from (None: a client given as it is, in tests).
+    s3_conn_id: str | None = None
 
     @classmethod
     def from_airflow(cls) -> Runtime:
         return _airflow_runtime()
+
+    def s3_maker(self) -> Callable[[], Any] | None:
+        """Makes new S3 clients like ``s3`` without asking Airflow again (a forked process needs a
+        client of its own); None for a client given as it is, or a connection that needs the
+        provider hook's session."""
+        if self.s3_conn_id is None:
+            return None
+        from include.dsr.connections import s3_client_args, s3_client_from
+
+        args = s3_client_args(self.s3_conn_id)
+        return partial(s3_client_from, args) if args is not None else None
 
     @property
     def registry(self) -> Registry:
@@ -94,6 +108,7 @@ def _airflow_runtime() -> Runtime:
         ledger=ledger,
         app_engine=engine_for(constants.CONN_APP_DB),
         s3=LazyClient(lambda: s3_client(constants.CONN_S3)),
+        s3_conn_id=constants.CONN_S3,
         hash_secret=hash_secret,
         fingerprint_secret=fingerprint_secret,
     )
