@@ -203,6 +203,12 @@ def run_right_dag(right: str, conf: dict, profile: str | None = None, cpu_of: di
 
     from tests.e2e.dag_test_fix import deadline_pruning_fix
 
+    from include.dsr.orchestration.preload import modules_to_preload, preload, warm_s3_model
+
+    # As in a worker: the heavy modules and the S3 model are loaded when it starts, not per run
+    # (config/airflow_local_settings.py); here, before the clock starts.
+    preload(modules_to_preload(os.environ))
+    warm_s3_model()
     bag = DagBag(dag_folder=str(ROOT / "dags" / f"dsr_{right}.py"))
     dag = bag.get_dag(f"dsr_{right}")
     profiler = None

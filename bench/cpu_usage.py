@@ -58,8 +58,9 @@ class CpuUsage:
         for name, pid in self.pids.items():
             try:
                 proc = psutil.Process(pid)
-                # the run's children are the services, each a group of its own
-                groups[name] = sum(proc.cpu_times()[:2]) if name == "run" else _tree_cpu(proc)
+                # the run's live children are the services, each a group of its own; the children it
+                # has reaped (a wave's package processes) count in its own figure
+                groups[name] = sum(proc.cpu_times()[:4]) if name == "run" else _tree_cpu(proc)
             except psutil.Error:
                 groups[name] = self.samples[-1][1].get(name, 0.0) if self.samples else 0.0
         groups["postgres"] = _postgres_cpu()

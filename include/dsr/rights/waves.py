@@ -246,9 +246,9 @@ def _resolve(
             lines[
                 subject.request_id
             ].reason = "identities belong to different people: run this request on its own for an ops decision"
-        for subject in fresh:
-            rid = subject.request_id
-            rt.ledger.append_event(rid, "subject.resolved", subject.summary(), dedupe_key=f"{rid}:subject.resolved")
+        rt.ledger.append_events(
+            [(s.request_id, "subject.resolved", s.summary(), f"{s.request_id}:subject.resolved") for s in fresh]
+        )
     return [*kept, *fresh]
 
 
