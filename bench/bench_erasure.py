@@ -201,9 +201,8 @@ def run_right_dag(right: str, conf: dict, profile: str | None = None, cpu_of: di
     from airflow.dag_processing.dagbag import DagBag
     from cpu_usage import CpuUsage
 
-    from tests.e2e.dag_test_fix import deadline_pruning_fix
-
     from include.dsr.orchestration.preload import modules_to_preload, preload, warm_s3_model
+    from tests.e2e.dag_test_fix import deadline_pruning_fix
 
     # As in a worker: the heavy modules and the S3 model are loaded when it starts, not per run
     # (config/airflow_local_settings.py); here, before the clock starts.
