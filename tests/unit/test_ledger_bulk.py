@@ -9,12 +9,22 @@ and PostgreSQL (``tests/conftest.py``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from include.dsr.ledger.api import Ledger, PersonalDataError, SystemUpdate, UnknownRequestError, subject_fingerprint
+from include.dsr.core.errors import TerminalError
+from include.dsr.ledger.api import (
+    Ledger,
+    NewRequest,
+    PersonalDataError,
+    RequestConflictError,
+    SystemUpdate,
+    UnknownRequestError,
+    subject_fingerprint,
+)
 
 RECEIVED = datetime(2026, 3, 5, 9, 30, tzinfo=UTC)
 IDS = [f"req-{i}" for i in range(5)]
@@ -257,3 +267,64 @@ def test_a_failed_batch_leaves_no_remembered_row(ledger_url: str) -> None:
             assert ledger.get_request("req-rows2").status == "received"
     finally:
         ledger.close()
+
+
+def _new(rid: str, email: str, right: str = "access", received=RECEIVED) -> NewRequest:
+    fingerprint = subject_fingerprint({"email": email}, "s")
+    return NewRequest(rid, right, "GDPR", fingerprint, received, received + timedelta(days=30), "manual__run")
+
+
+def test_bulk_requests_and_statuses_equal_one_by_one(two_ledgers) -> None:
+    """The same rows, events and refusals as record_request and set_status line by line."""
+    one, many = two_ledgers
+    lines = [
+        _new("new-1", "n1@example.com"),
+        _new("req-0", "p0@example.com", right="erasure"),  # recorded before: a re-run, no event
+        _new("req-1", "someone.else@example.com", right="erasure"),  # another subject's id: refused
+        _new("new-2", "n2@example.com", received=datetime(2026, 11, 20, 9, 0)),  # no timezone: refused
+        _new("new-3", "n3@example.com", right="restriction"),
+        _new("new-1", "n1@example.com"),  # the same line twice: the first counts
+    ]
+    expected: dict[str, object] = {}
+    for new in lines:
+        try:
+            row = one.record_request(
+                new.request_id,
+                new.right,
+                new.jurisdiction,
+                new.subject_fingerprint,
+                new.received_at,
+                new.due_at,
+                new.dag_run_id,
+            )
+            expected.setdefault(new.request_id, row.request_id)
+        except TerminalError as exc:
+            expected.setdefault(new.request_id, type(exc))
+    recorded = many.record_requests(lines)
+    assert {rid: (r.request_id if not isinstance(r, Exception) else type(r)) for rid, r in recorded.items()} == expected
+    assert isinstance(recorded["req-1"], RequestConflictError)
+    opened = [rid for rid, r in recorded.items() if not isinstance(r, Exception)]
+    for rid in opened:
+        one.set_status(rid, "in_progress")
+    assert many.set_statuses(opened, "in_progress")["new-3"].status == "in_progress"
+    assert many.set_statuses(opened, "in_progress")["new-1"].status == "in_progress"  # again: no event
+    assert _events(many) == _events(one)
+    assert [many.get_request(rid) for rid in opened] == [
+        replace(
+            one.get_request(rid),
+            created_at=many.get_request(rid).created_at,
+            updated_at=many.get_request(rid).updated_at,
+        )
+        for rid in opened
+    ]
+    one.verify_chain_or_raise()
+    many.verify_chain_or_raise()
+
+
+def test_bulk_statuses_of_an_unknown_request_write_nothing(two_ledgers) -> None:
+    _, many = two_ledgers
+    before = _events(many)
+    with pytest.raises(UnknownRequestError):
+        many.set_statuses(["req-0", "nope"], "in_progress")
+    assert _events(many) == before
+    assert many.get_request("req-0").status == "received"

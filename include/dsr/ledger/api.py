@@ -197,25 +197,14 @@ class Ledger:
         :raises RequestConflictError: ``request_id`` is recorded for another subject or right.
         :raises TerminalError: on an invalid value.
         """
-        check_text("request_id", request_id, 128)
-        check_choice("right", right, RIGHTS)
-        check_choice("jurisdiction", jurisdiction, JURISDICTIONS)
-        check_fingerprint(subject_fingerprint)
-        check_aware("received_at", received_at)
-        check_aware("due_at", due_at)
-        check_text("dag_run_id", dag_run_id, 250, required=False)
+        new = NewRequest(request_id, right, jurisdiction, subject_fingerprint, received_at, due_at, dag_run_id)
+        new.check()
         with self._write() as conn:
             existing = store.fetch_request(conn, request_id)
             if existing is not None:
                 return _same_request_or_raise(existing, right, subject_fingerprint)
             now = self._now()
-            values = {
-                "right": right,
-                "jurisdiction": jurisdiction,
-                "received_at": received_at,
-                "due_at": due_at,
-                "dag_run_id": dag_run_id,
-            }
+            values = new.values()
             conn.execute(
                 dsr_requests.insert().values(
                     request_id=request_id,
@@ -239,14 +228,82 @@ class Ledger:
 
     def get_requests(self, request_ids: list[str]) -> dict[str, RequestRow]:
         """The known requests among ``request_ids`` (one query per thousand ids)."""
-        found: dict[str, RequestRow] = {}
-        ids = sorted(set(request_ids))
         with self._read() as conn:
-            for i in range(0, len(ids), 1000):
-                query = select(dsr_requests).where(dsr_requests.c.request_id.in_(ids[i : i + 1000]))
-                for row in conn.execute(query).mappings():
-                    found[row["request_id"]] = store.keep_row(conn, RequestRow.from_mapping(row))
-        return found
+            return store.fetch_requests(conn, request_ids)
+
+    def record_requests(self, requests: list[NewRequest]) -> dict[str, RequestRow | TerminalError]:
+        """:meth:`record_request` for many at once (a wave's lines): one read of those recorded
+        already, one insert of the new rows and one of their ``request.received`` events.
+
+        :returns: per request id its row (new, or the recorded one of a re-run), or the error
+            :meth:`record_request` would raise (a bad value, the id recorded for another subject or
+            right): nothing is written for that one, the others are recorded
+        """
+        outcome: dict[str, RequestRow | TerminalError] = {}
+        valid: dict[str, NewRequest] = {}
+        for new in requests:
+            try:
+                new.check()
+            except TerminalError as exc:
+                outcome[new.request_id] = exc
+            else:
+                valid.setdefault(new.request_id, new)  # the same id twice: the first one counts
+        with self._write() as conn:
+            stored = store.fetch_requests(conn, list(valid))
+            now = self._now()
+            rows: list[dict[str, Any]] = []
+            events: list[store.NewEvent] = []
+            for rid, new in valid.items():
+                if rid in stored:
+                    try:
+                        outcome[rid] = _same_request_or_raise(stored[rid], new.right, new.subject_fingerprint)
+                    except RequestConflictError as exc:
+                        outcome[rid] = exc
+                    continue
+                values = new.values()
+                rows.append({"request_id": rid, "subject_fingerprint": new.subject_fingerprint, **values})
+                events.append((rid, "request.received", values, f"{rid}:request.received"))
+            if rows:
+                conn.execute(
+                    dsr_requests.insert(),
+                    [{**r, "status": "received", "created_at": now, "updated_at": now} for r in rows],
+                )
+                store.append_event_rows(conn, now, events)
+                outcome.update(store.fetch_requests(conn, [r["request_id"] for r in rows]))
+        logger.info("ledger: %s requests recorded (%s new)", len(requests), len(rows))
+        return {new.request_id: outcome[new.request_id] for new in requests}  # in the order given
+
+    def set_statuses(self, request_ids: list[str], status: str) -> dict[str, RequestRow]:
+        """:meth:`set_status` for many requests at once (their outcome summaries kept): one read,
+        one update of those whose status changes, one insert of their ``request.status_changed``.
+
+        :raises UnknownRequestError: one of the requests is not recorded (nothing is written).
+        """
+        check_choice("status", status, REQUEST_STATUSES)
+        with self._write() as conn:
+            current = store.fetch_requests(conn, request_ids)
+            missing = [rid for rid in request_ids if rid not in current]
+            if missing:
+                raise store.unknown_request(missing[0])
+            changing = [current[rid] for rid in dict.fromkeys(request_ids) if current[rid].status != status]
+            if not changing:
+                return current
+            now = self._now()
+            events: list[store.NewEvent] = [
+                (
+                    row.request_id,
+                    "request.status_changed",
+                    {"from": row.status, "to": status, "outcome_summary": row.outcome_summary},
+                    None,
+                )
+                for row in changing
+            ]
+            store.append_event_rows(conn, now, events)
+            changed = store.update_requests(
+                conn, [row.request_id for row in changing], {"status": status, "updated_at": now}
+            )
+        logger.info("ledger: %s requests now %s", len(changed), status)
+        return {**current, **changed}
 
     def list_requests(self, status: str | None = None, open_only: bool = False) -> list[RequestRow]:
         """Requests ordered by ``received_at``.
@@ -571,6 +628,39 @@ def _same_request_or_raise(existing: RequestRow, right: str, fingerprint: str) -
         )
     logger.info("ledger: request %s already recorded (re-run)", existing.request_id)
     return existing
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """One request for :meth:`Ledger.record_requests` (the arguments of :meth:`Ledger.record_request`)."""
+
+    request_id: str
+    right: str
+    jurisdiction: str
+    subject_fingerprint: str
+    received_at: datetime
+    due_at: datetime
+    dag_run_id: str | None = None
+
+    def check(self) -> None:
+        """:raises TerminalError: a bad value."""
+        check_text("request_id", self.request_id, 128)
+        check_choice("right", self.right, RIGHTS)
+        check_choice("jurisdiction", self.jurisdiction, JURISDICTIONS)
+        check_fingerprint(self.subject_fingerprint)
+        check_aware("received_at", self.received_at)
+        check_aware("due_at", self.due_at)
+        check_text("dag_run_id", self.dag_run_id, 250, required=False)
+
+    def values(self) -> dict[str, Any]:
+        """The columns (besides id, fingerprint, status and times) and the ``request.received`` payload."""
+        return {
+            "right": self.right,
+            "jurisdiction": self.jurisdiction,
+            "received_at": self.received_at,
+            "due_at": self.due_at,
+            "dag_run_id": self.dag_run_id,
+        }
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ should two writers ever race, one insert fails; the chain never forks.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -52,6 +52,8 @@ from include.dsr.ledger.schema import (
 WRITE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"fabconnect-dsr:ledger").digest()[:8], "big", signed=True)
 
 SystemKey = tuple[str, str, str]
+#: An event to append: ``(request_id or None, event_type, payload, dedupe_key or None)``.
+NewEvent = tuple[str | None, str, Mapping[str, Any], str | None]
 
 
 # ``conn.info`` key of the chain tip as this transaction left it: under the write lock nobody else
@@ -124,11 +126,11 @@ def require_request(conn: Connection, request_id: str) -> RequestRow:
     """
     row = fetch_request(conn, request_id)
     if row is None:
-        raise _unknown(request_id)
+        raise unknown_request(request_id)
     return row
 
 
-def _unknown(request_id: str) -> UnknownRequestError:
+def unknown_request(request_id: str) -> UnknownRequestError:
     return UnknownRequestError(f"request_id {request_id!r} is not in the ledger: record the request first")
 
 
@@ -140,7 +142,7 @@ def update_request(conn: Connection, request_id: str, values: Mapping[str, Any])
     statement = update(dsr_requests).where(dsr_requests.c.request_id == request_id).values(**values)
     row = conn.execute(statement.returning(*dsr_requests.c)).mappings().first()
     if row is None:
-        raise _unknown(request_id)
+        raise unknown_request(request_id)
     return keep_row(conn, RequestRow.from_mapping(row))
 
 
@@ -277,6 +279,22 @@ def _chunks(items: list, size: int = IN_CHUNK) -> Iterator[list]:
         yield items[i : i + size]
 
 
+def fetch_requests(conn: Connection, request_ids: list[str]) -> dict[str, RequestRow]:
+    """The recorded ones among ``request_ids``, read from the table (a transaction keeps them)."""
+    found: dict[str, RequestRow] = {}
+    for chunk in _chunks(sorted(set(request_ids))):
+        for row in conn.execute(select(dsr_requests).where(dsr_requests.c.request_id.in_(chunk))).mappings():
+            found[row["request_id"]] = keep_row(conn, RequestRow.from_mapping(row))
+    return found
+
+
+def update_requests(conn: Connection, request_ids: list[str], values: Mapping[str, Any]) -> dict[str, RequestRow]:
+    """Set the same ``values`` on many requests (one ``UPDATE`` per thousand ids); their new rows."""
+    for chunk in _chunks(sorted(set(request_ids))):
+        conn.execute(update(dsr_requests).where(dsr_requests.c.request_id.in_(chunk)).values(**values))
+    return fetch_requests(conn, request_ids)
+
+
 def require_requests(conn: Connection, request_ids: list[str]) -> None:
     """:raises UnknownRequestError: one of ``request_ids`` is not in the ledger."""
     wanted = sorted(set(request_ids))
@@ -286,7 +304,7 @@ def require_requests(conn: Connection, request_ids: list[str]) -> None:
         known.update(conn.execute(query).scalars())
     missing = [rid for rid in wanted if rid not in known]
     if missing:
-        raise _unknown(missing[0])
+        raise unknown_request(missing[0])
 
 
 def systems_of(conn: Connection, request_ids: list[str]) -> dict[SystemKey, SystemResultRow]:
@@ -349,9 +367,7 @@ def events_of(
     return found
 
 
-def append_event_rows(
-    conn: Connection, created_at: datetime, events: list[tuple[str | None, str, Mapping[str, Any], str | None]]
-) -> int:
+def append_event_rows(conn: Connection, created_at: datetime, events: Sequence[NewEvent]) -> int:
     """Append ``(request_id, event_type, payload, dedupe_key)`` events at the chain tip in one insert;
     those whose dedupe key is stored already (or repeated in ``events``) are left out.
 

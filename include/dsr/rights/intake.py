@@ -81,6 +81,47 @@ def start_request(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = 
     return {**started, "due_at": row.due_at.isoformat(), "closed": False}
 
 
+def start_verified_requests(
+    rt: Runtime, requests: dict[str, DSRRequest], right: str, dag_run_id: str | None = None
+) -> dict[str, bool | TerminalError]:
+    """:func:`start_request` then :func:`record_verification` for many verified requests at once (a
+    wave's lines, parsed): the same rows and events, a few statements for all of them.
+
+    :returns: per request id True when it is open (recorded and verified), False when it was
+        closed before (nothing to do), or the error refusing it (its id belongs to another
+        subject or right)
+    """
+    from include.dsr.ledger.api import NewRequest
+
+    new = [
+        NewRequest(
+            rid,
+            right,
+            request.jurisdiction,
+            subject_fingerprint(request.subject.identities(), rt.fingerprint_secret),
+            request.received_at,
+            deadlines.due_at(request.received_at, request.jurisdiction, right=request.right),
+            dag_run_id,
+        )
+        for rid, request in requests.items()
+    ]
+    with rt.ledger.batch():
+        rows = rt.ledger.record_requests(new)
+        started: dict[str, bool | TerminalError] = {
+            rid: row if isinstance(row, TerminalError) else row.is_open for rid, row in rows.items()
+        }
+        opened = [rid for rid, is_open in started.items() if is_open is True]
+        rt.ledger.set_statuses(opened, "in_progress")
+        rt.ledger.append_events(
+            [
+                (rid, "identity.verified", _verification_payload(requests[rid]), f"{rid}:identity.verified")
+                for rid in opened
+            ]
+        )
+    log.info("%s requests (%s) recorded: %s open", len(requests), right, len(opened))
+    return started
+
+
 def owns_ledger_row(rt: Runtime, conf: dict, right: str) -> str | None:
     """The request id of ``conf`` if the ledger row with that id is this conf's request, else None
     (the conf was refused before recording, or its id belongs to another subject or right)."""
@@ -114,16 +155,22 @@ def acknowledge(rt: Runtime, conf: dict, request_id: str) -> bool:
 def record_verification(rt: Runtime, conf: dict, right: str, confirmed_by: str | None = None) -> dict:
     """Log how the identity was verified: from the conf, or by ops in the approval task."""
     request = parse_request(conf, right)
-    if request.verification is not None:
-        payload = {"method": request.verification.method, "verified_at": request.verification.verified_at.isoformat()}
-    else:
-        payload = {"method": "ops_confirmed", "verified_at": _now().isoformat(), "confirmed_by": confirmed_by or "ops"}
-    payload["covers"] = sorted(verified_types(request))
+    payload = _verification_payload(request, confirmed_by)
     rt.ledger.append_event(
         request.request_id, "identity.verified", payload, dedupe_key=f"{request.request_id}:identity.verified"
     )
     rt.ledger.set_status(request.request_id, "in_progress")
     return {"request_id": request.request_id, "method": payload["method"]}
+
+
+def _verification_payload(request: DSRRequest, confirmed_by: str | None = None) -> dict:
+    """The ``identity.verified`` facts: from the request's verification, or ops' confirmation."""
+    if request.verification is not None:
+        payload = {"method": request.verification.method, "verified_at": request.verification.verified_at.isoformat()}
+    else:
+        payload = {"method": "ops_confirmed", "verified_at": _now().isoformat(), "confirmed_by": confirmed_by or "ops"}
+    payload["covers"] = sorted(verified_types(request))
+    return payload
 
 
 def subject_query(request: DSRRequest) -> SubjectQuery:

@@ -187,23 +187,20 @@ def start_wave(rt: Runtime, conf: dict, right: str, dag_run_id: str | None = Non
 def _record(
     rt: Runtime, parsed: ParsedWave, lines: dict[str | None, WaveLine], right: str, dag_run_id: str | None
 ) -> dict[str, tuple[dict, DSRRequest]]:
-    """Every accepted line in the ledger (one transaction); returns the open ones."""
+    """Every accepted line in the ledger, recorded and verified in one transaction; returns the open ones."""
     from include.dsr.rights import intake
 
+    requests = {rid: request for rid, (_, request) in parsed.requests.items()}
+    started = intake.start_verified_requests(rt, requests, right, dag_run_id)
     open_requests: dict[str, tuple[dict, DSRRequest]] = {}
-    with rt.ledger.batch():
-        for request_id, (line_conf, request) in parsed.requests.items():
-            line = lines[request_id]
-            try:
-                started = intake.start_request(rt, line_conf, right, dag_run_id)
-            except TerminalError as exc:  # the id belongs to another subject or right
-                line.status, line.reason = REFUSED, redact(str(exc), limit=500)
-                continue
-            if started["closed"]:
-                line.status, line.reason = CLOSED, "closed before: nothing to do"
-                continue
-            intake.record_verification(rt, line_conf, right)
-            open_requests[request_id] = (line_conf, request)
+    for request_id, outcome in started.items():
+        line = lines[request_id]
+        if isinstance(outcome, TerminalError):  # the id belongs to another subject or right
+            line.status, line.reason = REFUSED, redact(str(outcome), limit=500)
+        elif not outcome:
+            line.status, line.reason = CLOSED, "closed before: nothing to do"
+        else:
+            open_requests[request_id] = parsed.requests[request_id]
     return open_requests
 
 
