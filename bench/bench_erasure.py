@@ -10,7 +10,8 @@ in this process: intake, plan, platform, objects, partners, GX checks, close), a
   objects are not uploaded: ~130k PUTs would take longer than the benchmark), versioned;
 * the partner simulators over HTTP and the S3 drop boxes, and the SMTP sink for notices.
 
-Partner waits poll every ``DSR_PARTNER_POLL_SECONDS`` (2 s here, 30 s by default) and the
+Partner waits poll every ``DSR_PARTNER_POLL_SECONDS`` (2 s here, 30 s by default; a partner
+gather first polls in the task for the default 3 s, ``DSR_PARTNER_INLINE_WAIT_SECONDS``) and the
 manual partner's HITL task is marked done as ops would. Figures: wall time of each run
 (``dag.test`` start to return) and of each task; subjects per minute of the wave; the
 large/small ratio of the single erasure; then ``../shared/anchors/fides/run.sh`` with the same
@@ -58,7 +59,6 @@ os.environ.update(
         "DSR_DEMO": "1",
         "GX_ANALYTICS_ENABLED": "False",
         "DSR_PARTNER_POLL_SECONDS": "2",
-        "DSR_PARTNER_INLINE_WAIT_SECONDS": "1",
     }
 )
 from include.demo.airflow_env import airflow_environment  # noqa: E402
@@ -199,15 +199,18 @@ def run_right_dag(right: str, conf: dict, profile: str | None = None, cpu_of: di
         process's (and PostgreSQL's), for the whole run and per task
     """
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.execution_time.supervisor import in_process_api_server
     from cpu_usage import CpuUsage
 
     from include.dsr.orchestration.preload import modules_to_preload, preload, warm_s3_model
     from tests.e2e.dag_test_fix import deadline_pruning_fix
 
-    # As in a worker: the heavy modules and the S3 model are loaded when it starts, not per run
-    # (config/airflow_local_settings.py); here, before the clock starts.
+    # As on a running Airflow, before the clock starts: a worker loads the heavy modules and the S3
+    # model when it starts (config/airflow_local_settings.py), and the api-server is up (dag.test()
+    # stands one in in this process, built on first use: 5 s of FastAPI routes and a DagBag).
     preload(modules_to_preload(os.environ))
     warm_s3_model()
+    assert in_process_api_server().app is not None  # built now, not in the first task
     bag = DagBag(dag_folder=str(ROOT / "dags" / f"dsr_{right}.py"))
     dag = bag.get_dag(f"dsr_{right}")
     profiler = None

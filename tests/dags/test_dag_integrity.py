@@ -116,3 +116,18 @@ def test_the_benchmark_no_op_dags_have_the_shape_of_the_dags_they_stand_for(dagb
         }
 
     assert shape(noop) == shape(real)
+
+
+def test_every_param_declares_the_cheaper_json_schema_draft(dagbag):
+    """Airflow validates each Param many times per task; a Param built without ``form_param``
+    would cost draft 2020-12's meta-schema check every time."""
+    from include.dsr.orchestration.dag_factory import PARAM_SCHEMA_DRAFT
+
+    plain = [
+        f"{dag_id}.{name}"
+        for dag_id, dag in dagbag.dags.items()
+        if dag_id.startswith(("dsr_", "retention"))
+        for name in dag.params
+        if dag.params.get_param(name).schema.get("$schema") != PARAM_SCHEMA_DRAFT
+    ]
+    assert plain == []

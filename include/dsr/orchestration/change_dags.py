@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from include import settings
 from include.dsr.core.request import OBJECTION_DECISIONS
 from include.dsr.orchestration.assets import RESTRICTIONS
-from include.dsr.orchestration.dag_factory import _manual_body, _runtime, intake_tasks, right_dag
+from include.dsr.orchestration.dag_factory import _manual_body, _runtime, form_param, intake_tasks, right_dag
 from include.dsr.orchestration.errors import run_step
 from include.dsr.orchestration.partner_notice import PartnerNoticeOperator
 
@@ -82,7 +82,7 @@ def _recipient_tasks(right: str, partners, kind: Callable[[dict], str], after: l
         retries=0,
         options=[MANUAL_DONE, MANUAL_NO_DATA, MANUAL_REFUSED],
         subject="Record a manual partner's answer to request {{ params.request_id }}",
-        params={"record_count": Param(0, type="integer", minimum=0, title="Records the partner changed")},
+        params={"record_count": form_param(0, type="integer", minimum=0, title="Records the partner changed")},
     ).expand(body=bodies)
     return told, manual
 
@@ -253,7 +253,7 @@ def build_objection_dag(doc_md: str, tags: list[str]) -> DAG:
             subject="Objection in request {{ params.request_id }}: weigh the legitimate interests",
             body="{{ ti.xcom_pull(task_ids='weighing_body') }}",
             params={
-                "reason": Param(
+                "reason": form_param(
                     "",
                     type="string",
                     maxLength=1000,

@@ -10,12 +10,13 @@ dry run. Task bodies call :mod:`include.dsr.rights.erasure`; XCom carries ids an
 from __future__ import annotations
 
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from include import settings
 from include.dsr.orchestration.dag_factory import (
     _manual_body,
     _runtime,
+    form_param,
     intake_tasks,
     right_dag,
 )
@@ -112,7 +113,7 @@ def build_erasure_dag(doc_md: str, tags: list[str]) -> DAG:
             retries=0,
             options=[MANUAL_ERASED, MANUAL_NO_DATA, MANUAL_REFUSED],
             subject="Record a manual partner's answer to the erasure of request {{ params.request_id }}",
-            params={"record_count": Param(0, type="integer", minimum=0, title="Records the partner erased")},
+            params={"record_count": form_param(0, type="integer", minimum=0, title="Records the partner erased")},
         ).expand(body=manual_bodies)
         [checked, told, manual] >> close_request()
     return dag

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from include import constants, settings
-from include.dsr.orchestration.dag_factory import DEFAULT_ARGS, _runtime
+from include.dsr.orchestration.dag_factory import DEFAULT_ARGS, _runtime, form_param
 from include.dsr.orchestration.errors import run_step
 
 
@@ -24,7 +24,7 @@ def build_retention_dag(doc_md: str) -> DAG:
         # (and a fresh deployment, the demo, or a test stack never purges on its first scheduler loop).
         is_paused_upon_creation=True,
         tags=["dsr", "gdpr", "retention", "art5"],
-        params={"dry_run": Param(False, type="boolean", title="Dry run", description="Report, touch nothing")},
+        params={"dry_run": form_param(False, type="boolean", title="Dry run", description="Report, touch nothing")},
         default_args={**DEFAULT_ARGS, "retries": 1, "retry_delay": timedelta(minutes=5)},
         doc_md=doc_md,
     ) as dag:
