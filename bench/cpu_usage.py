@@ -1,7 +1,8 @@
 """CPU seconds per process group over a benchmark's run, and per stage of the run.
 
 A sampler thread reads the CPU times (user + system) of named process groups every ``interval``
-seconds: this process, each service child (and its descendants), and every PostgreSQL backend.
+seconds: this process (with the children it has reaped), each service child (and its
+descendants), and every PostgreSQL process on the machine (run nothing else on it meanwhile).
 Afterwards :meth:`CpuUsage.between` gives a group's CPU over any window, so a run's stages (task
 start and end times) get their CPU too. The figures say what bounds a run on this machine: CPU
 seconds needed / cores is the shortest wall any scheduling could reach.

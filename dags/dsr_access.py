@@ -2,11 +2,12 @@
 ### Right of access (GDPR Art. 15): Airflow DAG `dsr_access`
 
 Gathers everything Fabconnect and its recipients hold about one data subject and hands it
-over as a package: `s3://fabconnect-dsr-exports/<request_id>/` with `manifest.json`
-(systems, counts, SHA-256 checksums), `data.json`, one CSV per collection that holds records, the uploaded
-files, and `report.html` with the Art. 15 information (purposes, categories, named
-recipients, retention, rights, source, complaint right). The link is presigned for at most
-7 days and recorded in the request ledger.
+over as a package: `s3://fabconnect-dsr-exports/<request_id>/package.zip` (AES-encrypted
+outside the demo) with `data.json`, one CSV per collection that holds records, the uploaded
+files, `report.html` with the Art. 15 information (purposes, categories, named recipients,
+retention, rights, source, complaint right) and `manifest.json` (systems, counts, SHA-256
+checksums), which also lies beside the zip. The link opens the zip, is presigned for at most
+7 days and is recorded in the request ledger.
 
 **Trigger** with `{"request_id": "DSR-2026-0001", "subject": {"email": "..."}}`, optionally
 `received_at` (SLA clock start), `verification` (`{"method", "verified_at"}`; without it ops

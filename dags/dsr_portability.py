@@ -3,7 +3,8 @@
 
 Like access, but the package holds only data the subject provided or that was observed
 from their activity (no inferred or derived data such as pricing features), as JSON and
-CSV with a JSON Schema (`schema.json`). With `transmit_to` the data is also sent to the
+CSV with a JSON Schema (`schema.json`), all in the one `package.zip` the link opens. With
+`transmit_to` the data is also sent to the
 receiving controller's endpoint and the receipt is recorded in the ledger.
 
 **Trigger** with `{"request_id": "...", "subject": {"email": "..."}, "transmit_to": null}`.

@@ -78,9 +78,18 @@ RECEIVING_CONTROLLERS = tuple(
 # partner calls never starves the platform steps. The embedded demo's LocalExecutor ignores queues.
 FANOUT_QUEUE = os.environ.get("DSR_FANOUT_QUEUE", "fanout")
 
+
 # Processes that write a large wave's packages (each with its own threads): a package is mostly
 # Python work, which one process's threads share a single core for. 1 keeps them in the task's process.
-PACKAGE_PROCESSES = int(os.environ.get("DSR_PACKAGE_PROCESSES", str(min(os.cpu_count() or 1, 4))))
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity, which containers restrict), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+PACKAGE_PROCESSES = int(os.environ.get("DSR_PACKAGE_PROCESSES", str(min(_usable_cores(), 4))))
 
 # Airflow retries of every DSR task (exponential backoff from this first delay).
 TASK_RETRIES = int(os.environ.get("DSR_TASK_RETRIES", "3"))

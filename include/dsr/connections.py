@@ -9,6 +9,7 @@ Airflow; everything else receives the clients built here.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import threading
 from collections.abc import Callable, Iterator
@@ -154,6 +155,16 @@ class LazyClient:
 
 #: boto3 sessions are not thread-safe: clients are made from the shared one one at a time.
 _SESSION_LOCK = threading.Lock()
+
+
+def _new_session_lock() -> None:
+    """A forked process gets a free lock: another thread may have held the parent's at the fork."""
+    global _SESSION_LOCK
+    _SESSION_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_session_lock)
+
 #: Session settings a connection with static keys holds, each passed to the client instead.
 _PASSED_EXPLICITLY = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "region_name"}
 
@@ -167,28 +178,29 @@ def s3_client(conn_id: str) -> Any:
     provider hook's own session costs 0.33 s of CPU, in each task that touches the store. Roles to
     assume, profiles and session settings keep the hook's session, which knows them.
     """
-    args = s3_client_args(conn_id)
-    if args is None:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        return S3Hook(aws_conn_id=conn_id).get_conn()
-    return s3_client_from(args)
+    hook, args = _hook_and_client_args(conn_id)
+    return s3_client_from(args) if args is not None else hook.get_conn()
 
 
 def s3_client_args(conn_id: str) -> dict[str, Any] | None:
     """What :func:`s3_client_from` makes a client of this connection with, or None when only the
     provider hook's session can (roles, profiles, other session settings)."""
+    return _hook_and_client_args(conn_id)[1]
+
+
+def _hook_and_client_args(conn_id: str) -> tuple[Any, dict[str, Any] | None]:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    conf = S3Hook(aws_conn_id=conn_id).conn_config
+    hook = S3Hook(aws_conn_id=conn_id)
+    conf = hook.conn_config
     if (
         not (conf.aws_access_key_id and conf.aws_secret_access_key)
         or conf.role_arn
         or conf.profile_name
         or set(conf.session_kwargs) - _PASSED_EXPLICITLY
     ):
-        return None
-    return {
+        return hook, None
+    return hook, {
         "region_name": conf.region_name,
         "endpoint_url": conf.get_service_endpoint_url("s3"),
         "aws_access_key_id": conf.aws_access_key_id,

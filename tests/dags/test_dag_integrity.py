@@ -123,11 +123,17 @@ def test_every_param_declares_the_cheaper_json_schema_draft(dagbag):
     would cost draft 2020-12's meta-schema check every time."""
     from include.dsr.orchestration.dag_factory import PARAM_SCHEMA_DRAFT
 
-    plain = [
-        f"{dag_id}.{name}"
-        for dag_id, dag in dagbag.dags.items()
-        if dag_id.startswith(("dsr_", "retention"))
-        for name in dag.params
-        if dag.params.get_param(name).schema.get("$schema") != PARAM_SCHEMA_DRAFT
-    ]
+    def params_of(task):  # a mapped task keeps its own params among its partial arguments
+        return task.params if hasattr(task, "params") else task.partial_kwargs.get("params", {})
+
+    plain = []
+    for dag_id, dag in dagbag.dags.items():
+        if not dag_id.startswith(("dsr_", "retention")):
+            continue
+        owners = [(dag_id, dag.params)] + [(f"{dag_id}.{t.task_id}", params_of(t)) for t in dag.tasks]
+        for owner, params in owners:
+            for name in params:
+                param = params.get_param(name) if hasattr(params, "get_param") else params[name]
+                if getattr(param, "schema", {}).get("$schema") != PARAM_SCHEMA_DRAFT:
+                    plain.append(f"{owner}:{name}")
     assert plain == []

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from include.demo.partners.faults import Faults
 from include.dsr.connectors.partner_dropbox import PartnerDropboxConnector
 from include.dsr.core.data_map import load_data_map
@@ -115,3 +117,19 @@ def test_where_a_listing_would_cost_more_each_file_is_read_and_the_answers_are_t
         assert set(connector.poll(refs).values()) == {"completed"}
     assert calls.count("GetObject") == len(refs)  # each answer read; the request files were listed
     assert connector.answers(refs) == {ref: connector.answer(ref) for ref in refs}
+
+
+@pytest.mark.parametrize("given_up", ["outbox/", "inbox/"])
+def test_a_request_asked_and_not_answered_is_not_asked_again_when_a_listing_was_given_up(
+    s3, bucket, monkeypatch, given_up
+):
+    """Whichever folder's listing is given up for reads, an unanswered request keeps its file
+    (its attempt and time) instead of being written again as attempt 1."""
+    connector = _connector(s3, bucket)
+    subjects = _subjects("W-HALF", 3)
+    connector.submit(subjects, "access")
+    real = connector._present
+    monkeypatch.setattr(connector, "_present", lambda folder, refs: None if folder == given_up else real(folder, refs))
+    with _calls(s3) as calls:
+        connector.submit(subjects, "access")
+    assert "PutObject" not in calls

@@ -678,3 +678,18 @@ def test_restarted_dropbox_answers_nothing_twice(dropbox, s3, bucket, partner_db
     restarted.clock.advance(2)
     assert restarted.poll_once() == 2  # the pending requests survive the restart
     assert DropboxResponder("acme", partner_db, bucket, s3_factory).poll_once() == 0
+
+
+def test_a_malformed_content_length_is_400_and_ends_the_connection(api_partner):
+    import http.client
+    from urllib.parse import urlsplit
+
+    conn = http.client.HTTPConnection("127.0.0.1", urlsplit(api_partner.url).port, timeout=5)
+    conn.putrequest("POST", "/opendsr/requests")
+    conn.putheader("Authorization", f"Bearer {api_partner.token}")
+    conn.putheader("Content-Length", "twelve")
+    conn.endheaders()
+    answer = conn.getresponse()
+    assert (answer.status, json.loads(answer.read())["error"]) == (400, "Content-Length is not a number")
+    assert answer.will_close
+    conn.close()

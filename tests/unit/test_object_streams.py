@@ -274,3 +274,57 @@ def test_the_demo_s3_connection_checks_crcs_only_on_request():
     extra = demo_connections()["fabconnect_s3"]["extra"]
     extra = json.loads(extra) if isinstance(extra, str) else extra
     assert extra["config_kwargs"] == {"response_checksum_validation": "when_required"}
+
+
+class _FailingAt:
+    """A client that raises at one S3 operation and passes everything else to the real one."""
+
+    def __init__(self, s3, operation: str) -> None:
+        self._s3, self._operation = s3, operation
+
+    def __getattr__(self, name):
+        if name == self._operation:
+
+            def fail(**_):
+                raise OSError(f"store unreachable at {name}")
+
+            return fail
+        return getattr(self._s3, name)
+
+
+@pytest.mark.parametrize("failing", ["complete_multipart_upload", "upload_part"])
+def test_a_close_that_fails_half_way_aborts_the_upload(s3, failing):
+    key = f"uploads/close-fails-{failing}.zip"
+    upload = ObjectUpload(_FailingAt(s3, failing) if failing == "complete_multipart_upload" else s3, BUCKET, key)
+    upload.write(os.urandom(PART + 5))  # one part sent, the tail still buffered
+    if failing == "upload_part":
+        upload.s3 = _FailingAt(s3, failing)  # the tail's part fails
+    with pytest.raises(OSError, match="store unreachable"):
+        upload.close()
+    assert upload.aborted
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=key)
+    assert not [u for u in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) if u["Key"] == key]
+
+
+def test_a_failing_package_entry_sends_nothing_more_and_leaves_nothing(s3):
+    """The zip is never closed into an aborted upload: no part, no object after the error."""
+    key = "uploads/entry-fails.zip"
+    sent: list[str] = []
+    with botocore_hook(s3, "before-call.s3", lambda model, **_: sent.append(model.name)):
+
+        def build() -> None:
+            with ObjectUpload(s3, BUCKET, key) as upload:
+                archive = zipfile.ZipFile(upload, "w", zipfile.ZIP_DEFLATED)
+                with archive.open("files/big.bin", "w") as entry:
+                    entry.write(os.urandom(PART + 1))  # the first part goes out
+                raise RuntimeError("a staged file is gone")
+
+        with pytest.raises(RuntimeError, match="staged file is gone"):
+            build()
+        sent_before_gc = list(sent)
+        import gc
+
+        gc.collect()  # the unclosed ZipFile's __del__ writes into the aborted upload: dropped
+    assert sent_before_gc[-1] == "AbortMultipartUpload"
+    assert sent == sent_before_gc
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=key)

@@ -50,8 +50,9 @@ def test_a_large_wave_is_written_by_forked_processes_in_order_each_with_its_own_
     parent_client = s3_factory()
     rt = SimpleNamespace(s3=parent_client)
     ids = [f"W-{i:03d}" for i in range(80)]
-    written = write_packages(_writer(rt, bucket), ids, rt, s3_factory)
+    written = write_packages(_writer(rt, bucket), ids, rt, lambda: s3_factory)
     packages = list(written.packages)
+    written.close()
     assert written.processes == 2
     assert [p["rid"] for p in packages] == ids  # in the order of the wave
     pids = {p["pid"] for p in packages}
@@ -66,17 +67,20 @@ def test_a_large_wave_is_written_by_forked_processes_in_order_each_with_its_own_
     ("count", "with_maker"),
     [
         pytest.param(5, True, id="a wave below the threshold"),
-        pytest.param(80, False, id="no maker of new clients (a hook-only connection, tests)"),
+        pytest.param(80, False, id="no maker of new clients (a connection only the hook can serve)"),
     ],
 )
 def test_otherwise_this_process_s_threads_write_them(s3_factory, bucket, forking, count, with_maker):
     rt = SimpleNamespace(s3=s3_factory())
     ids = [f"T-{i:03d}" for i in range(count)]
-    written = write_packages(_writer(rt, bucket), ids, rt, s3_factory if with_maker else None)
+    asked: list[str] = []
+    maker = (lambda: asked.append("maker") or s3_factory) if with_maker else (lambda: asked.append("maker"))
+    written = write_packages(_writer(rt, bucket), ids, rt, maker)
     packages = list(written.packages)
     assert written.processes == 1
     assert [p["rid"] for p in packages] == ids
     assert {p["pid"] for p in packages} == {os.getpid()}
+    assert asked == ([] if count < package_writers.PROCESSES_FROM else ["maker"])  # asked only to fork
 
 
 def test_a_failure_in_a_forked_process_reaches_the_caller_with_its_reason_and_stops_the_rest(
@@ -85,11 +89,70 @@ def test_a_failure_in_a_forked_process_reaches_the_caller_with_its_reason_and_st
     s3 = s3_factory()
     rt = SimpleNamespace(s3=s3)
     ids = [f"F-{i:03d}" for i in range(400)]
-    written = write_packages(_writer(rt, bucket, fails_at="F-030"), ids, rt, s3_factory)
+    written = write_packages(_writer(rt, bucket, fails_at="F-030"), ids, rt, lambda: s3_factory)
     with pytest.raises(TerminalError, match="F-030: staged unit payflow"):
         for _ in written.packages:
             pass
-    written.cancel()
+    written.close()
     left = _written_keys(s3, bucket)
     assert "packages/F-030" not in left
     assert len(left) < 200, "hand-outs queued behind the failure were not cancelled"
+
+
+def test_a_forked_process_takes_a_term_signal_and_watches_the_task_s_process(s3_factory, forking):
+    """Airflow's task process ignores TERM sent to a process other than the task's; a package
+    process must stop on one, and end by itself if the task's process is killed."""
+    import signal
+    import threading
+
+    rt = SimpleNamespace(s3=s3_factory())
+    parent = os.getpid()
+
+    def write(rid: str) -> dict:
+        return {
+            "term": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+            "watching": any(t.name == "parent-watch" for t in threading.enumerate()),
+            "parent": os.getppid(),
+        }
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # as Airflow's task runner sets one
+    try:
+        written = write_packages(write, [f"S-{i}" for i in range(20)], rt, lambda: s3_factory)
+        seen = list(written.packages)
+        written.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert written.processes == 2
+    assert all(p["term"] and p["watching"] and p["parent"] == parent for p in seen)
+
+
+def test_a_forked_process_ends_when_the_task_s_process_is_gone(tmp_path):
+    """The task's process killed (OOM, SIGKILL): its package processes do not wait for ever."""
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    script = f"""
+import os, time
+from include.dsr.rights.package_writers import _end_with_parent
+parent = os.getpid()
+if os.fork() == 0:
+    open({str(pid_file)!r}, "w").write(str(os.getpid()))
+    _end_with_parent(parent)  # returns only by exiting the process
+    time.sleep(60)
+else:
+    time.sleep(0.5)
+    os._exit(0)  # the parent goes without a word
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the orphaned package process is still running")

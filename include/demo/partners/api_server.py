@@ -200,7 +200,11 @@ class _Handler(BaseHTTPRequestHandler):
         partner = self.server.partner
         # Read the whole body first, whatever the answer: on a kept-alive connection an unread
         # body would be taken for the next request.
-        self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:  # where the body ends is unknown: answer, and read nothing more
+            return self._send(400, {"error": "Content-Length is not a number"}, close=True)
+        self._body = self.rfile.read(length)
         path = unquote(urlsplit(self.path).path)
         routed = next(
             ((name, m) for verb, pattern, name in _ROUTES if verb == method and (m := pattern.fullmatch(path))), None
@@ -226,11 +230,13 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = 500, {"error": "internal error"}
         self._send(status, body)
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(self, status: int, body: dict[str, Any], close: bool = False) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")  # the server closes it after this answer
         self.end_headers()
         self.wfile.write(data)
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from typing import IO, Any
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 8 * 1024 * 1024
 #: Reads streamed into another writer (a zip entry) come in pieces of this size: the writer's
@@ -113,8 +116,10 @@ class ObjectUpload:
     fill. Memory: one part, whatever the object's size. Not seekable, so ``zipfile`` writes into
     it with data descriptors.
 
-    ``close()`` finishes the upload; leaving a ``with`` block on an exception aborts it (no
-    object, no orphaned parts). ``sha256`` and ``size`` describe the bytes uploaded.
+    ``close()`` finishes the upload; leaving a ``with`` block on an exception, or a close that
+    fails half-way, aborts it (no object, no orphaned parts). After an abort, writes are dropped
+    (a zip closed after its upload was aborted sends nothing). ``sha256`` and ``size`` describe
+    the bytes uploaded.
     """
 
     def __init__(self, s3: Any, bucket: str, key: str, part_bytes: int = CHUNK_BYTES, **put_args: Any) -> None:
@@ -125,8 +130,13 @@ class ObjectUpload:
         self._upload_id: str | None = None
         self._parts: list[dict] = []
         self.closed = False
+        self.aborted = False
 
     def write(self, data: bytes) -> int:
+        if self.aborted:
+            return len(data)
+        if self.closed:
+            raise ValueError(f"upload of {self.key} is closed")
         self._digest.update(data)
         self.size += len(data)
         view = memoryview(data)
@@ -162,23 +172,33 @@ class ObjectUpload:
     def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
         if self._upload_id is None:
             self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._buffer, **self.put_args)
         else:
-            if self._buffer:
-                self._send_part(self._buffer)
-            self.s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
-            )
+            try:
+                if self._buffer:
+                    self._send_part(self._buffer)
+                self.s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+                )
+            except BaseException:
+                self.abort()
+                raise
+        self.closed = True
         self._buffer = bytearray()
 
     def abort(self) -> None:
-        """Drop what was written: parts already sent are deleted, nothing is stored."""
-        self.closed = True
+        """Drop what was written: parts already sent are deleted, nothing is stored. A store that
+        cannot be told is logged, not raised (the error that led here is the one to see)."""
+        if self.aborted or self.closed:
+            return
+        self.aborted = self.closed = True
         self._buffer = bytearray()
         if self._upload_id is not None:
-            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+            try:
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+            except Exception as exc:  # the parts expire with the bucket's lifecycle rule, if any
+                log.warning("upload of %s: abort failed (%s); its parts may be left", self.key, type(exc).__name__)
 
     def __enter__(self) -> ObjectUpload:
         return self

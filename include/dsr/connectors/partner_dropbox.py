@@ -125,11 +125,10 @@ class PartnerDropboxConnector(PartnerConnector):
 
         def write(item: tuple[str, list, dict]) -> bool:
             ref, identities, extra = item
-            if inbox is not None and outbox is not None and ref in inbox and ref not in outbox:
-                return False  # submitted, not answered yet
             status, _, existing = self._answer(ref, inbox, outbox)
-            if status == COMPLETED or (existing and status == PENDING):
-                return False
+            submitted = existing is not None or (inbox is not None and ref in inbox)
+            if status == COMPLETED or (submitted and status == PENDING):
+                return False  # answered, or asked and not answered yet (a failed one is asked again)
             body = {
                 "subject_request_id": ref,
                 "subject_request_type": request_type,

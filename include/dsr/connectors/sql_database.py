@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
+from include.dsr.core.identities import remembering_email_keys
 from include.dsr.identity.matching import IDENTITY_TYPES, LinkColumn, link_columns, matched_identities, where_any
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class SqlDatabaseConnector(BaseConnector):
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         return conn
 
+    @remembering_email_keys
     def locate(self, subjects: list[ResolvedSubject]) -> dict[str, int]:
         owners = _Owners(subjects, self._wanted(subjects))
         with self.engine.connect() as conn:
@@ -93,6 +95,7 @@ class SqlDatabaseConnector(BaseConnector):
                 if coll.personal and self._link_columns(coll)
             }
 
+    @remembering_email_keys
     def export(self, subjects: list[ResolvedSubject], collections: list[Collection] | None = None) -> ExportResult:
         import pandas as pd
         from sqlalchemy import column, inspect, select, table
@@ -125,6 +128,7 @@ class SqlDatabaseConnector(BaseConnector):
 
     # -- erasure (planned by the right, applied here; see connectors/sql_erasure.py) ---------
 
+    @remembering_email_keys
     def rows_of(
         self, subjects: list[ResolvedSubject], collections: list[Collection], extra: dict[str, list[str]] | None = None
     ) -> dict[str, list[dict]]:

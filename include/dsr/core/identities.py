@@ -20,7 +20,11 @@ against the forms a person writes (:func:`phone_digit_candidates`), then parsed 
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import lru_cache, wraps
+from typing import ParamSpec, TypeVar
 
 from include.dsr.core.calendar import CONTROLLER_COUNTRY
 
@@ -99,9 +103,49 @@ def _piece_options(piece: str) -> frozenset[str]:
     )
 
 
-# Cached: a wave looks each address up in every collection with an email column.
-@lru_cache(maxsize=65536)
+P = ParamSpec("P")
+R = TypeVar("R")
+# Addresses whose candidates were computed in the current email_keys_remembered() block.
+_REMEMBERED: ContextVar[dict[str, frozenset[str] | None] | None] = ContextVar("email_keys", default=None)
+
+
+@contextmanager
+def email_keys_remembered() -> Iterator[None]:
+    """Within the block, each address's :func:`email_key_candidates` are computed once (a batch
+    looks every address up in each collection with an email column); they are forgotten when it
+    ends, so no subject's address outlives the batch in the process's memory."""
+    if _REMEMBERED.get() is not None:
+        yield
+        return
+    token = _REMEMBERED.set({})
+    try:
+        yield
+    finally:
+        _REMEMBERED.reset(token)
+
+
+def remembering_email_keys(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` (a batch's lookups) in an :func:`email_keys_remembered` block."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with email_keys_remembered():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 def email_key_candidates(email: str) -> frozenset[str] | None:
+    """:func:`_email_key_candidates`, remembered inside an :func:`email_keys_remembered` block."""
+    remembered = _REMEMBERED.get()
+    if remembered is None:
+        return _email_key_candidates(email)
+    if email not in remembered:
+        remembered[email] = _email_key_candidates(email)
+    return remembered[email]
+
+
+def _email_key_candidates(email: str) -> frozenset[str] | None:
     """Every value ``lower(trim(column, WHITESPACE))`` can have, on any supported database and
     collation, for a stored address whose :func:`normalize_email` is ``email``.
 

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from include.dsr.core.identities import remembering_email_keys
 from include.dsr.core.pii import keyed_hash
 from include.dsr.identity.matching import LinkColumn, chunks, where_any
 
@@ -187,6 +188,7 @@ class IdentityResolver:
         self.id_col = self.columns["account_id"].name
         self.name_fields = [f.name for f in accounts.fields if "user.name" in f.data_categories]
 
+    @remembering_email_keys
     def resolve(self, batch: list[SubjectQuery]) -> list[ResolvedSubject]:
         with self.engine.connect() as conn:
             wanted: dict[str, set[Any]] = defaultdict(set)

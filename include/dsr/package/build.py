@@ -9,8 +9,8 @@ Layout under ``s3://<exports bucket>/<request_id>/``::
         report.html                     access only: the Art. 15 report (one self-contained file)
         schema.json                     portability only: JSON Schema (2020-12) of data.json
         manifest.json                   counts, status per system, sha256 + size of every other file
-    manifest.json    the same manifest beside the zip, for ops and tools (counts and checksums,
-                     no personal data)
+    manifest.json    the same manifest beside the zip, for ops and tools (counts, paths and
+                     checksums: no record values)
 
 The subject gets one link, so everything the report points to (data.json, the CSVs, the files)
 travels in the one object it opens. Outside the zip the bucket holds no copy of the subject's
@@ -38,6 +38,8 @@ import logging
 import os
 import re
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -183,7 +185,10 @@ def build_package(
         ContentType="application/zip",
         ContentDisposition=f'attachment; filename="{request_id}.zip"',
     )
-    with upload, _open_zip(zip_module, upload, zip_password) as archive:
+    # On an error the upload is aborted before anything closes the zip: its central directory is
+    # then dropped, not sent (with upload, archive: the archive's exit would write it first).
+    with upload:
+        archive = _open_zip(zip_module, upload, zip_password)
         writer = _ZipWriter(archive)
         writer.put("data.json", _json(data, indent=None))
         for system, colls in gathered.frames.items():
@@ -212,6 +217,7 @@ def build_package(
         }
         manifest_body = _json(manifest)
         writer.put(MANIFEST, manifest_body)
+        archive.close()  # its central directory, then the upload completes
     # After the zip, so a manifest beside it always describes a complete package.
     s3.put_object(Bucket=bucket, Key=manifest_key, Body=manifest_body, ContentType=JSON_TYPE)
 
@@ -339,7 +345,7 @@ def _csv(columns: list[str], records: list[dict]) -> bytes:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for record in records:
-        writer.writerow([_csv_cell(record.get(column)) for column in columns])
+        writer.writerow([_csv_cell(record.get(str(column))) for column in columns])  # data.json's keys are text
     return out.getvalue().encode("utf-8")
 
 
@@ -374,21 +380,23 @@ def _open_zip(module: Any, sink: ObjectUpload, password: str | None) -> zipfile.
     return archive
 
 
-def open_package(s3: Any, bucket: str, request_id: str, password: str | None = None) -> zipfile.ZipFile:
-    """The built package's zip, read from the store, for tools and tests (``.read(path)``).
+@contextmanager
+def open_package(s3: Any, bucket: str, request_id: str, password: str | None = None) -> Iterator[zipfile.ZipFile]:
+    """The built package's zip, read from the store, for tools and tests (``with ... as archive``).
 
-    Spooled to disk above 32 MiB. Pass the request's password for an encrypted package.
+    Spooled to disk above 32 MiB, removed when the block ends. Pass the request's password for an
+    encrypted package.
     """
     import tempfile
 
-    spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 - the ZipFile owns it
-    stream_into(s3, bucket, f"{request_id}/{ZIP_NAME}", spool)
-    spool.seek(0)
-    module = _zip_module(password)
-    archive = module.AESZipFile(spool) if password else module.ZipFile(spool)
-    if password:
-        archive.setpassword(password.encode("utf-8"))
-    return archive
+    with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as spool:
+        stream_into(s3, bucket, f"{request_id}/{ZIP_NAME}", spool)
+        spool.seek(0)
+        module = _zip_module(password)
+        with module.AESZipFile(spool) if password else module.ZipFile(spool) as archive:
+            if password:
+                archive.setpassword(password.encode("utf-8"))
+            yield archive
 
 
 def requests_with_keys(s3: Any, bucket: str, request_ids: list[str], page_size: int = 1000) -> set[str] | None:

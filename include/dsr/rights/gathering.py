@@ -331,12 +331,11 @@ def build_package(
 
     # Every package is queued at once, so later ones are written while a chunk of finished ones
     # is recorded; they come back in order.
-    written = write_packages(write, ids, rt, rt.s3_maker())
+    written = write_packages(write, ids, rt, rt.s3_maker)
     try:
         records = _record_packages(rt, ids, written.packages, confs)
-    except BaseException:
-        written.cancel()  # any failure (a package, the ledger, a timeout) cancels those not started
-        raise
+    finally:
+        written.close()  # after any failure (a package, the ledger, a timeout): those not started are dropped
     log.info("batch %s: %s packages built in %s processes (%s records)", batch_id, len(ids), written.processes, records)
     return {"request_id": batch_id, "packages": len(ids), "records": records}
 
@@ -413,6 +412,8 @@ def record_package(rt: Runtime, request_id: str, package, receipt: dict | None =
         "location": f"s3://{rt.exports_bucket}/{package.prefix}",
         "files": package.files,
         "manifest_sha256": package.manifest_sha256,
+        "zip_sha256": package.zip_sha256,
+        "zip_bytes": package.zip_size_bytes,
         "expires_at": package.expires_at.isoformat(),
         "records": sum(package.counts.values()),
     }

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +42,7 @@ class _Job:
     write: Callable[[str], Any]  # request id -> its package
     make_s3: Callable[[], Any]  # a new S3 client, without asking Airflow for the connection
     runtime: Any  # the Runtime whose client each forked process replaces with its own
+    parent: int  # the task's process id
 
 
 @dataclass
@@ -46,26 +51,33 @@ class Written:
 
     packages: Iterator[Any]
     processes: int
-    cancel: Callable[[], None]  # stops the packages not started yet (a failure elsewhere)
+    # Ends the pool: the packages not started yet are dropped (call it in a ``finally``: after a
+    # failure elsewhere it stops them, after success it lets the processes go).
+    close: Callable[[], None]
 
 
 def write_packages(
-    write: Callable[[str], Any], ids: list[str], runtime: Any = None, make_s3: Callable[[], Any] | None = None
+    write: Callable[[str], Any],
+    ids: list[str],
+    runtime: Any = None,
+    s3_maker: Callable[[], Callable[[], Any] | None] | None = None,
 ) -> Written:
-    """Start writing the packages of ``ids`` with ``write``; use it as a context manager's body
-    would: consume :attr:`Written.packages`, call :attr:`Written.cancel` on any failure.
+    """Start writing the packages of ``ids`` with ``write``: consume :attr:`Written.packages`,
+    then call :attr:`Written.close` whatever happened.
 
-    :param runtime: / :param make_s3: the Runtime ``write`` uses and a maker of new S3 clients;
-        without them (or below :data:`PROCESSES_FROM` packages, or with one process configured)
-        the packages are written by threads of this process
+    :param runtime: the Runtime ``write`` uses (a forked process gives it its own S3 client)
+    :param s3_maker: returns a maker of new S3 clients that needs no Airflow call, or None
+        (``Runtime.s3_maker``); asked only for a wave that would be forked. Without one, below
+        :data:`PROCESSES_FROM` packages, or with one process configured, the packages are
+        written by threads of this process.
     """
-    processes = _processes_for(len(ids), make_s3 is not None and runtime is not None)
-    if processes <= 1:
+    processes = _processes_for(len(ids))
+    make_s3 = s3_maker() if processes > 1 and s3_maker is not None and runtime is not None else None
+    if make_s3 is None:
         pool: Executor = ThreadPoolExecutor(PACKAGE_THREADS)
         return _written(pool, pool.map(write, ids), 1)
     global _FORKED
-    assert make_s3 is not None  # _processes_for forks only with a maker of clients
-    _FORKED = _Job(write, make_s3, runtime)
+    _FORKED = _Job(write, make_s3, runtime, os.getpid())
     try:
         pool = ProcessPoolExecutor(
             processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_forked_process
@@ -78,32 +90,44 @@ def write_packages(
     return _written(pool, (package for batch in batches for package in batch), processes)
 
 
-def _processes_for(count: int, can_fork: bool) -> int:
-    if not can_fork or count < PROCESSES_FROM or "fork" not in multiprocessing.get_all_start_methods():
+def _processes_for(count: int) -> int:
+    if count < PROCESSES_FROM or "fork" not in multiprocessing.get_all_start_methods():
         return 1
     return max(1, settings.PACKAGE_PROCESSES)
 
 
 def _written(pool: Executor, packages: Iterator[Any], processes: int) -> Written:
-    def cancel() -> None:
+    def close() -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
     def in_order() -> Iterator[Any]:
         try:
             yield from packages
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            close()
 
-    return Written(in_order(), processes, cancel)
+    return Written(in_order(), processes, close)
 
 
 def _start_forked_process() -> None:
-    """In a forked process: its own S3 client, and no INFO lines (the parent logs the wave's)."""
+    """In a forked process: its own S3 client, the default signal handlers (Airflow's task
+    handlers ignore a TERM sent to a process other than the task's), an end when the task's
+    process is gone, and no INFO lines (the task's process logs the wave's)."""
     assert _FORKED is not None, "a package process must be forked from write_packages"
     from include.dsr.connections import LazyClient
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    threading.Thread(target=_end_with_parent, args=(_FORKED.parent,), name="parent-watch", daemon=True).start()
     logging.disable(logging.INFO)
     _FORKED.runtime.s3 = LazyClient(_FORKED.make_s3)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Exit once the task's process is gone (killed, say): nobody is left to take the packages."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _write_in_forked_process(ids: list[str]) -> list[Any]:
