@@ -3,6 +3,7 @@ in order, a failure stopping the rest (against the session's real S3 server)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import uuid
 from types import SimpleNamespace
@@ -61,6 +62,42 @@ def test_a_large_wave_is_written_by_forked_processes_in_order_each_with_its_own_
     assert id(parent_client) not in {p["client"] for p in packages}  # each process made its own
     assert rt.s3 is parent_client  # this process's runtime keeps its client
     assert _written_keys(parent_client, bucket) == [f"packages/{rid}" for rid in ids]
+
+
+def _wave_in_a_task_process_of_a_daemon(s3_factory, bucket: str, ids: list[str], answer) -> None:
+    """As on the CeleryExecutor: a daemonic pool process whose task process (``os.fork()``-ed by
+    Airflow's supervisor) writes a wave in forked processes."""
+    pid = os.fork()
+    if pid == 0:  # the task's process
+        code = 1
+        try:
+            rt = SimpleNamespace(s3=s3_factory())
+            written = write_packages(_writer(rt, bucket), ids, rt, lambda: s3_factory)
+            packages = list(written.packages)
+            written.close()
+            answer.put((written.processes, [p["rid"] for p in packages], len({p["pid"] for p in packages})))
+            code = 0
+        except BaseException as exc:
+            answer.put(f"{type(exc).__name__}: {exc}")
+        finally:
+            answer.close()
+            answer.join_thread()
+            os._exit(code)
+    os.waitpid(pid, 0)
+
+
+def test_a_task_process_forked_from_a_daemonic_celery_pool_process_still_forks_its_writers(s3_factory, bucket, forking):
+    ctx = multiprocessing.get_context("fork")
+    answer = ctx.Queue()
+    ids = [f"C-{i:03d}" for i in range(40)]
+    pool_process = ctx.Process(
+        target=_wave_in_a_task_process_of_a_daemon, args=(s3_factory, bucket, ids, answer), daemon=True
+    )
+    pool_process.start()
+    got = answer.get(timeout=60)
+    pool_process.join(30)
+    assert got == (2, ids, 2), got
+    assert _written_keys(s3_factory(), bucket) == [f"packages/{rid}" for rid in ids]
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,7 @@ def write_packages(
         return _written(pool, pool.map(write, ids), 1)
     global _FORKED
     _FORKED = _Job(write, make_s3, runtime, os.getpid())
+    _clear_inherited_daemon_flag()
     try:
         pool = ProcessPoolExecutor(
             processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_forked_process
@@ -88,6 +89,20 @@ def write_packages(
         _FORKED = None  # the processes forked on the first hand-out hold their copy
     log.info("writing %s packages in %s processes of %s threads", len(ids), processes, PACKAGE_THREADS)
     return _written(pool, (package for batch in batches for package in batch), processes)
+
+
+def _clear_inherited_daemon_flag() -> None:
+    """Let this process fork package processes although a daemonic process forked it.
+
+    On the CeleryExecutor a task's process is ``os.fork()``-ed by Airflow's supervisor inside a
+    Celery pool process, which is daemonic, and inherits that flag: multiprocessing then refuses
+    it children ("daemonic processes are not allowed to have children"). The flag guards against
+    children orphaned when a daemon is killed; these end on their own when the task's process is
+    gone (:func:`_end_with_parent`) and the pool is shut down with the task.
+    """
+    current = multiprocessing.current_process()
+    if current.daemon:
+        current._config["daemon"] = False  # type: ignore[attr-defined]  # no public way
 
 
 def _processes_for(count: int) -> int:
