@@ -20,6 +20,7 @@ from include.dsr.ledger.api import (
     Ledger,
     NewRequest,
     PersonalDataError,
+    RequestClose,
     RequestConflictError,
     SystemUpdate,
     UnknownRequestError,
@@ -328,3 +329,96 @@ def test_bulk_statuses_of_an_unknown_request_write_nothing(two_ledgers) -> None:
         many.set_statuses(["req-0", "nope"], "in_progress")
     assert _events(many) == before
     assert many.get_request("req-0").status == "received"
+
+
+def _same_rows(one: Ledger, many: Ledger, ids: list[str]) -> None:
+    """Equal request rows but the write times."""
+    got = [many.get_request(rid) for rid in ids]
+    assert got == [
+        replace(one.get_request(rid), created_at=row.created_at, updated_at=row.updated_at)
+        for rid, row in zip(ids, got, strict=True)
+    ]
+
+
+def test_bulk_packages_and_closes_equal_one_by_one(two_ledgers) -> None:
+    """set_packages and close_requests write the rows and events set_package and close_request
+    write request by request: a link set again or a close repeated alike writes nothing, a close
+    with another status is a new close."""
+    one, many = two_ledgers
+    expires = RECEIVED + timedelta(days=7)
+    links = [
+        ("req-0", "https://s3.example/req-0/package.zip?sig=a", expires),
+        ("req-1", "https://s3.example/req-1/package.zip?sig=b", expires),
+        ("req-0", "https://s3.example/req-0/package.zip?sig=a", expires),  # again: nothing
+    ]
+    closes = [
+        RequestClose("req-0", "completed", RECEIVED + timedelta(days=2), "12 records delivered", "data_provided"),
+        RequestClose("req-1", "failed", RECEIVED + timedelta(days=2), "checks failed", "failed"),
+        RequestClose(
+            "req-2", "completed", RECEIVED + timedelta(days=3), "no personal data found", "no_personal_data_found"
+        ),
+    ]
+    for rid, uri, when in links:
+        one.set_package(rid, uri, when)
+    for close in closes:
+        one.close_request(close.request_id, close.status, close.closed_at, close.outcome_summary, close.outcome)
+    one.close_request("req-0", "completed", RECEIVED + timedelta(days=4), "again", "data_provided")  # alike: kept
+    one.close_request("req-1", "completed", RECEIVED + timedelta(days=5), "resumed", "data_provided")  # a new close
+
+    with many.batch():
+        many.set_packages(links[:2])
+        assert many.set_packages(links[2:])["req-0"].package_uri == links[0][1]
+    many.close_requests(closes)
+    again = many.close_requests(
+        [
+            RequestClose("req-0", "completed", RECEIVED + timedelta(days=4), "again", "data_provided"),
+            RequestClose("req-1", "completed", RECEIVED + timedelta(days=5), "resumed", "data_provided"),
+        ]
+    )
+    assert again["req-0"].outcome_summary == "12 records delivered"
+    assert (again["req-1"].status, again["req-1"].outcome_summary) == ("completed", "resumed")
+    assert _events(many) == _events(one)
+    _same_rows(one, many, IDS)
+    many.verify_chain_or_raise()
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            lambda ledger: ledger.set_packages([("req-0", "s3://x/req-0", RECEIVED), ("nope", "s3://x", RECEIVED)]),
+            id="links",
+        ),
+        pytest.param(
+            lambda ledger: ledger.close_requests(
+                [
+                    RequestClose("req-0", "completed", RECEIVED, "done", "data_provided"),
+                    RequestClose("nope", "completed", RECEIVED, "done", "data_provided"),
+                ]
+            ),
+            id="closes",
+        ),
+        pytest.param(
+            lambda ledger: ledger.close_requests(
+                [RequestClose("req-0", "completed", RECEIVED, "sent to a@b.example", "data_provided")]
+            ),
+            id="personal data in a summary",
+        ),
+        pytest.param(
+            lambda ledger: ledger.close_requests([RequestClose("req-0", "done", RECEIVED, "x", "data_provided")]),
+            id="unknown status",
+        ),
+        pytest.param(
+            lambda ledger: ledger.set_packages([("req-0", "s3://x/req-0", datetime(2026, 3, 5, 9, 30))]),
+            id="naive expiry",
+        ),
+    ],
+)
+def test_bulk_packages_and_closes_refuse_bad_input_writing_nothing(two_ledgers, write) -> None:
+    _, many = two_ledgers
+    before = _events(many)
+    with pytest.raises((UnknownRequestError, PersonalDataError, TerminalError, ValueError)):
+        write(many)
+    assert _events(many) == before
+    row = many.get_request("req-0")
+    assert (row.package_uri, row.closed_at) == (None, None)

@@ -32,7 +32,6 @@ def wave(monkeypatch):
             return dict.fromkeys(wanted)
 
         def batch(self):
-            recorded.append([])
             return nullcontext()
 
     def write(rt, rid, right, row, staging=None, earlier_keys=None):
@@ -45,19 +44,21 @@ def wave(monkeypatch):
             released.wait(timeout=2)  # still writing when the failure is seen
         return SimpleNamespace(request_id=rid)
 
-    def record(rt, rid, package, receipt=None):
-        assert package.request_id == rid
-        if rid == rt.record_fails_at:
-            raise RuntimeError("ledger unreachable")
-        recorded[-1].append(rid)
-        return {"records": 1}
+    def record(rt, packages):
+        recorded.append([])  # one ledger transaction
+        for rid, package, _receipt in packages:
+            assert package.request_id == rid
+            if rid == rt.record_fails_at:
+                raise RuntimeError("ledger unreachable")
+            recorded[-1].append(rid)
+        return [{"records": 1} for _ in packages]
 
     monkeypatch.setattr(gathering, "is_wave_batch", lambda rt, batch_id: True)
     monkeypatch.setattr(
         gathering, "delivered_subjects", lambda rt, batch_id: [SimpleNamespace(request_id=i) for i in ids]
     )
     monkeypatch.setattr(gathering, "write_request_package", write)
-    monkeypatch.setattr(gathering, "record_package", record)
+    monkeypatch.setattr(gathering, "record_packages", record)
     monkeypatch.setattr(waves, "confs", lambda rt, conf, right: {rid: {} for rid in ids})
     monkeypatch.setattr(
         staging, "StagedBatch", lambda _: SimpleNamespace(slice=lambda rid: rid, request_ids=lambda: rt.tagged)

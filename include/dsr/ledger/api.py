@@ -66,6 +66,7 @@ __all__ = [
     "Ledger",
     "PersonalDataError",
     "RequestConflictError",
+    "RequestClose",
     "RequestRow",
     "SystemResultRow",
     "UnknownRequestError",
@@ -76,6 +77,17 @@ logger = logging.getLogger(__name__)
 
 _SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 _TEXT_MAX = 2000
+
+
+@dataclass(frozen=True)
+class RequestClose:
+    """One request to close (:meth:`Ledger.close_requests`); the fields of :meth:`Ledger.close_request`."""
+
+    request_id: str
+    status: str
+    closed_at: datetime
+    outcome_summary: str
+    outcome: str
 
 
 def _utcnow() -> datetime:
@@ -364,6 +376,74 @@ class Ledger:
             row = self._change(conn, request_id, "request.closed", values, **values)
         logger.info("ledger: request %s closed as %s", request_id, status)
         return row
+
+    def close_requests(self, closes: list[RequestClose]) -> dict[str, RequestRow]:
+        """:meth:`close_request` for many requests at once (a wave): one read, one insert of their
+        ``request.closed`` events, one executemany update; those already closed alike are left.
+
+        :raises UnknownRequestError: one of the requests is not recorded (nothing is written).
+        """
+        for close in closes:
+            check_choice("closing status", close.status, CLOSING_STATUSES)
+            check_choice("outcome", close.outcome, REQUEST_OUTCOMES)
+            check_aware("closed_at", close.closed_at)
+            check_text("outcome_summary", close.outcome_summary, _TEXT_MAX)
+        with self._write() as conn:
+            current = self._require_rows(conn, [c.request_id for c in closes])
+            changing = {}
+            for close in closes:
+                row = current[close.request_id]
+                if row.closed_at is None or (row.status, row.outcome) != (close.status, close.outcome):
+                    changing[close.request_id] = {
+                        "status": close.status,
+                        "closed_at": close.closed_at,
+                        "outcome_summary": close.outcome_summary,
+                        "outcome": close.outcome,
+                    }
+            closed = self._change_each(conn, "request.closed", changing, changing)
+        if closed:
+            logger.info("ledger: %s requests closed", len(closed))
+        return {**current, **closed}
+
+    def set_packages(self, packages: list[tuple[str, str, datetime]]) -> dict[str, RequestRow]:
+        """:meth:`set_package` for many ``(request_id, package_uri, expires_at)`` at once: one read,
+        one insert of their ``package.link_issued`` events, one executemany update.
+
+        :raises UnknownRequestError: one of the requests is not recorded (nothing is written).
+        """
+        for _, package_uri, expires_at in packages:
+            check_text("package_uri", package_uri, 1024)
+            check_aware("expires_at", expires_at)
+        with self._write() as conn:
+            current = self._require_rows(conn, [rid for rid, *_ in packages])
+            values, payloads = {}, {}
+            for rid, uri, expires_at in packages:
+                if (current[rid].package_uri, current[rid].package_url_expires_at) != (uri, expires_at):
+                    values[rid] = {"package_uri": uri, "package_url_expires_at": expires_at}
+                    payloads[rid] = {"link_sha256": hashlib.sha256(uri.encode()).hexdigest(), "expires_at": expires_at}
+            return {**current, **self._change_each(conn, "package.link_issued", payloads, values)}
+
+    @staticmethod
+    def _require_rows(conn: Connection, request_ids: list[str]) -> dict[str, RequestRow]:
+        current = store.fetch_requests(conn, request_ids)
+        missing = [rid for rid in request_ids if rid not in current]
+        if missing:
+            raise store.unknown_request(missing[0])
+        return current
+
+    def _change_each(
+        self,
+        conn: Connection,
+        event_type: str,
+        payloads: Mapping[str, Mapping[str, Any]],
+        values: Mapping[str, Mapping[str, Any]],
+    ) -> dict[str, RequestRow]:
+        """:meth:`_change` for many requests: each one's event (in ``payloads`` order), then its values."""
+        if not values:
+            return {}
+        now = self._now()
+        store.append_event_rows(conn, now, [(rid, event_type, payload, None) for rid, payload in payloads.items()])
+        return store.update_each_request(conn, {rid: {**row, "updated_at": now} for rid, row in values.items()})
 
     def set_package(self, request_id: str, package_uri: str, expires_at: datetime) -> RequestRow:
         """Record the export package and its link expiry; appends ``package.link_issued``.

@@ -295,6 +295,21 @@ def update_requests(conn: Connection, request_ids: list[str], values: Mapping[st
     return fetch_requests(conn, request_ids)
 
 
+def update_each_request(conn: Connection, values: Mapping[str, Mapping[str, Any]]) -> dict[str, RequestRow]:
+    """Set each request's own values (the same columns for all) in one executemany ``UPDATE``;
+    their new rows (read back one query per thousand ids)."""
+    if not values:
+        return {}
+    columns = sorted({column for row in values.values() for column in row})
+    statement = (
+        update(dsr_requests)
+        .where(dsr_requests.c.request_id == bindparam("k_request_id"))
+        .values({c: bindparam(c) for c in columns})
+    )
+    conn.execute(statement, [{"k_request_id": rid, **row} for rid, row in values.items()])
+    return fetch_requests(conn, list(values))
+
+
 def require_requests(conn: Connection, request_ids: list[str]) -> None:
     """:raises UnknownRequestError: one of ``request_ids`` is not in the ledger."""
     wanted = sorted(set(request_ids))

@@ -14,12 +14,12 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN
 from include.dsr.core.errors import CheckFailedError
 from include.dsr.core.request import parse_request
-from include.dsr.ledger.api import SystemUpdate
+from include.dsr.ledger.api import RequestClose, SystemUpdate
 from include.dsr.rights import intake
 from include.dsr.rights.batches import is_wave_batch, open_subjects, wave_right
 from include.dsr.rights.runtime import collections_in_scope
@@ -352,9 +352,8 @@ def _record_packages(rt: Runtime, ids: list[str], packages: Iterator, confs: dic
             transmit(rt, package, confs.get(rid, {}).get("transmit_to"))
             for rid, package in zip(chunk, written, strict=True)
         ]
-        with rt.ledger.batch():
-            for rid, package, receipt in zip(chunk, written, sent, strict=True):
-                records += record_package(rt, rid, package, receipt)["records"]
+        recorded = record_packages(rt, list(zip(chunk, written, sent, strict=True)))
+        records += sum(r["records"] for r in recorded)
     return records
 
 
@@ -405,24 +404,36 @@ def transmit(rt: Runtime, package, transmit_to: str | None) -> dict | None:
 
 def record_package(rt: Runtime, request_id: str, package, receipt: dict | None = None) -> dict:
     """The package in the ledger: link in the request row, ``package.created`` event (with the receipt)."""
+    (recorded,) = record_packages(rt, [(request_id, package, receipt)])
+    return recorded
+
+
+def record_packages(rt: Runtime, packages: list[tuple[str, Any, dict | None]]) -> list[dict]:
+    """:func:`record_package` for many ``(request_id, package, receipt)`` in one ledger transaction:
+    the links in one update, the ``package.created`` events in one insert."""
     # The presigned link lives in the request row (replaced on a re-run), not in the append-only
     # event log: it opens the package for up to 7 days.
-    rt.ledger.set_package(request_id, package.url, package.expires_at)
-    payload = {
-        "location": f"s3://{rt.exports_bucket}/{package.prefix}",
-        "files": package.files,
-        "manifest_sha256": package.manifest_sha256,
-        "zip_sha256": package.zip_sha256,
-        "zip_bytes": package.zip_size_bytes,
-        "expires_at": package.expires_at.isoformat(),
-        "records": sum(package.counts.values()),
-    }
-    if receipt is not None:
-        payload["transmitted"] = receipt
-    rt.ledger.append_event(
-        request_id, "package.created", payload, dedupe_key=f"{request_id}:package:{package.manifest_sha256}"
-    )
-    return {"request_id": request_id, "package_prefix": package.prefix, "records": payload["records"]}
+    events: list = []
+    recorded = []
+    for request_id, package, receipt in packages:
+        payload = {
+            "location": f"s3://{rt.exports_bucket}/{package.prefix}",
+            "files": package.files,
+            "manifest_sha256": package.manifest_sha256,
+            "zip_sha256": package.zip_sha256,
+            "zip_bytes": package.zip_size_bytes,
+            "expires_at": package.expires_at.isoformat(),
+            "records": sum(package.counts.values()),
+        }
+        if receipt is not None:
+            payload["transmitted"] = receipt
+        dedupe_key = f"{request_id}:package:{package.manifest_sha256}"
+        events.append((request_id, "package.created", payload, dedupe_key))
+        recorded.append({"request_id": request_id, "package_prefix": package.prefix, "records": payload["records"]})
+    with rt.ledger.batch():
+        rt.ledger.set_packages([(rid, package.url, package.expires_at) for rid, package, _ in packages])
+        rt.ledger.append_events(events)
+    return recorded
 
 
 def _zip_password(rt: Runtime, request_id: str) -> str:
@@ -468,11 +479,14 @@ def close_request(rt: Runtime, batch_id: str, conf: dict | None = None) -> dict:
         for i in range(0, len(subjects), CLOSE_CHUNK):
             part = subjects[i : i + CLOSE_CHUNK]
             with rt.ledger.batch(), notices.recorded_together([s.request_id for s in part]):
+                closes = []
                 for subject in part:
                     rid = subject.request_id
-                    total, outcome = _close_one(rt, notices, subject, results[rid], rows[rid], confs.get(rid, {}))
+                    total, close = _close_one(rt, notices, subject, results[rid], rows[rid], confs.get(rid, {}))
                     totals[rid] = total
-                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                    outcomes[close.outcome] = outcomes.get(close.outcome, 0) + 1
+                    closes.append(close)
+                rt.ledger.close_requests(closes)
     failed = _checks_failed(rt, batch_id) if wave else []
     if not failed:
         cleared = rt.staging(batch_id).clear()
@@ -502,8 +516,9 @@ def close_request(rt: Runtime, batch_id: str, conf: dict | None = None) -> dict:
     return {"request_id": batch_id, "closed": len(subjects), "outcomes": outcomes, **closed}
 
 
-def _close_one(rt: Runtime, notices, subject, results: list, row, conf: dict) -> tuple[int, str]:
-    """Close one request: outcome from its per-system rows, completion notice, ledger row."""
+def _close_one(rt: Runtime, notices, subject, results: list, row, conf: dict) -> tuple[int, RequestClose]:
+    """One request's outcome from its per-system rows and its completion notice; its records and
+    its close for the ledger."""
     from include.dsr.notify.notices import answer_address
 
     rid = subject.request_id
@@ -526,8 +541,7 @@ def _close_one(rt: Runtime, notices, subject, results: list, row, conf: dict) ->
             outcome=outcome,
             exceptions=[_recipient_name(rt, key) for key in exceptions],
         )
-    rt.ledger.close_request(rid, "completed", _now(), summary, outcome=outcome)
-    return total, outcome
+    return total, RequestClose(rid, "completed", _now(), summary, outcome)
 
 
 def _gather_targets(rt: Runtime, batch_id: str, right: str) -> list[dict]:
