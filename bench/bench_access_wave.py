@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,12 @@ import bench_erasure as world
 
 from include import constants
 
+# Ops' steps: marked done at once, as dag.test(mark_success_pattern=...) does.
+HUMAN_STEPS = ("confirm_identity", "confirm_manual_partner")
 
-def access_wave(services, paths, size: int, ledger_url: str, profile: str | None) -> dict:
+
+def access_wave(services, paths, size: int, ledger_url: str, profile: str | None, stack=None) -> dict:
+    """The wave with ``dag.test()`` in this process, or on ``stack`` (a :class:`stack_run.BenchStack`)."""
     chosen = world.people(paths, size)
     world.upload_objects(services.s3, paths, [k for k, _ in chosen])
     wave_id = f"BENCH-AWAVE-{int(time.time())}"
@@ -43,12 +48,27 @@ def access_wave(services, paths, size: int, ledger_url: str, profile: str | None
     )
     key = f"_waves/{wave_id}.jsonl"
     services.s3.put_object(Bucket=constants.EXPORTS_BUCKET, Key=key, Body=body.encode())
-    print(f"[wave] {size} access requests as one run ...", flush=True)
-    result = world.run_right_dag("access", {"request_id": wave_id, "wave": key}, profile, services.pids())
+    conf = {"request_id": wave_id, "wave": key}
+    if stack is None:
+        print(f"[wave] {size} access requests as one run with dag.test() ...", flush=True)
+        result = world.run_right_dag("access", conf, profile, services.pids())
+    else:
+        print(f"[wave] {size} access requests as one run on the Celery stack ...", flush=True)
+        result = stack_wave(stack, conf, {**services.pids(), **stack.pids()})
     counts = world.closed_counts(ledger_url, wave_id + "-")
     per_minute = round(counts.get("completed", 0) / result["wall_s"] * 60, 1)
     print(f"[wave] {result['wall_s']}s, {counts}, {per_minute} requests/min", flush=True)
     return {"size": size, **result, "ledger_status": counts, "requests_per_minute": per_minute}
+
+
+def stack_wave(stack, conf: dict, cpu_of: dict[str, int]) -> dict:
+    from cpu_usage import CpuUsage
+
+    with CpuUsage(cpu_of, interval=1.0) as cpu:  # a dozen process trees: sampled less often
+        result = stack.run(constants.DAG_ACCESS, conf, mark_success=HUMAN_STEPS)
+    spans = result.pop("spans")
+    stages = {task_id: span for task_id, span in spans.items() if result["task_s"][task_id] >= 1}
+    return {**result, "cpu": cpu.summary(stages)}
 
 
 def fides_access_walls(data: dict) -> list[float]:
@@ -62,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wave", type=int, default=1000, help="access requests in the wave")
     parser.add_argument("--fides-runs", type=int, default=10, help="access (and erasure) requests Fides answers")
     parser.add_argument("--no-fides", action="store_true")
-    parser.add_argument("--profile", help="write a cProfile of the wave's run to this file")
+    parser.add_argument("--profile", help="write a cProfile of the wave's run to this file (dag.test only)")
+    parser.add_argument(
+        "--stack", action="store_true", help="run the wave on the Celery stack (2 workers) instead of dag.test()"
+    )
     args = parser.parse_args(argv)
     world.RESULTS.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
@@ -76,7 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     world.point_airflow_at(paths, ledger_url)
     services = world.Services(paths)
     try:
-        report["wave"] = access_wave(services, paths, args.wave, ledger_url, args.profile)
+        if args.stack:
+            from stack_run import BenchStack
+
+            port = int(os.environ.get("DSR_BENCH_BASE_PORT", "31400")) + 20
+            with BenchStack(world._HOME / "stack", args.postgres_url, port) as stack:
+                report["stack_up_s"] = stack.up_s
+                print(f"[stack] up in {stack.up_s}s", flush=True)
+                report["wave"] = access_wave(services, paths, args.wave, ledger_url, None, stack)
+        else:
+            report["wave"] = access_wave(services, paths, args.wave, ledger_url, args.profile)
     finally:
         services.stop()
     if not args.no_fides:
@@ -93,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + json.dumps(report["ratios"], indent=1))
     print(f"wave of {w['size']}: {w['wall_s']}s ({w['requests_per_minute']} requests/min); tasks: {w['task_s']}")
     print(f"CPU seconds: {json.dumps(w['cpu'], indent=1)}")
-    (world.RESULTS / "access_wave.json").write_text(json.dumps(report, indent=1, default=str))
-    print("written bench/results/access_wave.json")
+    out = world.RESULTS / f"access_wave{'_stack' if args.stack else ''}.json"
+    out.write_text(json.dumps(report, indent=1, default=str))
+    print(f"written {out.relative_to(world.ROOT)}")
     return 0
 
 

@@ -32,8 +32,15 @@ def _cpu(processes) -> float:
 
 
 def _tree_cpu(proc: psutil.Process) -> float:
-    """CPU seconds of a process and its live descendants (dead ones are lost: fine for services)."""
-    return _cpu([proc, *proc.children(recursive=True)])
+    """CPU seconds of a process and its live descendants, each with the children it has reaped (a
+    Celery worker's task processes); a descendant that ended unreaped by one of them is lost."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += sum(p.cpu_times()[:4])
+        except psutil.Error:
+            continue
+    return total
 
 
 def _postgres_cpu() -> float:
