@@ -51,6 +51,8 @@ def test_compose_airflow_services_share_the_celery_settings_of_make_stack():
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == local["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == local["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+        interval = "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"
+        assert env[interval] == local[interval] == "300"
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
