@@ -64,6 +64,7 @@ def access_wave(services, paths, size: int, ledger_url: str, profile: str | None
 def stack_wave(stack, conf: dict, cpu_of: dict[str, int]) -> dict:
     from cpu_usage import CpuUsage
 
+    stack.ready(constants.DAG_ACCESS)
     with CpuUsage(cpu_of, interval=1.0) as cpu:  # a dozen process trees: sampled less often
         result = stack.run(constants.DAG_ACCESS, conf, mark_success=HUMAN_STEPS)
     spans = result.pop("spans")
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         "--stack", action="store_true", help="run the wave on the Celery stack (2 workers) instead of dag.test()"
     )
     args = parser.parse_args(argv)
+    if args.stack and args.profile:
+        parser.error("--profile profiles dag.test()'s process; with --stack the tasks run in the workers")
     world.RESULTS.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
     ledger_url = world.fresh_schema(args.postgres_url, world.LEDGER_SCHEMA)

@@ -64,10 +64,10 @@ class BenchStack:
         subprocess.run(_airflow("db", "migrate"), env=env, check=True, stdout=subprocess.DEVNULL)
         try:
             url = start_airflow(self.group, env, self.port, workers=celery_stack.workers())
+            self.api = BenchApi(url, DEMO_USER, DEMO_PASSWORD, timeout=60)
         except BaseException:
             self.group.stop()
             raise
-        self.api = BenchApi(url, DEMO_USER, DEMO_PASSWORD, timeout=60)
         self.up_s = round(time.perf_counter() - started, 1)
         return self
 
@@ -89,9 +89,15 @@ class BenchStack:
                     raise
             time.sleep(1)
 
+    def ready(self, dag_id: str) -> None:
+        """Wait until the dag-processor has parsed ``dag_id``, and unpause it."""
+        assert self.api is not None
+        self._wait_for_dag(dag_id)
+        self.api.unpause(dag_id)
+
     def run(self, dag_id: str, conf: dict, mark_success: tuple[str, ...] = (), timeout: float = 3600) -> dict:
-        """Trigger ``dag_id`` with ``conf`` and wait for its end. A task of ``mark_success`` that waits
-        for a human is marked done, as ``dag.test(mark_success_pattern=...)`` does.
+        """Trigger ``dag_id`` (made :meth:`ready` first) with ``conf`` and wait for its end. A task of
+        ``mark_success`` that waits for a human is marked done, as ``dag.test(mark_success_pattern=...)`` does.
 
         :returns: wall (trigger to the run's end, seen by polling every second), the run's own
             start-to-end, state, failed tasks, seconds per task (mapped instances summed), and each
@@ -99,8 +105,6 @@ class BenchStack:
         """
         api = self.api
         assert api is not None
-        self._wait_for_dag(dag_id)
-        api.unpause(dag_id)
         started = time.perf_counter()
         run_id = api.post_run(dag_id, conf)
         quoted = urllib.parse.quote(run_id, safe="")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import uuid
 from types import SimpleNamespace
 
@@ -67,6 +68,7 @@ def test_a_large_wave_is_written_by_forked_processes_in_order_each_with_its_own_
 def _wave_in_a_task_process_of_a_daemon(s3_factory, bucket: str, ids: list[str], answer) -> None:
     """As on the CeleryExecutor: a daemonic pool process whose task process (``os.fork()``-ed by
     Airflow's supervisor) writes a wave in forked processes."""
+    os.setpgid(0, 0)  # one group with its task process, for the test to end both if stuck
     pid = os.fork()
     if pid == 0:  # the task's process
         code = 1
@@ -75,7 +77,14 @@ def _wave_in_a_task_process_of_a_daemon(s3_factory, bucket: str, ids: list[str],
             written = write_packages(_writer(rt, bucket), ids, rt, lambda: s3_factory)
             packages = list(written.packages)
             written.close()
-            answer.put((written.processes, [p["rid"] for p in packages], len({p["pid"] for p in packages})))
+            answer.put(
+                (
+                    written.processes,
+                    [p["rid"] for p in packages],
+                    len({p["pid"] for p in packages}),
+                    multiprocessing.current_process().daemon,
+                )
+            )
             code = 0
         except BaseException as exc:
             answer.put(f"{type(exc).__name__}: {exc}")
@@ -94,9 +103,14 @@ def test_a_task_process_forked_from_a_daemonic_celery_pool_process_still_forks_i
         target=_wave_in_a_task_process_of_a_daemon, args=(s3_factory, bucket, ids, answer), daemon=True
     )
     pool_process.start()
-    got = answer.get(timeout=60)
-    pool_process.join(30)
-    assert got == (2, ids, 2), got
+    try:
+        got = answer.get(timeout=60)
+    finally:
+        pool_process.join(30)
+        if pool_process.is_alive():  # stuck: it and its task process go (one process group)
+            os.killpg(pool_process.pid, signal.SIGKILL)
+            pool_process.join(5)
+    assert got == (2, ids, 2, True), got  # True: the task process is daemonic again afterwards
     assert _written_keys(s3_factory(), bucket) == [f"packages/{rid}" for rid in ids]
 
 

@@ -90,6 +90,16 @@ class RequestClose:
     outcome: str
 
 
+def _refuse_repeats(what: str, request_ids: list[str]) -> None:
+    """:raises TerminalError: a request id comes twice (each is compared with its row as read
+    before the call, so a repeat would not see the first one's write)."""
+    seen: set[str] = set()
+    for rid in request_ids:
+        if rid in seen:
+            raise TerminalError(f"{what}: request_id {rid!r} is given twice; give each request once per call")
+        seen.add(rid)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -108,6 +118,10 @@ class Ledger:
         if url_obj.get_backend_name() == "sqlite":
             # Writers queue on BEGIN IMMEDIATE: wait up to 30 s instead of the default 5 s.
             kwargs["connect_args"] = {"timeout": 30}
+        elif url_obj.get_driver_name() == "psycopg2":
+            # A wave's many-row UPDATEs in pages of statements per round trip (psycopg2's
+            # executemany sends one round trip per row; INSERTs are multi-row VALUES either way).
+            kwargs["executemany_mode"] = "values_plus_batch"
         self._setup(create_engine(url_obj, **kwargs), owns_engine=True, clock=clock)
 
     @classmethod
@@ -293,10 +307,7 @@ class Ledger:
         """
         check_choice("status", status, REQUEST_STATUSES)
         with self._write() as conn:
-            current = store.fetch_requests(conn, request_ids)
-            missing = [rid for rid in request_ids if rid not in current]
-            if missing:
-                raise store.unknown_request(missing[0])
+            current = self._require_rows(conn, request_ids)
             changing = [current[rid] for rid in dict.fromkeys(request_ids) if current[rid].status != status]
             if not changing:
                 return current
@@ -388,6 +399,7 @@ class Ledger:
             check_choice("outcome", close.outcome, REQUEST_OUTCOMES)
             check_aware("closed_at", close.closed_at)
             check_text("outcome_summary", close.outcome_summary, _TEXT_MAX)
+        _refuse_repeats("close_requests", [c.request_id for c in closes])
         with self._write() as conn:
             current = self._require_rows(conn, [c.request_id for c in closes])
             changing = {}
@@ -414,6 +426,7 @@ class Ledger:
         for _, package_uri, expires_at in packages:
             check_text("package_uri", package_uri, 1024)
             check_aware("expires_at", expires_at)
+        _refuse_repeats("set_packages", [rid for rid, *_ in packages])
         with self._write() as conn:
             current = self._require_rows(conn, [rid for rid, *_ in packages])
             values, payloads = {}, {}

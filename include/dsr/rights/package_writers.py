@@ -78,7 +78,7 @@ def write_packages(
         return _written(pool, pool.map(write, ids), 1)
     global _FORKED
     _FORKED = _Job(write, make_s3, runtime, os.getpid())
-    _clear_inherited_daemon_flag()
+    was_daemon = _clear_inherited_daemon_flag()
     try:
         pool = ProcessPoolExecutor(
             processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_forked_process
@@ -87,12 +87,15 @@ def write_packages(
         batches = pool.map(_write_in_forked_process, hand_outs)
     finally:
         _FORKED = None  # the processes forked on the first hand-out hold their copy
+        if was_daemon:  # every process is forked by now (the fork context starts them all at once)
+            multiprocessing.current_process()._config["daemon"] = True  # type: ignore[attr-defined]
     log.info("writing %s packages in %s processes of %s threads", len(ids), processes, PACKAGE_THREADS)
     return _written(pool, (package for batch in batches for package in batch), processes)
 
 
-def _clear_inherited_daemon_flag() -> None:
-    """Let this process fork package processes although a daemonic process forked it.
+def _clear_inherited_daemon_flag() -> bool:
+    """Let this process fork package processes although a daemonic process forked it; True if
+    the flag was set (the caller puts it back once its processes are forked).
 
     On the CeleryExecutor a task's process is ``os.fork()``-ed by Airflow's supervisor inside a
     Celery pool process, which is daemonic, and inherits that flag: multiprocessing then refuses
@@ -101,8 +104,10 @@ def _clear_inherited_daemon_flag() -> None:
     gone (:func:`_end_with_parent`) and the pool is shut down with the task.
     """
     current = multiprocessing.current_process()
-    if current.daemon:
-        current._config["daemon"] = False  # type: ignore[attr-defined]  # no public way
+    if not current.daemon:
+        return False
+    current._config["daemon"] = False  # type: ignore[attr-defined]  # no public way
+    return True
 
 
 def _processes_for(count: int) -> int:
