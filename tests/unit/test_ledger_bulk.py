@@ -412,6 +412,19 @@ def test_bulk_packages_and_closes_equal_one_by_one(two_ledgers) -> None:
             lambda ledger: ledger.set_packages([("req-0", "s3://x/req-0", datetime(2026, 3, 5, 9, 30))]),
             id="naive expiry",
         ),
+        pytest.param(
+            lambda ledger: ledger.set_packages([("req-0", "s3://x/a", RECEIVED), ("req-0", "s3://x/b", RECEIVED)]),
+            id="a request twice in one call (links)",
+        ),
+        pytest.param(
+            lambda ledger: ledger.close_requests(
+                [
+                    RequestClose("req-0", "failed", RECEIVED, "checks failed", "failed"),
+                    RequestClose("req-0", "completed", RECEIVED, "done", "data_provided"),
+                ]
+            ),
+            id="a request twice in one call (closes)",
+        ),
     ],
 )
 def test_bulk_packages_and_closes_refuse_bad_input_writing_nothing(two_ledgers, write) -> None:
