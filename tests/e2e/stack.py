@@ -68,10 +68,13 @@ class Stack:
 
 
 @contextmanager
-def running_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+def running_stack(home: Path, extra_env: dict[str, str] | None = None, restart_exited: bool = False) -> Iterator[Stack]:
     """Migrate a fresh metadata DB in ``home`` and run the four Airflow components until exit.
 
     :param extra_env: on top of the session's environment, e.g. a connection through a fault proxy
+    :param restart_exited: start a component that exited again, as ``make demo`` does (on a
+        loaded machine the SQLite metadata DB's "database is locked" ends a scheduler's loop);
+        not for tests that kill components themselves
     """
     port = free_port()
     env = {
@@ -88,7 +91,33 @@ def running_stack(home: Path, extra_env: dict[str, str] | None = None) -> Iterat
         **(extra_env or {}),
     }
     with _started(home, env, port) as stack:
-        yield stack
+        if not restart_exited:
+            yield stack
+            return
+        with _restarting(stack.group):
+            yield stack
+
+
+@contextmanager
+def _restarting(group: ProcessGroup) -> Iterator[None]:
+    """Every 2 s, start again an Airflow component of ``group`` that exited (the launcher's rule)."""
+    import threading
+
+    from include.demo.launcher import restartable_components
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(2):
+            group.supervise(restartable_components())
+
+    watcher = threading.Thread(target=watch, name="stack-restarter", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
 
 
 @contextmanager
