@@ -382,6 +382,14 @@ def test_bulk_packages_and_closes_equal_one_by_one(two_ledgers) -> None:
     many.verify_chain_or_raise()
 
 
+def _closing(*closes: tuple[str, str, str]):
+    """A write closing ``(request_id, status, summary)`` at RECEIVED (outcome: the status's default)."""
+    outcomes = {"completed": "data_provided", "failed": "failed"}
+    return lambda ledger: ledger.close_requests(
+        [RequestClose(rid, status, RECEIVED, summary, outcomes[status]) for rid, status, summary in closes]
+    )
+
+
 @pytest.mark.parametrize(
     "write",
     [
@@ -389,15 +397,7 @@ def test_bulk_packages_and_closes_equal_one_by_one(two_ledgers) -> None:
             lambda ledger: ledger.set_packages([("req-0", "s3://x/req-0", RECEIVED), ("nope", "s3://x", RECEIVED)]),
             id="links",
         ),
-        pytest.param(
-            lambda ledger: ledger.close_requests(
-                [
-                    RequestClose("req-0", "completed", RECEIVED, "done", "data_provided"),
-                    RequestClose("nope", "completed", RECEIVED, "done", "data_provided"),
-                ]
-            ),
-            id="closes",
-        ),
+        pytest.param(_closing(("req-0", "completed", "done"), ("nope", "completed", "done")), id="closes"),
         pytest.param(
             lambda ledger: ledger.close_requests(
                 [RequestClose("req-0", "completed", RECEIVED, "sent to a@b.example", "data_provided")]
@@ -417,12 +417,7 @@ def test_bulk_packages_and_closes_equal_one_by_one(two_ledgers) -> None:
             id="a request twice in one call (links)",
         ),
         pytest.param(
-            lambda ledger: ledger.close_requests(
-                [
-                    RequestClose("req-0", "failed", RECEIVED, "checks failed", "failed"),
-                    RequestClose("req-0", "completed", RECEIVED, "done", "data_provided"),
-                ]
-            ),
+            _closing(("req-0", "failed", "checks failed"), ("req-0", "completed", "done")),
             id="a request twice in one call (closes)",
         ),
     ],

@@ -374,19 +374,11 @@ class Ledger:
             statuses and ``data_provided`` for ``completed``.
         :raises UnknownRequestError: no such request.
         """
-        check_choice("closing status", status, CLOSING_STATUSES)
         outcome = outcome or {"completed": "data_provided"}.get(status, status)
-        check_choice("outcome", outcome, REQUEST_OUTCOMES)
-        check_aware("closed_at", closed_at)
-        check_text("outcome_summary", outcome_summary, _TEXT_MAX)
-        with self._write() as conn:
-            current = store.require_request(conn, request_id)
-            if current.closed_at is not None and current.status == status and current.outcome == outcome:
-                return current
-            values = {"status": status, "closed_at": closed_at, "outcome_summary": outcome_summary, "outcome": outcome}
-            row = self._change(conn, request_id, "request.closed", values, **values)
-        logger.info("ledger: request %s closed as %s", request_id, status)
-        return row
+        current, closed = self._close_many([RequestClose(request_id, status, closed_at, outcome_summary, outcome)])
+        if request_id in closed:
+            logger.info("ledger: request %s closed as %s", request_id, status)
+        return {**current, **closed}[request_id]
 
     def close_requests(self, closes: list[RequestClose]) -> dict[str, RequestRow]:
         """:meth:`close_request` for many requests at once (a wave): one read, one insert of their
@@ -394,6 +386,13 @@ class Ledger:
 
         :raises UnknownRequestError: one of the requests is not recorded (nothing is written).
         """
+        current, closed = self._close_many(closes)
+        if closed:
+            logger.info("ledger: %s requests closed", len(closed))
+        return {**current, **closed}
+
+    def _close_many(self, closes: list[RequestClose]) -> tuple[dict[str, RequestRow], dict[str, RequestRow]]:
+        """The rows of ``closes`` as read, and the new rows of those that changed."""
         for close in closes:
             check_choice("closing status", close.status, CLOSING_STATUSES)
             check_choice("outcome", close.outcome, REQUEST_OUTCOMES)
@@ -412,10 +411,7 @@ class Ledger:
                         "outcome_summary": close.outcome_summary,
                         "outcome": close.outcome,
                     }
-            closed = self._change_each(conn, "request.closed", changing, changing)
-        if closed:
-            logger.info("ledger: %s requests closed", len(closed))
-        return {**current, **closed}
+            return current, self._change_each(conn, "request.closed", changing, changing)
 
     def set_packages(self, packages: list[tuple[str, str, datetime]]) -> dict[str, RequestRow]:
         """:meth:`set_package` for many ``(request_id, package_uri, expires_at)`` at once: one read,
@@ -467,16 +463,7 @@ class Ledger:
         :param package_uri: where the subject fetches the package (a presigned URL or an S3 URI).
         :raises UnknownRequestError: no such request.
         """
-        check_text("package_uri", package_uri, 1024)
-        check_aware("expires_at", expires_at)
-        with self._write() as conn:
-            current = store.require_request(conn, request_id)
-            if (current.package_uri, current.package_url_expires_at) == (package_uri, expires_at):
-                return current
-            link_sha256 = hashlib.sha256(package_uri.encode()).hexdigest()
-            payload = {"link_sha256": link_sha256, "expires_at": expires_at}
-            values = {"package_uri": package_uri, "package_url_expires_at": expires_at}
-            return self._change(conn, request_id, "package.link_issued", payload, **values)
+        return self.set_packages([(request_id, package_uri, expires_at)])[request_id]
 
     def mark_metadata_purged(self, request_id: str, purged_at: datetime, changed: Mapping[str, int]) -> RequestRow:
         """Record that the Airflow metadata DB no longer holds the request's identities.
