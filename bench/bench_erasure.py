@@ -227,10 +227,14 @@ def run_right_dag(right: str, conf: dict, profile: str | None = None, cpu_of: di
         profiler.disable()
         profiler.dump_stats(profile)
     tasks: dict[str, float] = {}
+    mapped: dict[str, float] = {}  # "task_id[label]" -> seconds of each mapped instance
     spans: dict[str, tuple] = {}  # task id -> (first start, last end): a mapped task's instances as one stage
     for ti in run.get_task_instances():
         if ti.start_date and ti.end_date:
             tasks[ti.task_id] = round(tasks.get(ti.task_id, 0.0) + (ti.end_date - ti.start_date).total_seconds(), 2)
+            if ti.map_index >= 0:
+                label = f"{ti.task_id}[{ti.rendered_map_index or ti.map_index}]"
+                mapped[label] = round((ti.end_date - ti.start_date).total_seconds(), 2)
             first, last = spans.get(ti.task_id, (ti.start_date, ti.end_date))
             spans[ti.task_id] = (min(first, ti.start_date), max(last, ti.end_date))
     failed = sorted(ti.task_id for ti in run.get_task_instances() if ti.state == "failed")
@@ -240,6 +244,7 @@ def run_right_dag(right: str, conf: dict, profile: str | None = None, cpu_of: di
         "state": str(run.state),
         "failed_tasks": failed,
         "task_s": tasks,
+        "mapped_task_s": mapped,
         "cpu": cpu.summary(stages),
     }
 

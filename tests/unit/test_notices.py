@@ -264,3 +264,78 @@ def test_a_notice_shows_the_request_as_the_batch_left_it(notices, ledger, sink):
         ledger.extend("REQ-X", sla.due_at(RECEIVED, extended=True), "six partners involved")
         notices.acknowledgement("REQ-X", SUBJECT_EMAIL)
     assert "Tuesday, 2 February 2027" in _body(_only_mail(sink))  # the extended due date
+
+
+def _count_connections(monkeypatch) -> list[int]:
+    """Record each SMTP connection the transport opens (wraps the real client factory)."""
+    from contextlib import contextmanager
+
+    import include.dsr.connections as connections
+
+    opened: list[int] = []
+    real = connections.smtp_client
+
+    @contextmanager
+    def counted(conn_id):
+        with real(conn_id) as client:
+            opened.append(1)
+            yield client
+
+    monkeypatch.setattr(connections, "smtp_client", counted)
+    return opened
+
+
+@pytest.mark.parametrize(("size", "connections"), [(3, 1), (20, 4)])
+def test_a_chunk_goes_out_over_several_connections_each_mail_once(
+    notices, ledger, sink, monkeypatch, size, connections
+):
+    ids = [f"REQ-P{i:02d}" for i in range(size)]
+    for rid in ids:
+        record(ledger, rid, RECEIVED)
+    opened = _count_connections(monkeypatch)
+    with notices.sending(), ledger.batch(), notices.recorded_together(ids):
+        for rid in ids:
+            notices.acknowledgement(rid, SUBJECT_EMAIL)
+            notices.acknowledgement(rid, SUBJECT_EMAIL)  # asked twice in the block: one mail
+    assert len(opened) == connections
+    delivered = sorted(m["Message-ID"] for m in sink.messages())
+    recorded = []
+    for rid in ids:
+        [event] = [e for e in ledger.events(rid) if e.event_type == "notice.sent"]
+        assert event.payload["sent_at"]
+        recorded.append(f"<{event.payload['message_id']}@dsr.fabconnect.example>")
+    assert delivered == sorted(recorded)  # every mail delivered once and recorded once
+
+
+def test_a_mail_failing_in_a_chunk_records_none_of_it_and_the_next_run_sends_each(ledger, clock, tmp_path, monkeypatch):
+    """A server without SMTPUTF8 cannot take an internationalised address: the chunk fails with that
+    reason, nothing of it is recorded, and once the address is fixed every request has one notice."""
+    from include.demo.smtp_sink import SmtpSink
+
+    server = SmtpSink(port=free_port(), mail_dir=tmp_path / "mail", smtputf8=False).start()
+    monkeypatch.setenv("AIRFLOW_CONN_DSR_SMTP", smtp_connection(server.port))
+    try:
+        ids = [f"REQ-F{i:02d}" for i in range(16)]
+        for rid in ids:
+            record(ledger, rid, RECEIVED)
+        address = dict.fromkeys(ids, SUBJECT_EMAIL)
+        address["REQ-F05"] = "jürgen@beispiel.example"
+        notices = Notices(ledger, controller=CONTROLLER, clock=clock)
+
+        def chunk() -> None:
+            with notices.sending(), ledger.batch(), notices.recorded_together(ids):
+                for rid in ids:
+                    notices.acknowledgement(rid, address[rid])
+
+        with pytest.raises(TerminalError, match="SMTPUTF8"):
+            chunk()
+        assert not any(e.event_type == "notice.sent" for rid in ids for e in ledger.events(rid))
+        first_try = len(server.messages())
+        assert first_try < len(ids)  # the failed address got nothing
+        address["REQ-F05"] = "juergen@beispiel.example"
+        chunk()
+        for rid in ids:
+            assert [e.event_type for e in ledger.events(rid)].count("notice.sent") == 1
+        assert len(server.messages()) == first_try + len(ids)  # at least once: the chunk again
+    finally:
+        server.stop()

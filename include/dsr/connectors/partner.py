@@ -135,6 +135,11 @@ class PartnerConnector(BaseConnector):
     def poll(self, refs: list[str]) -> dict[str, str]:
         """Partner request id -> ``pending``, ``completed`` or ``failed``."""
 
+    def statuses_at_submit(self, refs: list[str]) -> dict[str, str] | None:
+        """The statuses the partner gave with the submission itself, when its protocol gives them
+        (then no poll is needed right after :meth:`submit`); None by default."""
+        return None
+
     @abstractmethod
     def answer(self, ref: str) -> dict:
         """The completed answer of one partner request (``records``, ``affected``)."""

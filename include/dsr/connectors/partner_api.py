@@ -48,6 +48,7 @@ class PartnerApiConnector(PartnerConnector):
         super().__init__(system)
         self._base_url, self._token = base_url, token
         self.timeout = timeout or settings.PARTNER_HTTP_TIMEOUT
+        self._submitted: dict[str, str | None] = {}  # partner request id -> status its POST answered
 
     @cached_property
     def _endpoint(self) -> tuple[str, str]:
@@ -121,9 +122,24 @@ class PartnerApiConnector(PartnerConnector):
                         **(details or {}).get(subject.request_id, {}),
                     }
                 )
-        self._each(lambda body: self._call("POST", "/requests", body), bodies)
+        answers = self._each(lambda body: self._call("POST", "/requests", body)[1], bodies)
+        # The partner answers each POST with the request's status: the poll that would follow
+        # at once would read the same thing again (one GET a subject in a wave).
+        self._submitted.update(
+            (body["subject_request_id"], answer.get("request_status"))
+            for body, answer in zip(bodies, answers, strict=True)
+            if isinstance(answer, dict)
+        )
         log.info("submitted %s %s requests to %s", sum(map(len, refs.values())), request_type, self.system.key)
         return refs
+
+    def statuses_at_submit(self, refs: list[str]) -> dict[str, str] | None:
+        """Each ref's status as the partner answered its POST in :meth:`submit`, or None when one
+        of them was not submitted by this connector or came without a status."""
+        found = {ref: self._submitted.get(ref) for ref in refs}
+        if any(not isinstance(status, str) for status in found.values()):
+            return None
+        return found  # type: ignore[return-value]
 
     def poll(self, refs: list[str]) -> dict[str, str]:
         """Partner request id -> request_status (pending, in_progress, completed, failed)."""

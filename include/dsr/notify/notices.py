@@ -157,14 +157,18 @@ class Notices:
         self._controller = controller
         self._clock = clock or (lambda: datetime.now(UTC))
         self._pending: list | None = None
+        # mails of a recorded_together block, sent at its end, each with its event's payload
+        self._outbox: list[tuple[str, Mail, dict]] = []
         # notices already sent, read up front for the requests of a recorded_together block
         self._sent: dict[str, EventRow] = {}
         self._sent_known: set[str] = set()
 
     @contextmanager
     def recorded_together(self, request_ids: Sequence[str] = ()) -> Iterator[None]:
-        """Notices sent in the block are recorded in the ledger in one insert at its end (a wave's
-        chunk); a crash in the block re-sends that chunk's notices on the next run, never skips one.
+        """Notices of the block are sent and recorded in the ledger at its end (a wave's chunk): the
+        mails together, over several connections when the transport has ``send_all``, then their
+        events in one insert. A failed mail or a crash in the block records none of the chunk's
+        notices, so the next run sends them again, never skips one.
 
         :param request_ids: the requests the block notifies: their notices already sent are read
             in one query, and their ledger rows too (kept by the ledger's batch the block runs in),
@@ -173,7 +177,7 @@ class Notices:
         if self._pending is not None:
             yield
             return
-        self._pending = []
+        self._pending, self._outbox = [], []
         if request_ids:
             self.ledger.get_requests(list(request_ids))
             sent = self.ledger.events_of(list(request_ids), [NOTICE_EVENT])
@@ -181,10 +185,27 @@ class Notices:
             self._sent_known = set(request_ids)
         try:
             yield
+            self._send_outbox()
             self.ledger.append_events(self._pending)
         finally:
-            self._pending = None
+            self._pending, self._outbox = None, []
             self._sent, self._sent_known = {}, set()
+
+    def _send_outbox(self) -> None:
+        """Send the block's mails held back by :meth:`_send_once`; each event's ``sent_at`` is when
+        its chunk was delivered."""
+        if not self._outbox:
+            return
+        send_all = getattr(self.transport, "send_all", None)
+        if send_all is not None:
+            send_all([mail for _, mail, _ in self._outbox])
+        else:
+            for _, mail, _ in self._outbox:
+                self.transport.send(mail)
+        sent_at = self._clock()
+        for request_id, mail, payload in self._outbox:
+            payload["sent_at"] = sent_at
+            log.info("request %s: %s sent (message %s)", request_id, payload["kind"], mail.ref)
 
     def sending(self):
         """A block whose notices share one mail connection, when the transport keeps one open."""
@@ -411,12 +432,15 @@ class Notices:
             return existing
         subject, html = render(template, {**values, "controller": self.controller, "request": self._facts(row)})
         mail = Mail(to=recipient, subject=subject, html=html, sender=self.controller.privacy_contact)
+        if self._pending is not None:
+            if any(key == dedupe_key for *_, key in self._pending):
+                return None  # asked twice in one block: one mail
+            payload = {**facts, "message_id": mail.ref, "template": template}
+            self._outbox.append((request_id, mail, payload))
+            self._pending.append((request_id, event_type, payload, dedupe_key))
+            return None
         self.transport.send(mail)
         payload = {**facts, "message_id": mail.ref, "sent_at": self._clock(), "template": template}
-        if self._pending is not None:
-            self._pending.append((request_id, event_type, payload, dedupe_key))
-            log.info("request %s: %s sent (message %s)", request_id, facts["kind"], mail.ref)
-            return None
         event = self.ledger.append_event(request_id, event_type, payload, dedupe_key=dedupe_key)
         log.info("request %s: %s sent (message %s)", request_id, facts["kind"], mail.ref)
         return event

@@ -115,7 +115,9 @@ def submit(rt: Runtime, batch_id: str, right: str, system_key: str, verify: bool
     refs = with_backoff(
         lambda: connector.submit(subjects, kind, "verify" if verify else None, details), f"submit to {system_key}"
     )
-    statuses = with_backoff(lambda: connector.poll(flat(refs)), f"poll {system_key}")
+    statuses = connector.statuses_at_submit(flat(refs)) or with_backoff(
+        lambda: connector.poll(flat(refs)), f"poll {system_key}"
+    )
     state = summarize(statuses)
     if state != COMPLETED:
         outcome = f"partner status: {state}" + (" (checking the erasure)" if verify else "")
@@ -187,12 +189,20 @@ def poll(rt: Runtime, system_key: str, refs: dict[str, list[str]]) -> str:
 
 def wait_briefly(rt: Runtime, system_key: str, refs: dict[str, list[str]], state: str, seconds: float) -> str:
     """Poll for up to ``seconds`` before the caller defers: partners that answer within
-    moments (drop boxes polled every few hundred ms) then cost no deferral round trip."""
+    moments (drop boxes polled every few hundred ms) then cost no deferral round trip. The
+    pauses start at :data:`FIRST_PAUSE_SECONDS` and double up to a second: a drop box's answer
+    is usually there within half a second, and each second waited is on the request's path."""
     deadline = time.monotonic() + seconds
+    pause = FIRST_PAUSE_SECONDS
     while state == "pending" and time.monotonic() < deadline:
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(1.0, pause * 2)
         state = with_backoff(lambda: poll(rt, system_key, refs), f"poll {system_key}")
     return state
+
+
+#: The first pause of :func:`wait_briefly` (then 0.5 s, then a second each).
+FIRST_PAUSE_SECONDS = 0.25
 
 
 def collect(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
