@@ -55,6 +55,9 @@ PARTNER_POLL_SECONDS = float(os.environ.get("DSR_PARTNER_POLL_SECONDS", "30"))
 # Poll in the task for this long before deferring to the triggerer (fast partners answer here).
 PARTNER_INLINE_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_INLINE_WAIT_SECONDS", "3"))
 PARTNER_MAX_WAIT_SECONDS = float(os.environ.get("DSR_PARTNER_MAX_WAIT_SECONDS", "0")) or None
+# SMTP connections a chunk of notices (a wave's) is sent over side by side; 1 for a relay that
+# allows one connection per client.
+SMTP_CONNECTIONS = max(1, int(os.environ.get("DSR_SMTP_CONNECTIONS", "4")))
 
 
 # Presigned package links expire after this many seconds: at most 7 days (the DESIGN's promise,

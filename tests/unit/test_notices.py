@@ -266,8 +266,10 @@ def test_a_notice_shows_the_request_as_the_batch_left_it(notices, ledger, sink):
     assert "Tuesday, 2 February 2027" in _body(_only_mail(sink))  # the extended due date
 
 
-def _count_connections(monkeypatch) -> list[int]:
-    """Record each SMTP connection the transport opens (wraps the real client factory)."""
+def _count_connections(monkeypatch, refuse_after: int | None = None) -> list[int]:
+    """Record each SMTP connection the transport opens (wraps the real client factory); with
+    ``refuse_after``, a further connection is refused as a relay capping its clients does (421)."""
+    import smtplib
     from contextlib import contextmanager
 
     import include.dsr.connections as connections
@@ -277,6 +279,8 @@ def _count_connections(monkeypatch) -> list[int]:
 
     @contextmanager
     def counted(conn_id):
+        if refuse_after is not None and len(opened) >= refuse_after:
+            raise smtplib.SMTPConnectError(421, b"too many connections from your host")
         with real(conn_id) as client:
             opened.append(1)
             yield client
@@ -331,7 +335,12 @@ def test_a_mail_failing_in_a_chunk_records_none_of_it_and_the_next_run_sends_eac
             chunk()
         assert not any(e.event_type == "notice.sent" for rid in ids for e in ledger.events(rid))
         first_try = len(server.messages())
-        assert first_try < len(ids)  # the failed address got nothing
+        delivered = " ".join(m["Subject"] for m in server.messages())
+        # REQ-F05's connection carries F01, F05, F09, F13: it stops at F05, and no connection
+        # starts a mail once one has failed
+        assert "REQ-F05" not in delivered
+        assert "REQ-F09" not in delivered
+        assert "REQ-F13" not in delivered
         address["REQ-F05"] = "juergen@beispiel.example"
         chunk()
         for rid in ids:
@@ -339,3 +348,35 @@ def test_a_mail_failing_in_a_chunk_records_none_of_it_and_the_next_run_sends_eac
         assert len(server.messages()) == first_try + len(ids)  # at least once: the chunk again
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("setting", "refuse_after", "connections"),
+    [
+        pytest.param("4", 2, 2, id="a relay that takes two connections"),
+        pytest.param("1", None, 1, id="DSR_SMTP_CONNECTIONS=1"),
+    ],
+)
+def test_a_chunk_shares_the_connections_the_server_allows(
+    notices, ledger, sink, monkeypatch, setting, refuse_after, connections
+):
+    from include import settings
+
+    monkeypatch.setattr(settings, "SMTP_CONNECTIONS", int(setting))
+    ids = [f"REQ-R{i:02d}" for i in range(20)]
+    for rid in ids:
+        record(ledger, rid, RECEIVED)
+    opened = _count_connections(monkeypatch, refuse_after)
+    with notices.sending(), ledger.batch(), notices.recorded_together(ids):
+        for rid in ids:
+            notices.acknowledgement(rid, SUBJECT_EMAIL)
+    assert len(opened) == connections
+    assert len(sink.messages()) == len(ids)
+    assert all([e.event_type for e in ledger.events(rid)].count("notice.sent") == 1 for rid in ids)
+
+
+def test_a_session_with_an_unreachable_server_is_transient(ledger, clock, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_DSR_SMTP", smtp_connection(free_port()))  # nothing listens there
+    notices = Notices(ledger, controller=CONTROLLER, clock=clock)
+    with pytest.raises(TransientError, match="could not be reached"), notices.sending():
+        pass

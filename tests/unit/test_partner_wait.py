@@ -22,8 +22,9 @@ class _Clock:
 class _Partner:
     """Answers once ``ready_at`` (clock seconds) has passed; counts the polls."""
 
-    def __init__(self, clock: _Clock, ready_at: float | None) -> None:
+    def __init__(self, clock: _Clock, ready_at: float | None, first_poll_seconds: float = 0.25) -> None:
         self.clock, self.ready_at, self.polls = clock, ready_at, 0
+        self.first_poll_seconds = first_poll_seconds
 
     def poll(self, refs: list[str]) -> dict[str, str]:
         self.polls += 1
@@ -50,6 +51,7 @@ def clock(monkeypatch) -> _Clock:
     ],
 )
 def test_the_wait_polls_soon_then_each_second_and_ends_at_its_limit(clock, ready_at, seconds, state, pauses):
+    """A partner whose first pause is a quarter of a second (a drop box)."""
     partner = _Partner(clock, ready_at)
     rt = SimpleNamespace(connector=lambda system_key: partner)
     refs = {"REQ-1": ["REQ-1-a"], "REQ-2": ["REQ-2-a"]}
@@ -65,3 +67,20 @@ def test_an_answer_already_there_is_not_waited_for(clock):
     assert partner_exchange.wait_briefly(rt, "payflow", {"REQ-1": ["r"]}, "completed", 3.0) == "completed"
     assert clock.pauses == []
     assert partner.polls == 0
+
+
+@pytest.mark.parametrize(
+    ("channel", "first", "pauses"),
+    [
+        pytest.param("api", 1.0, [1.0, 1.0, 1.0], id="api: a poll is a call per subject, each second"),
+        pytest.param("s3_dropbox", 0.25, [0.25, 0.5, 1.0, 1.0, 0.25], id="drop box: a poll is one listing, soon"),
+    ],
+)
+def test_each_channel_starts_its_wait_at_its_own_first_pause(clock, channel, first, pauses):
+    from include.dsr.connectors import connector_class
+
+    assert connector_class(channel).first_poll_seconds == first
+    partner = _Partner(clock, None, first)
+    rt = SimpleNamespace(connector=lambda system_key: partner)
+    assert partner_exchange.wait_briefly(rt, "p", {"REQ-1": ["r"]}, "pending", 3.0) == "pending"
+    assert clock.pauses == pauses

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from include.dsr.connectors.base import REQUEST_ID_COLUMN, BaseConnector, ExportResult
 from include.dsr.core.pii import redact
@@ -105,6 +105,11 @@ PARALLEL_CALLS = 8
 
 class PartnerConnector(BaseConnector):
     """A partner reached asynchronously: submit, poll, read each answer."""
+
+    #: The first pause of a task's in-process wait for the answer (then doubling up to a second):
+    #: a partner that answers later than at submission is usually a slow one, and each poll of an
+    #: API partner is a call per subject.
+    first_poll_seconds: ClassVar[float] = 1.0
 
     def _each(self, call: Callable[[T], R], items: list[T]) -> list[R]:
         """``call`` over ``items``, up to :data:`PARALLEL_CALLS` at once, results in order; the

@@ -126,16 +126,17 @@ class PartnerApiConnector(PartnerConnector):
         # The partner answers each POST with the request's status: the poll that would follow
         # at once would read the same thing again (one GET a subject in a wave).
         self._submitted.update(
-            (body["subject_request_id"], answer.get("request_status"))
+            (body["subject_request_id"], answer.get("request_status") if isinstance(answer, dict) else None)
             for body, answer in zip(bodies, answers, strict=True)
-            if isinstance(answer, dict)
         )
         log.info("submitted %s %s requests to %s", sum(map(len, refs.values())), request_type, self.system.key)
         return refs
 
     def statuses_at_submit(self, refs: list[str]) -> dict[str, str] | None:
         """Each ref's status as the partner answered its POST in :meth:`submit`, or None when one
-        of them was not submitted by this connector or came without a status."""
+        of them was not submitted by this connector or came without a status. The protocol's POST
+        answers with the request as its status read would show it, so a ``completed`` here is
+        trusted as a poll's would be."""
         found = {ref: self._submitted.get(ref) for ref in refs}
         if any(not isinstance(status, str) for status in found.values()):
             return None

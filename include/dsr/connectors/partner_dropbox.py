@@ -38,6 +38,9 @@ class PartnerDropboxConnector(PartnerConnector):
 
     channel: ClassVar[str] = "s3_dropbox"
     capabilities: ClassVar[frozenset[str]] = frozenset({"test_connection", "export"})
+    # A poll is one listing of the batch's files, whatever its size: polling soon costs little,
+    # and a partner whose job watches its inbox answers within moments.
+    first_poll_seconds: ClassVar[float] = 0.25
 
     def __init__(self, system: System, s3: Any = None) -> None:
         super().__init__(system)

@@ -19,7 +19,7 @@ import smtplib
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
@@ -71,15 +71,12 @@ class MailTransport(Protocol):
     """Anything that can deliver a :class:`Mail` (raises :class:`TransientError` to retry).
 
     A transport may also offer ``send_all(mails)``: deliver them all, in any order, raising the
-    error of the first mail (in the given order) that failed.
+    error of the first mail (in the given order) among those that failed.
     """
 
     def send(self, mail: Mail) -> None: ...
 
 
-#: Connections a wave's chunk of notices is sent over side by side: an SMTP mail is four round
-#: trips, and a server answers one connection's commands while another's are on the way.
-SEND_CONNECTIONS = 4
 #: Below this many mails a chunk goes over the one connection of the session.
 SEND_SIDE_BY_SIDE_FROM = 8
 
@@ -101,22 +98,50 @@ class SmtpHookTransport:
     def __init__(self, conn_id: str | None = None) -> None:
         self.conn_id = conn_id or self.default_conn_id
         self._open: tuple[Any, str | None] | None = None
+        # the session's further connections for send_all: opened on first use, closed with it
+        self._lanes: ExitStack | None = None
+        self._lane_transports: list[SmtpHookTransport] = []
 
     @contextmanager
     def session(self) -> Iterator[SmtpHookTransport]:
-        """Send every mail of the block over one SMTP connection (a wave's thousands of notices);
-        a connection lost on the way is opened again for the next mail."""
+        """Send every mail of the block over the session's connections (a wave's thousands of
+        notices): one, and for :meth:`send_all` up to ``DSR_SMTP_CONNECTIONS``; a connection lost
+        on the way is opened again for the next mail.
+
+        :raises TransientError: the server could not be reached.
+        """
         from include.dsr.connections import smtp_client
 
         if self._open is not None:
             yield self
             return
         try:
-            with smtp_client(self.conn_id) as opened:
-                self._open = opened
+            with ExitStack() as lanes:
+                try:
+                    self._open = lanes.enter_context(smtp_client(self.conn_id))
+                except (smtplib.SMTPException, OSError) as exc:
+                    raise TransientError(
+                        f"SMTP via {self.conn_id!r} could not be reached ({type(exc).__name__}); will retry"
+                    ) from None
+                self._lanes = lanes
                 yield self
         finally:
-            self._open = None
+            self._open, self._lanes, self._lane_transports = None, None, []
+
+    def _further_lanes(self, wanted: int) -> list[SmtpHookTransport]:
+        """Up to ``wanted`` transports with a connection of their own, kept for the session; fewer
+        when the server refuses another connection (the mails then share the ones there are)."""
+        if self._lanes is None:
+            return []
+        while len(self._lane_transports) < wanted:
+            lane = type(self)(self.conn_id)
+            try:
+                self._lanes.enter_context(lane.session())
+            except (TransientError, TerminalError):
+                log.info("SMTP via %s: %s connections open, no more", self.conn_id, 1 + len(self._lane_transports))
+                break
+            self._lane_transports.append(lane)
+        return self._lane_transports[:wanted]
 
     def _deliver(self, mail: Mail) -> None:
         from include.dsr.connections import smtp_client
@@ -132,38 +157,49 @@ class SmtpHookTransport:
             client.send_message(build_message(mail, from_email or mail.sender))
 
     def send_all(self, mails: Sequence[Mail]) -> None:
-        """Deliver ``mails`` over up to :data:`SEND_CONNECTIONS` connections side by side (the first
-        is the session's own, when one is open).
+        """Deliver ``mails`` over the session's connections side by side (opening one first when
+        no session is open): an SMTP mail is four round trips, and a server answers one
+        connection's commands while another's are on the way.
 
         Once a mail fails, no connection starts another; the error of the first failed mail, in
-        the order given, is raised with what :meth:`send` raises (mails already delivered stay
+        the order given, is raised as :meth:`send` raises it (mails already delivered stay
         delivered: the caller sends the unrecorded ones again).
         """
-        if len(mails) < SEND_SIDE_BY_SIDE_FROM:
+        from include import settings
+
+        if len(mails) < SEND_SIDE_BY_SIDE_FROM or settings.SMTP_CONNECTIONS < 2:
             for mail in mails:
                 self.send(mail)
             return
+        if self._open is None:
+            with self.session():
+                self.send_all(mails)
+            return
         from concurrent.futures import ThreadPoolExecutor
 
-        lanes = [mails[i::SEND_CONNECTIONS] for i in range(SEND_CONNECTIONS)]
+        transports = [self, *self._further_lanes(settings.SMTP_CONNECTIONS - 1)]
+        lanes = [mails[i :: len(transports)] for i in range(len(transports))]
         failed = threading.Event()
 
-        def send_lane(lane_and_transport: tuple[Sequence[Mail], SmtpHookTransport]) -> tuple[Mail, Exception] | None:
-            lane, transport = lane_and_transport
-            with transport.session():
-                for mail in lane:
-                    if failed.is_set():
-                        return None
-                    try:
-                        transport.send(mail)
-                    except (TerminalError, TransientError) as exc:
-                        failed.set()
-                        return mail, exc
+        def send_lane(lane: Sequence[Mail], transport: SmtpHookTransport) -> tuple[Mail, Exception] | None:
+            for mail in lane:
+                if failed.is_set():
+                    return None
+                try:
+                    transport.send(mail)
+                except (TerminalError, TransientError) as exc:
+                    failed.set()
+                    return mail, exc
+                except BaseException:
+                    failed.set()
+                    raise
             return None
 
-        transports = [self, *(type(self)(self.conn_id) for _ in lanes[1:])]
-        with ThreadPoolExecutor(len(lanes)) as pool:
-            failures = [f for f in pool.map(send_lane, zip(lanes, transports, strict=True)) if f is not None]
+        try:
+            with ThreadPoolExecutor(len(lanes)) as pool:
+                failures = [f for f in pool.map(send_lane, lanes, transports) if f is not None]
+        finally:
+            failed.set()  # whatever ended the wait (an error, the task being stopped): no lane goes on
         if failures:
             order = {id(mail): i for i, mail in enumerate(mails)}
             raise min(failures, key=lambda failure: order[id(failure[0])])[1]

@@ -159,6 +159,7 @@ class Notices:
         self._pending: list | None = None
         # mails of a recorded_together block, sent at its end, each with its event's payload
         self._outbox: list[tuple[str, Mail, dict]] = []
+        self._pending_keys: set[str] = set()
         # notices already sent, read up front for the requests of a recorded_together block
         self._sent: dict[str, EventRow] = {}
         self._sent_known: set[str] = set()
@@ -177,7 +178,7 @@ class Notices:
         if self._pending is not None:
             yield
             return
-        self._pending, self._outbox = [], []
+        self._pending, self._outbox, self._pending_keys = [], [], set()
         if request_ids:
             self.ledger.get_requests(list(request_ids))
             sent = self.ledger.events_of(list(request_ids), [NOTICE_EVENT])
@@ -188,7 +189,7 @@ class Notices:
             self._send_outbox()
             self.ledger.append_events(self._pending)
         finally:
-            self._pending, self._outbox = None, []
+            self._pending, self._outbox, self._pending_keys = None, [], set()
             self._sent, self._sent_known = {}, set()
 
     def _send_outbox(self) -> None:
@@ -208,7 +209,7 @@ class Notices:
             log.info("request %s: %s sent (message %s)", request_id, payload["kind"], mail.ref)
 
     def sending(self):
-        """A block whose notices share one mail connection, when the transport keeps one open."""
+        """A block whose notices share the transport's mail connections, when it keeps them open."""
         session = getattr(self.transport, "session", None)
         return session() if session is not None else nullcontext()
 
@@ -433,8 +434,9 @@ class Notices:
         subject, html = render(template, {**values, "controller": self.controller, "request": self._facts(row)})
         mail = Mail(to=recipient, subject=subject, html=html, sender=self.controller.privacy_contact)
         if self._pending is not None:
-            if any(key == dedupe_key for *_, key in self._pending):
+            if dedupe_key in self._pending_keys:
                 return None  # asked twice in one block: one mail
+            self._pending_keys.add(dedupe_key)
             payload = {**facts, "message_id": mail.ref, "template": template}
             self._outbox.append((request_id, mail, payload))
             self._pending.append((request_id, event_type, payload, dedupe_key))

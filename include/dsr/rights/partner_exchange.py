@@ -190,19 +190,16 @@ def poll(rt: Runtime, system_key: str, refs: dict[str, list[str]]) -> str:
 def wait_briefly(rt: Runtime, system_key: str, refs: dict[str, list[str]], state: str, seconds: float) -> str:
     """Poll for up to ``seconds`` before the caller defers: partners that answer within
     moments (drop boxes polled every few hundred ms) then cost no deferral round trip. The
-    pauses start at :data:`FIRST_PAUSE_SECONDS` and double up to a second: a drop box's answer
-    is usually there within half a second, and each second waited is on the request's path."""
+    pauses start at the connector's ``first_poll_seconds`` and double up to a second: a drop
+    box's answer is usually there within half a second, and each second waited is on the
+    request's path."""
     deadline = time.monotonic() + seconds
-    pause = FIRST_PAUSE_SECONDS
+    pause = rt.connector(system_key).first_poll_seconds if state == "pending" else 1.0
     while state == "pending" and time.monotonic() < deadline:
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(1.0, pause * 2)
         state = with_backoff(lambda: poll(rt, system_key, refs), f"poll {system_key}")
     return state
-
-
-#: The first pause of :func:`wait_briefly` (then 0.5 s, then a second each).
-FIRST_PAUSE_SECONDS = 0.25
 
 
 def collect(rt: Runtime, batch_id: str, system_key: str, refs: dict[str, list[str]]) -> dict:
