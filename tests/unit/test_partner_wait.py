@@ -26,6 +26,9 @@ class _Partner:
         self.clock, self.ready_at, self.polls = clock, ready_at, 0
         self.first_poll_seconds = first_poll_seconds
 
+    def close(self) -> None:
+        self.closed = True
+
     def poll(self, refs: list[str]) -> dict[str, str]:
         self.polls += 1
         done = self.ready_at is not None and self.clock.now >= self.ready_at
@@ -58,6 +61,7 @@ def test_the_wait_polls_soon_then_each_second_and_ends_at_its_limit(clock, ready
     assert partner_exchange.wait_briefly(rt, "lasercut-bv", refs, "pending", seconds) == state
     assert clock.pauses == pauses
     assert partner.polls == len(pauses)
+    assert getattr(partner, "closed", False) == bool(pauses)  # the wait's one connector, closed after it
     assert clock.now <= seconds  # never past the configured wait
 
 

@@ -182,23 +182,24 @@ def summarize(statuses: dict[str, str]) -> str:
     return COMPLETED if values == {COMPLETED} else "pending"
 
 
-def poll(rt: Runtime, system_key: str, refs: dict[str, list[str]]) -> str:
-    connector = rt.connector(system_key)
-    return summarize(connector.poll(flat(refs)))
-
-
 def wait_briefly(rt: Runtime, system_key: str, refs: dict[str, list[str]], state: str, seconds: float) -> str:
     """Poll for up to ``seconds`` before the caller defers: partners that answer within
     moments (drop boxes polled every few hundred ms) then cost no deferral round trip. The
     pauses start at the connector's ``first_poll_seconds`` and double up to a second: a drop
     box's answer is usually there within half a second, and each second waited is on the
-    request's path."""
+    request's path. One connector (and its connections) serves every poll of the wait."""
+    if state != "pending" or seconds <= 0:
+        return state
     deadline = time.monotonic() + seconds
-    pause = rt.connector(system_key).first_poll_seconds if state == "pending" else 1.0
-    while state == "pending" and time.monotonic() < deadline:
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(1.0, pause * 2)
-        state = with_backoff(lambda: poll(rt, system_key, refs), f"poll {system_key}")
+    connector = rt.connector(system_key)
+    pause = connector.first_poll_seconds
+    try:
+        while state == "pending" and time.monotonic() < deadline:
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(1.0, pause * 2)
+            state = with_backoff(lambda: summarize(connector.poll(flat(refs))), f"poll {system_key}")
+    finally:
+        connector.close()
     return state
 
 
