@@ -266,6 +266,17 @@ def test_a_notice_shows_the_request_as_the_batch_left_it(notices, ledger, sink):
     assert "Tuesday, 2 February 2027" in _body(_only_mail(sink))  # the extended due date
 
 
+@pytest.fixture
+def chunk_ledger(ledger_on_backends):
+    """The ledger a chunk of notices is recorded in, on SQLite and on PostgreSQL."""
+    return ledger_on_backends
+
+
+@pytest.fixture
+def chunk_notices(chunk_ledger, clock, sink):
+    return Notices(chunk_ledger, controller=CONTROLLER, clock=clock)
+
+
 def _count_connections(monkeypatch, refuse_after: int | None = None) -> list[int]:
     """Record each SMTP connection the transport opens (wraps the real client factory); with
     ``refuse_after``, a further connection is refused as a relay capping its clients does (421)."""
@@ -291,8 +302,9 @@ def _count_connections(monkeypatch, refuse_after: int | None = None) -> list[int
 
 @pytest.mark.parametrize(("size", "connections"), [(3, 1), (20, 4)])
 def test_a_chunk_goes_out_over_several_connections_each_mail_once(
-    notices, ledger, sink, monkeypatch, size, connections
+    chunk_notices, chunk_ledger, sink, monkeypatch, size, connections
 ):
+    notices, ledger = chunk_notices, chunk_ledger
     ids = [f"REQ-P{i:02d}" for i in range(size)]
     for rid in ids:
         record(ledger, rid, RECEIVED)
@@ -311,9 +323,12 @@ def test_a_chunk_goes_out_over_several_connections_each_mail_once(
     assert delivered == sorted(recorded)  # every mail delivered once and recorded once
 
 
-def test_a_mail_failing_in_a_chunk_records_none_of_it_and_the_next_run_sends_each(ledger, clock, tmp_path, monkeypatch):
+def test_a_mail_failing_in_a_chunk_records_none_of_it_and_the_next_run_sends_each(
+    chunk_ledger, clock, tmp_path, monkeypatch
+):
     """A server without SMTPUTF8 cannot take an internationalised address: the chunk fails with that
     reason, nothing of it is recorded, and once the address is fixed every request has one notice."""
+    ledger = chunk_ledger
     from include.demo.smtp_sink import SmtpSink
 
     server = SmtpSink(port=free_port(), mail_dir=tmp_path / "mail", smtputf8=False).start()
@@ -358,8 +373,9 @@ def test_a_mail_failing_in_a_chunk_records_none_of_it_and_the_next_run_sends_eac
     ],
 )
 def test_a_chunk_shares_the_connections_the_server_allows(
-    notices, ledger, sink, monkeypatch, setting, refuse_after, connections
+    chunk_notices, chunk_ledger, sink, monkeypatch, setting, refuse_after, connections
 ):
+    notices, ledger = chunk_notices, chunk_ledger
     from include import settings
 
     monkeypatch.setattr(settings, "SMTP_CONNECTIONS", int(setting))
